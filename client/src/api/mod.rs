@@ -1,0 +1,15 @@
+//! Typed methods of [`crate::Client`], one file per `percy.v1` service. Each returns the
+//! proto response, which carries the `ResponseHeader` (answering node, leader, revision).
+
+mod agents;
+mod cluster;
+mod config;
+mod definitions;
+mod locks;
+mod messages;
+mod plans;
+mod tasks;
+
+pub use locks::LockRequest;
+pub use messages::BROADCAST;
+pub use tasks::TaskFilter;

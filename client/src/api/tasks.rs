@@ -1,0 +1,200 @@
+//! TaskService: submit, claim (a given task with CAS, or the next one), the claim-token
+//! guarded transitions, and reads.
+
+use percy_proto::v1::task_service_client::TaskServiceClient;
+use percy_proto::v1::{
+    CancelTaskRequest, ClaimTaskRequest, ClaimTaskResponse, CompleteTaskRequest, Consistency,
+    FailTaskRequest, GetTaskRequest, GetTaskResponse, ListTasksRequest, ListTasksResponse,
+    RequeueTaskRequest, StartTaskRequest, SubmitTaskRequest, SubmitTaskResponse, TaskResult,
+    TaskSpec, TaskStatus, TaskUpdateResponse,
+};
+
+use crate::{Client, ClientError};
+
+/// Which tasks `list_tasks` returns; the default is all of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    pub status: Option<TaskStatus>,
+    pub plan_id: Option<String>,
+    pub assignee: Option<u64>,
+    /// 0 = no limit.
+    pub limit: u32,
+}
+
+impl Client {
+    pub async fn submit_task(&self, spec: TaskSpec) -> Result<SubmitTaskResponse, ClientError> {
+        self.mutate(Default::default(), |channel, header| {
+            let request = SubmitTaskRequest {
+                header: Some(header),
+                task: Some(spec.clone()),
+            };
+            async move { TaskServiceClient::new(channel).submit(request).await }
+        })
+        .await
+    }
+
+    /// Claims `task_id` for `agent_id`; with `expected_revision`, only if the task is still
+    /// at that revision. A task already claimed by another agent is refused
+    /// (`FailedPrecondition`).
+    pub async fn claim_task(
+        &self,
+        agent_id: u64,
+        task_id: &str,
+        expected_revision: Option<u64>,
+    ) -> Result<ClaimTaskResponse, ClientError> {
+        self.claim(agent_id, task_id.to_owned(), expected_revision)
+            .await
+    }
+
+    /// Claims the best task this agent can run (priority, then age). `task` is `None` in the
+    /// response when nothing is claimable.
+    pub async fn claim_next(&self, agent_id: u64) -> Result<ClaimTaskResponse, ClientError> {
+        self.claim(agent_id, String::new(), None).await
+    }
+
+    async fn claim(
+        &self,
+        agent_id: u64,
+        task_id: String,
+        expected_revision: Option<u64>,
+    ) -> Result<ClaimTaskResponse, ClientError> {
+        self.mutate(Default::default(), |channel, header| {
+            let request = ClaimTaskRequest {
+                header: Some(header),
+                agent_id,
+                task_id: task_id.clone(),
+                expected_revision,
+            };
+            async move { TaskServiceClient::new(channel).claim(request).await }
+        })
+        .await
+    }
+
+    /// Marks a claimed task as working. `claim_token` must be the one from the claim.
+    pub async fn start_task(
+        &self,
+        task_id: &str,
+        agent_id: u64,
+        claim_token: u64,
+    ) -> Result<TaskUpdateResponse, ClientError> {
+        self.mutate(Default::default(), |channel, header| {
+            let request = StartTaskRequest {
+                header: Some(header),
+                task_id: task_id.to_owned(),
+                agent_id,
+                claim_token,
+            };
+            async move { TaskServiceClient::new(channel).start(request).await }
+        })
+        .await
+    }
+
+    /// Completes a task; a stale `claim_token` is refused (`FailedPrecondition`).
+    pub async fn complete_task(
+        &self,
+        task_id: &str,
+        agent_id: u64,
+        claim_token: u64,
+        result: TaskResult,
+    ) -> Result<TaskUpdateResponse, ClientError> {
+        self.mutate(Default::default(), |channel, header| {
+            let request = CompleteTaskRequest {
+                header: Some(header),
+                task_id: task_id.to_owned(),
+                agent_id,
+                claim_token,
+                result: Some(result.clone()),
+            };
+            async move { TaskServiceClient::new(channel).complete(request).await }
+        })
+        .await
+    }
+
+    /// Fails an attempt: the task is requeued while attempts remain, else it fails and its
+    /// dependents are cancelled.
+    pub async fn fail_task(
+        &self,
+        task_id: &str,
+        agent_id: u64,
+        claim_token: u64,
+        error: &str,
+    ) -> Result<TaskUpdateResponse, ClientError> {
+        self.mutate(Default::default(), |channel, header| {
+            let request = FailTaskRequest {
+                header: Some(header),
+                task_id: task_id.to_owned(),
+                agent_id,
+                claim_token,
+                error: error.to_owned(),
+            };
+            async move { TaskServiceClient::new(channel).fail(request).await }
+        })
+        .await
+    }
+
+    pub async fn cancel_task(
+        &self,
+        task_id: &str,
+        reason: &str,
+    ) -> Result<TaskUpdateResponse, ClientError> {
+        self.mutate(Default::default(), |channel, header| {
+            let request = CancelTaskRequest {
+                header: Some(header),
+                task_id: task_id.to_owned(),
+                reason: reason.to_owned(),
+            };
+            async move { TaskServiceClient::new(channel).cancel(request).await }
+        })
+        .await
+    }
+
+    /// Puts a claimed or working task back to ready (an operator's override).
+    pub async fn requeue_task(
+        &self,
+        task_id: &str,
+        reason: &str,
+    ) -> Result<TaskUpdateResponse, ClientError> {
+        self.mutate(Default::default(), |channel, header| {
+            let request = RequeueTaskRequest {
+                header: Some(header),
+                task_id: task_id.to_owned(),
+                reason: reason.to_owned(),
+            };
+            async move { TaskServiceClient::new(channel).requeue(request).await }
+        })
+        .await
+    }
+
+    pub async fn get_task(
+        &self,
+        task_id: &str,
+        consistency: Consistency,
+    ) -> Result<GetTaskResponse, ClientError> {
+        self.read(consistency, |channel, header| {
+            let request = GetTaskRequest {
+                header: Some(header),
+                task_id: task_id.to_owned(),
+            };
+            async move { TaskServiceClient::new(channel).get(request).await }
+        })
+        .await
+    }
+
+    pub async fn list_tasks(
+        &self,
+        filter: &TaskFilter,
+        consistency: Consistency,
+    ) -> Result<ListTasksResponse, ClientError> {
+        self.read(consistency, |channel, header| {
+            let request = ListTasksRequest {
+                header: Some(header),
+                status: filter.status.unwrap_or(TaskStatus::Unspecified) as i32,
+                plan_id: filter.plan_id.clone().unwrap_or_default(),
+                assignee: filter.assignee.unwrap_or(0),
+                limit: filter.limit,
+            };
+            async move { TaskServiceClient::new(channel).list(request).await }
+        })
+        .await
+    }
+}

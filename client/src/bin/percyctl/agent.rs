@@ -1,0 +1,245 @@
+//! `percyctl agent …`: register, heartbeat, list, get, deregister.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::Subcommand;
+use percy_client::proto::{Agent, RegisterAgentRequest};
+use serde_json::json;
+
+use crate::args;
+use crate::output::{details, list, map, or_dash, table};
+use crate::views::{age, agent_status_name, timestamp, AgentView, HeaderView};
+use crate::Ctx;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register an agent (a live agent of the same name is refreshed, keeping its id).
+    Register {
+        #[arg(long)]
+        name: String,
+        /// Host the agent runs on (default: this host's name).
+        #[arg(long)]
+        node: Option<String>,
+        /// Capabilities, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        capabilities: Vec<String>,
+        /// Label k=v (repeatable).
+        #[arg(long = "label", value_parser = args::key_value)]
+        labels: Vec<(String, String)>,
+        /// Tasks the agent runs at once.
+        #[arg(long, default_value_t = 1)]
+        max_concurrent: u32,
+        /// Expire the agent after this long without a heartbeat (default: the server's).
+        #[arg(long, value_parser = args::duration)]
+        ttl: Option<Duration>,
+    },
+    /// Send one heartbeat for an agent.
+    Heartbeat { agent: String },
+    /// List agents (active ones unless --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one agent (by id or name).
+    Get { agent: String },
+    /// Deregister an agent: its tasks are requeued and its locks released.
+    Deregister { agent: String },
+}
+
+pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Register {
+            name,
+            node,
+            capabilities,
+            labels,
+            max_concurrent,
+            ttl,
+        } => {
+            let request = RegisterAgentRequest {
+                header: None,
+                name: name.clone(),
+                node: node.unwrap_or_else(hostname),
+                capabilities,
+                labels: args::to_map(&labels),
+                max_concurrent,
+                ttl_ms: ttl.map_or(0, args::millis),
+            };
+            let response = ctx
+                .client
+                .register_agent(request)
+                .await
+                .with_context(|| format!("register agent {name}"))?;
+            let agent = response
+                .agent
+                .context("register agent: server sent no agent")?;
+            ctx.out.emit(
+                &json!({
+                    "header": HeaderView::from(response.header),
+                    "agent": AgentView::from(&agent),
+                    "created": response.created,
+                    "heartbeat_interval_ms": response.heartbeat_interval_ms,
+                }),
+                || {
+                    let verb = if response.created {
+                        "registered"
+                    } else {
+                        "refreshed"
+                    };
+                    format!(
+                        "agent {} {verb} with id {} (heartbeat every {}ms, ttl {}ms)",
+                        agent.name, agent.id, response.heartbeat_interval_ms, agent.ttl_ms
+                    )
+                },
+            )
+        }
+        Command::Heartbeat { agent } => {
+            let id = resolve(ctx, &agent).await?;
+            let response = ctx
+                .client
+                .heartbeat(id)
+                .await
+                .with_context(|| format!("heartbeat agent {agent}"))?;
+            let status = agent_status_name(response.status);
+            ctx.out.emit(
+                &json!({
+                    "header": HeaderView::from(response.header),
+                    "agent_id": id,
+                    "status": status,
+                    "must_reregister": response.must_reregister,
+                    "ttl_ms": response.ttl_ms,
+                }),
+                || {
+                    if response.must_reregister {
+                        format!("agent {id} is {status}: it must register again")
+                    } else {
+                        format!("agent {id} is {status} (ttl {}ms)", response.ttl_ms)
+                    }
+                },
+            )
+        }
+        Command::List { all } => {
+            let response = ctx
+                .client
+                .list_agents(all, ctx.consistency)
+                .await
+                .context("list agents")?;
+            let views: Vec<AgentView> = response.agents.iter().map(AgentView::from).collect();
+            ctx.out.emit(
+                &json!({"header": HeaderView::from(response.header), "agents": views}),
+                || agents_table(&response.agents),
+            )
+        }
+        Command::Get { agent } => {
+            let found = get(ctx, &agent).await?;
+            ctx.out.emit(
+                &json!({"header": HeaderView::from(found.0), "agent": AgentView::from(&found.1)}),
+                || agent_details(&found.1),
+            )
+        }
+        Command::Deregister { agent } => {
+            let id = resolve(ctx, &agent).await?;
+            let response = ctx
+                .client
+                .deregister_agent(id)
+                .await
+                .with_context(|| format!("deregister agent {agent}"))?;
+            ctx.out.emit(
+                &json!({
+                    "header": HeaderView::from(response.header),
+                    "agent_id": id,
+                    "requeued_tasks": response.requeued_tasks,
+                    "released_locks": response.released_locks,
+                }),
+                || {
+                    format!(
+                        "agent {id} deregistered; requeued tasks: {}; released locks: {}",
+                        list(&response.requeued_tasks),
+                        list(&response.released_locks)
+                    )
+                },
+            )
+        }
+    }
+}
+
+/// An agent given by id (a number) or by name.
+pub async fn resolve(ctx: &Ctx, agent: &str) -> anyhow::Result<u64> {
+    match agent.parse::<u64>() {
+        Ok(id) => Ok(id),
+        Err(_) => Ok(get(ctx, agent).await?.1.id),
+    }
+}
+
+async fn get(
+    ctx: &Ctx,
+    agent: &str,
+) -> anyhow::Result<(Option<percy_client::proto::ResponseHeader>, Agent)> {
+    let response = match agent.parse::<u64>() {
+        Ok(id) => ctx.client.get_agent(id, ctx.consistency).await,
+        Err(_) => ctx.client.get_agent_by_name(agent, ctx.consistency).await,
+    }
+    .with_context(|| format!("get agent {agent}"))?;
+    let found = response
+        .agent
+        .with_context(|| format!("get agent {agent}: server sent no agent"))?;
+    Ok((response.header, found))
+}
+
+fn agents_table(agents: &[Agent]) -> String {
+    let now = SystemTime::now();
+    table(
+        &[
+            "id",
+            "name",
+            "node",
+            "status",
+            "capabilities",
+            "labels",
+            "slots",
+            "last seen",
+        ],
+        agents.iter().map(|a| {
+            vec![
+                a.id.to_string(),
+                a.name.clone(),
+                or_dash(&a.node),
+                agent_status_name(a.status),
+                list(&a.capabilities),
+                map(&a.labels),
+                a.max_concurrent.to_string(),
+                age(a.last_seen_ms, now),
+            ]
+        }),
+    )
+}
+
+fn agent_details(a: &Agent) -> String {
+    details(&[
+        ("id", a.id.to_string()),
+        ("name", a.name.clone()),
+        ("node", or_dash(&a.node)),
+        ("status", agent_status_name(a.status)),
+        ("capabilities", list(&a.capabilities)),
+        ("labels", map(&a.labels)),
+        ("max concurrent", a.max_concurrent.to_string()),
+        ("ttl", format!("{}ms", a.ttl_ms)),
+        ("registered", timestamp(a.registered_at_ms)),
+        ("last seen", timestamp(a.last_seen_ms)),
+        ("revision", a.revision.to_string()),
+    ])
+}
+
+/// This machine's host name, for an agent's `node` ("" when it cannot be told).
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_default()
+}

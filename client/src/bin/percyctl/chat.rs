@@ -1,0 +1,113 @@
+//! `percyctl chat …`: messages to one agent or to all of them.
+
+use anyhow::Context;
+use clap::Subcommand;
+use percy_client::proto::Message;
+use percy_client::BROADCAST;
+use serde_json::json;
+
+use crate::output::table;
+use crate::views::{timestamp, HeaderView, MessageView};
+use crate::{agent, Ctx};
+
+/// Sender name when `--from` is not given.
+const DEFAULT_SENDER: &str = "operator";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send a message to one agent (id or name).
+    Send {
+        agent: String,
+        text: String,
+        #[arg(long, default_value = DEFAULT_SENDER)]
+        from: String,
+    },
+    /// Send a message to every agent.
+    Broadcast {
+        text: String,
+        #[arg(long, default_value = DEFAULT_SENDER)]
+        from: String,
+    },
+    /// Show an agent's mailbox, or the broadcast mailbox without AGENT.
+    History {
+        agent: Option<String>,
+        /// Only messages with an id above this.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+}
+
+pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Send { agent, text, from } => {
+            let agent_id = agent::resolve(ctx, &agent).await?;
+            send(ctx, &from, agent_id, &text, &format!("agent {agent}")).await
+        }
+        Command::Broadcast { text, from } => send(ctx, &from, BROADCAST, &text, "everyone").await,
+        Command::History { agent, after } => {
+            let agent_id = match &agent {
+                Some(agent) => agent::resolve(ctx, agent).await?,
+                None => BROADCAST,
+            };
+            let response = ctx
+                .client
+                .message_history(agent_id, after, ctx.consistency)
+                .await
+                .context("message history")?;
+            let views: Vec<MessageView> = response.messages.iter().map(MessageView::from).collect();
+            ctx.out.emit(
+                &json!({
+                    "header": HeaderView::from(response.header),
+                    "messages": views,
+                    "dropped": response.dropped,
+                }),
+                || {
+                    let mut text = messages_table(&response.messages);
+                    if response.dropped > 0 {
+                        text.push_str(&format!(
+                            "\n({} older messages were dropped from the mailbox)",
+                            response.dropped
+                        ));
+                    }
+                    text
+                },
+            )
+        }
+    }
+}
+
+async fn send(ctx: &Ctx, from: &str, to: u64, text: &str, whom: &str) -> anyhow::Result<()> {
+    let response = ctx
+        .client
+        .send_message(from, to, text)
+        .await
+        .with_context(|| format!("send message to {whom}"))?;
+    let message = response.message.unwrap_or_default();
+    ctx.out.emit(
+        &json!({
+            "header": HeaderView::from(response.header),
+            "message": MessageView::from(&message),
+            "dropped": response.dropped,
+        }),
+        || format!("message {} sent to {whom}", message.id),
+    )
+}
+
+fn messages_table(messages: &[Message]) -> String {
+    table(
+        &["id", "sent", "from", "to", "message"],
+        messages.iter().map(|m| {
+            vec![
+                m.id.to_string(),
+                timestamp(m.sent_at_ms),
+                m.from.clone(),
+                if m.to_agent == BROADCAST {
+                    "*".to_owned()
+                } else {
+                    m.to_agent.to_string()
+                },
+                m.body.clone(),
+            ]
+        }),
+    )
+}

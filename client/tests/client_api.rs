@@ -1,0 +1,228 @@
+//! The client library against a real (in-process) Percy cluster: typed calls, error codes,
+//! waiting lock acquires, and writes that carry on through the loss of the leader.
+
+mod support;
+
+use std::time::Duration;
+
+use percy_client::proto::{RegisterAgentRequest, TaskResult, TaskSpec};
+use percy_client::{Client, Consistency, LockRequest, TaskFilter, TaskStatus};
+use support::TestCluster;
+use tonic::Code;
+
+async fn agent(client: &Client, name: &str) -> u64 {
+    let response = client
+        .register_agent(RegisterAgentRequest {
+            name: name.to_owned(),
+            ttl_ms: 600_000,
+            ..RegisterAgentRequest::default()
+        })
+        .await
+        .expect("register");
+    response.agent.expect("agent").id
+}
+
+fn spec(id: &str) -> TaskSpec {
+    TaskSpec {
+        id: id.to_owned(),
+        title: id.to_owned(),
+        ..TaskSpec::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_have_exactly_one_winner() {
+    let cluster = TestCluster::start(1);
+    let client = Client::connect(&cluster.endpoints()).await.expect("client");
+    let a = agent(&client, "a").await;
+    let b = agent(&client, "b").await;
+    client.submit_task(spec("t")).await.expect("submit");
+    let (first, second) = tokio::join!(
+        client.claim_task(a, "t", None),
+        client.claim_task(b, "t", None)
+    );
+    let outcomes = [first, second];
+    let winners = outcomes.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(winners, 1, "{outcomes:?}");
+    let loser = outcomes
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .expect("a loser");
+    assert_eq!(loser.code(), Code::FailedPrecondition, "{loser}");
+    assert!(loser.is_refusal());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_keep_their_grpc_code() {
+    let cluster = TestCluster::start(1);
+    let client = Client::connect(&cluster.endpoints()).await.expect("client");
+    let a = agent(&client, "a").await;
+    client.submit_task(spec("t")).await.expect("submit");
+    let claimed = client
+        .claim_next(a)
+        .await
+        .expect("claim")
+        .task
+        .expect("a task");
+    assert_eq!(claimed.id, "t");
+
+    let stale = client
+        .complete_task("t", a, claimed.claim_token + 1, TaskResult::default())
+        .await
+        .expect_err("wrong token");
+    assert_eq!(stale.code(), Code::FailedPrecondition, "{stale}");
+    let missing = client
+        .get_task("no-such-task", Consistency::Linearizable)
+        .await
+        .expect_err("missing");
+    assert_eq!(missing.code(), Code::NotFound, "{missing}");
+    let bad_path = client
+        .acquire_locks(&LockRequest::exclusive(a, vec!["a/../b".into()]))
+        .await
+        .expect_err("bad path");
+    assert_eq!(bad_path.code(), Code::InvalidArgument, "{bad_path}");
+
+    let done = client
+        .complete_task("t", a, claimed.claim_token, TaskResult::default())
+        .await
+        .expect("complete");
+    assert_eq!(
+        done.task.expect("task").status,
+        TaskStatus::Completed as i32
+    );
+    let header = done.header.expect("header");
+    assert_eq!(header.node_id, 1);
+    assert!(header.revision > claimed.claim_token);
+
+    let completed = client
+        .list_tasks(
+            &TaskFilter {
+                status: Some(TaskStatus::Completed),
+                ..TaskFilter::default()
+            },
+            Consistency::Serializable,
+        )
+        .await
+        .expect("list");
+    assert_eq!(completed.tasks.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_acquire_is_granted_on_release_with_a_larger_fencing_token() {
+    let cluster = TestCluster::start(1);
+    let client = Client::connect(&cluster.endpoints()).await.expect("client");
+    let holder = agent(&client, "holder").await;
+    let waiter = agent(&client, "waiter").await;
+    let held = client
+        .acquire_locks(&LockRequest::exclusive(holder, vec!["src".into()]))
+        .await
+        .expect("first acquire");
+    let first_token = held.grants[0].fencing_token;
+
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let request = LockRequest {
+                wait: Some(Duration::from_secs(20)),
+                ..LockRequest::exclusive(waiter, vec!["src/main.rs".into()])
+            };
+            client.acquire_locks(&request).await
+        })
+    };
+    // Give the waiter time to queue; the grant must not come before the release.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "granted while the lock was held");
+    client.release_all_locks(holder).await.expect("release");
+    let granted = waiting.await.expect("task").expect("granted after release");
+    assert!(granted.grants[0].fencing_token > first_token);
+
+    let impatient = client
+        .acquire_locks(&LockRequest {
+            wait: Some(Duration::from_millis(300)),
+            ..LockRequest::exclusive(holder, vec!["src".into()])
+        })
+        .await
+        .expect_err("still held by the waiter");
+    assert_eq!(impatient.code(), Code::DeadlineExceeded, "{impatient}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_continue_through_the_loss_of_the_leader() {
+    let mut cluster = TestCluster::start(3);
+    let client = Client::connect(&cluster.endpoints())
+        .await
+        .expect("client")
+        .with_deadline(Duration::from_secs(30));
+    client
+        .put_config("before", b"1".to_vec(), None)
+        .await
+        .expect("write before");
+    let leader = cluster.leader_index().expect("a leader");
+    cluster.stop(leader);
+    let after = client
+        .put_config("after", b"2".to_vec(), None)
+        .await
+        .expect("write after the leader is gone");
+    let header = after.header.expect("header");
+    assert_ne!(header.node_id, leader as u64 + 1);
+    let read = client
+        .get_config("before", Consistency::Linearizable)
+        .await
+        .expect("read");
+    assert_eq!(read.entry.expect("entry").value, b"1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_answers_through_the_library() {
+    let cluster = TestCluster::start(1);
+    let client = Client::connect(&cluster.endpoints()).await.expect("client");
+    let a = agent(&client, "a").await;
+    let beat = client.heartbeat(a).await.expect("heartbeat");
+    assert!(!beat.must_reregister);
+    let by_name = client
+        .get_agent_by_name("a", Consistency::Linearizable)
+        .await
+        .expect("by name");
+    assert_eq!(by_name.agent.expect("agent").id, a);
+
+    let plan = client
+        .submit_plan(
+            "p",
+            vec![
+                spec("x"),
+                TaskSpec {
+                    depends_on: vec!["x".into()],
+                    ..spec("y")
+                },
+            ],
+        )
+        .await
+        .expect("plan");
+    assert_eq!(plan.plan_id, "p");
+    let got = client
+        .get_plan("p", Consistency::Linearizable)
+        .await
+        .expect("get plan");
+    assert_eq!(got.tasks.len(), 2);
+
+    let sent = client.send_message("ops", a, "hi").await.expect("send");
+    let history = client
+        .message_history(a, 0, Consistency::Linearizable)
+        .await
+        .expect("history");
+    assert_eq!(history.messages[0].id, sent.message.expect("message").id);
+
+    let status = client
+        .cluster_status(Consistency::Linearizable)
+        .await
+        .expect("status");
+    assert_eq!(status.members.len(), 1);
+
+    let gone = client.deregister_agent(a).await.expect("deregister");
+    assert!(gone.header.is_some());
+    let beat = client
+        .heartbeat(a)
+        .await
+        .expect("heartbeat after deregister");
+    assert!(beat.must_reregister);
+}

@@ -1,0 +1,241 @@
+//! `percy.v1.ClusterService`: status of this node, and membership changes at run time
+//! (learner first, then voter; removal). Membership changes run on the leader; a follower
+//! relays the public call to the leader's public endpoint (same port) and says so.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use percy_proto::v1::cluster_service_client::ClusterServiceClient;
+use percy_proto::v1::cluster_service_server::ClusterService;
+use percy_proto::v1::*;
+use tonic::{Request, Response, Status};
+
+use super::{observe, required_id};
+use crate::context::NodeContext;
+use crate::types::{NodeId, TypeConfig};
+
+type ClientWriteResponse = openraft::raft::ClientWriteResponse<TypeConfig>;
+
+pub struct ClusterApi {
+    pub ctx: Arc<NodeContext>,
+}
+
+/// How long a new node may take to catch up as a learner before the add is abandoned.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the membership change itself may take to commit.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long to wait for a leader before UNAVAILABLE.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
+
+fn members(ctx: &NodeContext) -> Vec<Member> {
+    let metrics = ctx.raft.metrics();
+    let m = metrics.borrow();
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(id, node)| Member {
+            id: *id,
+            addr: node.addr.clone(),
+            voter: voters.contains(id),
+        })
+        .collect()
+}
+
+fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+            Status::unavailable("leadership moved during the membership change; retry")
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            Status::failed_precondition(e.to_string())
+        }
+        RaftError::Fatal(e) => Status::unavailable(e.to_string()),
+    }
+}
+
+async fn with_timeout(
+    what: &str,
+    timeout: Duration,
+    fut: impl std::future::Future<
+        Output = Result<
+            ClientWriteResponse,
+            RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+        >,
+    >,
+) -> Result<ClientWriteResponse, Status> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!("{what} did not finish within {timeout:?}"))
+        })?
+        .map_err(membership_error)
+}
+
+/// `Some(client)` when another node leads and the call must be relayed there.
+async fn leader_client(
+    ctx: &NodeContext,
+) -> Result<Option<ClusterServiceClient<tonic::transport::Channel>>, Status> {
+    let leader = ctx
+        .wait_for_leader(LEADER_WAIT)
+        .await
+        .ok_or_else(|| Status::unavailable("no leader; retry"))?;
+    if leader == ctx.node_id {
+        return Ok(None);
+    }
+    let addr = ctx
+        .addr_of(leader)
+        .ok_or_else(|| Status::unavailable(format!("leader {leader} has no address")))?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Status::internal(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(format!("leader {leader} at {addr}: {e}")))?;
+    Ok(Some(ClusterServiceClient::new(channel)))
+}
+
+fn mark_forwarded(mut response: MembershipResponse) -> MembershipResponse {
+    if let Some(h) = response.header.as_mut() {
+        h.forwarded = true;
+    }
+    response
+}
+
+async fn add_node(
+    ctx: &NodeContext,
+    id: NodeId,
+    addr: String,
+) -> Result<MembershipResponse, Status> {
+    let current = members(ctx);
+    if let Some(m) = current.iter().find(|m| m.id == id) {
+        if m.addr != addr {
+            return Err(Status::already_exists(format!(
+                "node {id} is already a member at {}",
+                m.addr
+            )));
+        }
+    }
+    if !current.iter().any(|m| m.id == id && m.voter) {
+        tracing::info!(id, %addr, "adding node as learner");
+        with_timeout(
+            "catching up the new node",
+            CATCH_UP_TIMEOUT,
+            ctx.raft.add_learner(id, BasicNode::new(&addr), true),
+        )
+        .await?;
+        tracing::info!(id, "promoting node to voter");
+        with_timeout(
+            "the membership change",
+            MEMBERSHIP_TIMEOUT,
+            ctx.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false),
+        )
+        .await?;
+    }
+    let revision = ctx.state.read(|sm| sm.revision());
+    Ok(MembershipResponse {
+        header: ctx.header(revision, false),
+        members: members(ctx),
+    })
+}
+
+async fn remove_node(ctx: &NodeContext, id: NodeId) -> Result<MembershipResponse, Status> {
+    let current = members(ctx);
+    let Some(member) = current.iter().find(|m| m.id == id) else {
+        return Err(Status::not_found(format!("node {id} is not a member")));
+    };
+    let change = if member.voter {
+        if current.iter().filter(|m| m.voter).count() == 1 {
+            return Err(Status::failed_precondition(format!(
+                "node {id} is the last voter; a cluster cannot remove its last voter"
+            )));
+        }
+        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+    } else {
+        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+    };
+    tracing::info!(id, "removing node");
+    with_timeout(
+        "the membership change",
+        MEMBERSHIP_TIMEOUT,
+        ctx.raft.change_membership(change, false),
+    )
+    .await?;
+    let revision = ctx.state.read(|sm| sm.revision());
+    Ok(MembershipResponse {
+        header: ctx.header(revision, false),
+        members: members(ctx),
+    })
+}
+
+#[tonic::async_trait]
+impl ClusterService for ClusterApi {
+    async fn status(
+        &self,
+        _request: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        let ctx = &self.ctx;
+        observe(ctx, "ClusterService/Status", async {
+            let m = ctx.raft.metrics().borrow().clone();
+            let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+            let state = match m.state {
+                ServerState::Leader => "Leader",
+                ServerState::Follower => "Follower",
+                ServerState::Candidate => "Candidate",
+                ServerState::Learner => "Learner",
+                ServerState::Shutdown => "Shutdown",
+            };
+            let revision = ctx.state.read(|sm| sm.revision());
+            Ok(ClusterStatusResponse {
+                header: ctx.header(revision, false),
+                node_id: ctx.node_id,
+                leader_id: m.current_leader.unwrap_or(0),
+                term: m.current_term,
+                last_log_index: m.last_log_index.unwrap_or(0),
+                commit_index: crate::metrics::commit_index(&m),
+                applied_index: applied,
+                members: members(ctx),
+                state: state.to_string(),
+            })
+        })
+        .await
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<AddNodeRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        let ctx = &self.ctx;
+        observe(ctx, "ClusterService/AddNode", async {
+            let r = request.into_inner();
+            let id = required_id(r.node_id, "node_id")?;
+            if r.addr.is_empty() || !r.addr.contains(':') {
+                return Err(Status::invalid_argument("addr must be HOST:PORT"));
+            }
+            match leader_client(ctx).await? {
+                Some(mut leader) => Ok(mark_forwarded(leader.add_node(r).await?.into_inner())),
+                None => add_node(ctx, id, r.addr).await,
+            }
+        })
+        .await
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        let ctx = &self.ctx;
+        observe(ctx, "ClusterService/RemoveNode", async {
+            let r = request.into_inner();
+            let id = required_id(r.node_id, "node_id")?;
+            match leader_client(ctx).await? {
+                Some(mut leader) => Ok(mark_forwarded(leader.remove_node(r).await?.into_inner())),
+                None => remove_node(ctx, id).await,
+            }
+        })
+        .await
+    }
+}

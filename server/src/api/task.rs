@@ -1,0 +1,227 @@
+//! `percy.v1.TaskService`: submit, claim (named CAS or claim-next), start/complete/fail with
+//! the claim token, operator cancel/requeue, and lookups.
+
+use std::sync::Arc;
+
+use percy_proto::v1::task_service_server::TaskService;
+use percy_proto::v1::*;
+use percy_statemachine::{Op, Outcome, TaskFilter};
+use tonic::{Request, Response, Status};
+
+use super::{observe, read, required, required_id, unexpected, write};
+use crate::context::NodeContext;
+use crate::convert::{
+    task_result_from_proto, task_spec_from_proto, task_status_from_proto, task_to_proto,
+};
+
+pub struct TaskApi {
+    pub ctx: Arc<NodeContext>,
+}
+
+/// Proposes an op that answers `TaskUpdated` (start, complete, fail, cancel, requeue).
+async fn update(
+    ctx: &NodeContext,
+    header: Option<&RequestHeader>,
+    op: Op,
+) -> Result<TaskUpdateResponse, Status> {
+    match write(ctx, header, op).await? {
+        (Outcome::TaskUpdated { task, cascade }, header) => Ok(TaskUpdateResponse {
+            header,
+            task: Some(task_to_proto(&task)),
+            cascade: Some(Cascade {
+                unblocked: cascade.unblocked,
+                cancelled: cascade.cancelled,
+            }),
+        }),
+        (other, _) => Err(unexpected(other)),
+    }
+}
+
+fn task_id(id: String) -> Result<String, Status> {
+    if id.is_empty() {
+        Err(Status::invalid_argument("task_id is required"))
+    } else {
+        Ok(id)
+    }
+}
+
+#[tonic::async_trait]
+impl TaskService for TaskApi {
+    async fn submit(
+        &self,
+        request: Request<SubmitTaskRequest>,
+    ) -> Result<Response<SubmitTaskResponse>, Status> {
+        let ctx = &self.ctx;
+        observe(ctx, "TaskService/Submit", async {
+            let r = request.into_inner();
+            let spec = task_spec_from_proto(required(r.task, "task")?);
+            match write(ctx, r.header.as_ref(), Op::SubmitTask(spec)).await? {
+                (Outcome::TaskSubmitted(task), header) => Ok(SubmitTaskResponse {
+                    header,
+                    task: Some(task_to_proto(&task)),
+                }),
+                (other, _) => Err(unexpected(other)),
+            }
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        request: Request<ClaimTaskRequest>,
+    ) -> Result<Response<ClaimTaskResponse>, Status> {
+        let ctx = &self.ctx;
+        observe(ctx, "TaskService/Claim", async {
+            let r = request.into_inner();
+            let agent_id = required_id(r.agent_id, "agent_id")?;
+            let op = if r.task_id.is_empty() {
+                if r.expected_revision.is_some() {
+                    return Err(Status::invalid_argument(
+                        "expected_revision needs a task_id (claim-next has nothing to compare)",
+                    ));
+                }
+                Op::ClaimNext { agent_id }
+            } else {
+                Op::ClaimTask {
+                    task_id: r.task_id,
+                    agent_id,
+                    expected_revision: r.expected_revision,
+                }
+            };
+            match write(ctx, r.header.as_ref(), op).await? {
+                (Outcome::TaskClaimed(task), header) => Ok(ClaimTaskResponse {
+                    header,
+                    task: task.as_ref().map(task_to_proto),
+                }),
+                (other, _) => Err(unexpected(other)),
+            }
+        })
+        .await
+    }
+
+    async fn start(
+        &self,
+        request: Request<StartTaskRequest>,
+    ) -> Result<Response<TaskUpdateResponse>, Status> {
+        let ctx = &self.ctx;
+        observe(ctx, "TaskService/Start", async {
+            let r = request.into_inner();
+            let op = Op::StartTask {
+                task_id: task_id(r.task_id)?,
+                agent_id: required_id(r.agent_id, "agent_id")?,
+                claim_token: required_id(r.claim_token, "claim_token")?,
+            };
+            update(ctx, r.header.as_ref(), op).await
+        })
+        .await
+    }
+
+    async fn complete(
+        &self,
+        request: Request<CompleteTaskRequest>,
+    ) -> Result<Response<TaskUpdateResponse>, Status> {
+        let ctx = &self.ctx;
+        observe(ctx, "TaskService/Complete", async {
+            let r = request.into_inner();
+            let op = Op::CompleteTask {
+                task_id: task_id(r.task_id)?,
+                agent_id: required_id(r.agent_id, "agent_id")?,
+                claim_token: required_id(r.claim_token, "claim_token")?,
+                result: r.result.map(task_result_from_proto).unwrap_or_default(),
+            };
+            update(ctx, r.header.as_ref(), op).await
+        })
+        .await
+    }
+
+    async fn fail(
+        &self,
+        request: Request<FailTaskRequest>,
+    ) -> Result<Response<TaskUpdateResponse>, Status> {
+        let ctx = &self.ctx;
+        observe(ctx, "TaskService/Fail", async {
+            let r = request.into_inner();
+            let op = Op::FailTask {
+                task_id: task_id(r.task_id)?,
+                agent_id: required_id(r.agent_id, "agent_id")?,
+                claim_token: required_id(r.claim_token, "claim_token")?,
+                error: r.error,
+            };
+            update(ctx, r.header.as_ref(), op).await
+        })
+        .await
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<CancelTaskRequest>,
+    ) -> Result<Response<TaskUpdateResponse>, Status> {
+        let ctx = &self.ctx;
+        observe(ctx, "TaskService/Cancel", async {
+            let r = request.into_inner();
+            let op = Op::CancelTask {
+                task_id: task_id(r.task_id)?,
+                reason: r.reason,
+            };
+            update(ctx, r.header.as_ref(), op).await
+        })
+        .await
+    }
+
+    async fn requeue(
+        &self,
+        request: Request<RequeueTaskRequest>,
+    ) -> Result<Response<TaskUpdateResponse>, Status> {
+        let ctx = &self.ctx;
+        observe(ctx, "TaskService/Requeue", async {
+            let r = request.into_inner();
+            let op = Op::RequeueTask {
+                task_id: task_id(r.task_id)?,
+                reason: r.reason,
+            };
+            update(ctx, r.header.as_ref(), op).await
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        request: Request<GetTaskRequest>,
+    ) -> Result<Response<GetTaskResponse>, Status> {
+        let ctx = &self.ctx;
+        observe(ctx, "TaskService/Get", async {
+            let r = request.into_inner();
+            let id = task_id(r.task_id)?;
+            let (task, header) =
+                read(ctx, r.header.as_ref(), |sm| sm.task(&id).map(task_to_proto)).await?;
+            let task = task.ok_or_else(|| Status::not_found(format!("no task {id:?}")))?;
+            Ok(GetTaskResponse {
+                header,
+                task: Some(task),
+            })
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        request: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        let ctx = &self.ctx;
+        observe(ctx, "TaskService/List", async {
+            let r = request.into_inner();
+            let filter = TaskFilter {
+                status: task_status_from_proto(r.status)?,
+                plan_id: crate::convert::non_empty(r.plan_id),
+                assignee: crate::convert::non_zero(r.assignee),
+                limit: r.limit as usize,
+            };
+            let (tasks, header) = read(ctx, r.header.as_ref(), |sm| {
+                sm.tasks(&filter).into_iter().map(task_to_proto).collect()
+            })
+            .await?;
+            Ok(ListTasksResponse { header, tasks })
+        })
+        .await
+    }
+}

@@ -1,0 +1,292 @@
+//! Node configuration: the library struct [`NodeConfig`] that `Node::start` takes, and the
+//! `percyd` command line ([`Cli`]) that produces one. Parsing and checking only; nothing here
+//! binds a port or touches the data dir.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::types::NodeId;
+
+/// The single-node default: `percyd` with no flags.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+pub const DEFAULT_DATA_DIR: &str = "percy-data";
+pub const DEFAULT_NODE_ID: NodeId = 1;
+/// Raft leader heartbeat.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
+/// Election timeouts, wide enough that a loaded 2-core CI box does not start spurious
+/// elections (a stalled tokio worker for 100+ ms is normal there).
+pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 600;
+pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 1_200;
+/// Log entries between snapshots (the log is purged behind each snapshot).
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 10_000;
+/// Agent TTL used when a registration does not ask for one (DESIGN.md §3).
+pub const DEFAULT_AGENT_TTL_MS: u64 = percy_statemachine::limits::DEFAULT_AGENT_TTL_MS;
+/// How often agents are told to heartbeat.
+pub const DEFAULT_AGENT_HEARTBEAT_INTERVAL_MS: u64 = 2_000;
+/// Watch history kept in memory for resuming watchers (in revisions that had events).
+pub const DEFAULT_WATCH_HISTORY: usize = 10_000;
+
+/// Everything one node needs to run. Build it with [`NodeConfig::single`] or
+/// [`NodeConfig::cluster`] and adjust the tunables; `percyd` builds it from [`Cli`].
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    /// The one port: public API, internal Raft service, reflection, health, `/metrics`.
+    pub listen: SocketAddr,
+    /// Every initial voter, by id, with the address peers reach it at. Must contain `node_id`.
+    /// The lowest id initialises the cluster when its log is empty.
+    pub peers: BTreeMap<NodeId, String>,
+    pub data_dir: PathBuf,
+    pub heartbeat: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    pub snapshot_every: u64,
+    pub agent_ttl_ms: u64,
+    pub agent_heartbeat_interval_ms: u64,
+    pub watch_history: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("node id {0} is not in --peers ({1})")]
+    NodeNotInPeers(NodeId, String),
+    #[error("node id must be at least 1")]
+    ZeroNodeId,
+    #[error("bad --peers entry {0:?}: expected ID=HOST:PORT")]
+    BadPeer(String),
+    #[error("node id {0} appears twice in --peers")]
+    DuplicatePeer(NodeId),
+    #[error("election timeout min ({min} ms) must be below max ({max} ms) and above the heartbeat ({heartbeat} ms)")]
+    BadTimeouts { min: u64, max: u64, heartbeat: u64 },
+    #[error("--snapshot-every must be at least 1")]
+    ZeroSnapshotEvery,
+    #[error("--agent-ttl-ms {0} is outside {1}..={2}")]
+    BadAgentTtl(u64, u64, u64),
+}
+
+impl NodeConfig {
+    /// A one-node cluster of `node_id` at `listen`.
+    pub fn single(node_id: NodeId, listen: SocketAddr, data_dir: PathBuf) -> Self {
+        let peers = BTreeMap::from([(node_id, listen.to_string())]);
+        Self::cluster(node_id, listen, peers, data_dir)
+    }
+
+    /// A member of the cluster `peers` with default tunables.
+    pub fn cluster(
+        node_id: NodeId,
+        listen: SocketAddr,
+        peers: BTreeMap<NodeId, String>,
+        data_dir: PathBuf,
+    ) -> Self {
+        Self {
+            node_id,
+            listen,
+            peers,
+            data_dir,
+            heartbeat: Duration::from_millis(DEFAULT_HEARTBEAT_MS),
+            election_timeout_min: Duration::from_millis(DEFAULT_ELECTION_TIMEOUT_MIN_MS),
+            election_timeout_max: Duration::from_millis(DEFAULT_ELECTION_TIMEOUT_MAX_MS),
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+            agent_ttl_ms: DEFAULT_AGENT_TTL_MS,
+            agent_heartbeat_interval_ms: DEFAULT_AGENT_HEARTBEAT_INTERVAL_MS,
+            watch_history: DEFAULT_WATCH_HISTORY,
+        }
+    }
+
+    /// Checks what cannot be expressed in types.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(ConfigError::ZeroNodeId);
+        }
+        if !self.peers.contains_key(&self.node_id) {
+            let ids: Vec<String> = self.peers.keys().map(|id| id.to_string()).collect();
+            return Err(ConfigError::NodeNotInPeers(self.node_id, ids.join(",")));
+        }
+        let (min, max, hb) = (
+            self.election_timeout_min.as_millis() as u64,
+            self.election_timeout_max.as_millis() as u64,
+            self.heartbeat.as_millis() as u64,
+        );
+        if min >= max || hb == 0 || hb >= min {
+            return Err(ConfigError::BadTimeouts {
+                min,
+                max,
+                heartbeat: hb,
+            });
+        }
+        if self.snapshot_every == 0 {
+            return Err(ConfigError::ZeroSnapshotEvery);
+        }
+        use percy_statemachine::limits::{MAX_AGENT_TTL_MS, MIN_AGENT_TTL_MS};
+        if !(MIN_AGENT_TTL_MS..=MAX_AGENT_TTL_MS).contains(&self.agent_ttl_ms) {
+            return Err(ConfigError::BadAgentTtl(
+                self.agent_ttl_ms,
+                MIN_AGENT_TTL_MS,
+                MAX_AGENT_TTL_MS,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether this node bootstraps the cluster when its log is empty.
+    pub fn is_bootstrapper(&self) -> bool {
+        self.peers.keys().next() == Some(&self.node_id)
+    }
+}
+
+/// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002`.
+pub fn parse_peers(raw: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+    let mut peers = BTreeMap::new();
+    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry
+            .split_once('=')
+            .ok_or_else(|| ConfigError::BadPeer(entry.to_string()))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::BadPeer(entry.to_string()))?;
+        let addr = addr.trim();
+        if id == 0 || addr.is_empty() || !addr.contains(':') {
+            return Err(ConfigError::BadPeer(entry.to_string()));
+        }
+        if peers.insert(id, addr.to_string()).is_some() {
+            return Err(ConfigError::DuplicatePeer(id));
+        }
+    }
+    Ok(peers)
+}
+
+/// `percyd`: one node of Percy's replicated coordination service.
+///
+/// With no flags it runs a single-node cluster on 127.0.0.1:7070 with data in ./percy-data.
+/// The port serves the gRPC API, node-to-node Raft traffic, server reflection,
+/// grpc.health.v1 and Prometheus metrics at `GET /metrics`.
+#[derive(Debug, Parser)]
+#[command(name = "percyd", version, about, long_about = None)]
+pub struct Cli {
+    /// This node's id (≥ 1); must appear in --peers.
+    #[arg(long, env = "PERCY_NODE_ID", default_value_t = DEFAULT_NODE_ID)]
+    pub node_id: NodeId,
+    /// Address to listen on (gRPC, Raft, reflection, health, /metrics).
+    #[arg(long, env = "PERCY_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Initial voters as ID=HOST:PORT,…; the lowest id initialises an empty cluster.
+    /// Default: this node alone, at --listen.
+    #[arg(long, env = "PERCY_PEERS")]
+    pub peers: Option<String>,
+    /// Where the Raft log, vote and snapshots live.
+    #[arg(long, env = "PERCY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Raft leader heartbeat interval.
+    #[arg(long, default_value_t = DEFAULT_HEARTBEAT_MS)]
+    pub heartbeat_ms: u64,
+    /// Minimum Raft election timeout.
+    #[arg(long, default_value_t = DEFAULT_ELECTION_TIMEOUT_MIN_MS)]
+    pub election_timeout_min_ms: u64,
+    /// Maximum Raft election timeout.
+    #[arg(long, default_value_t = DEFAULT_ELECTION_TIMEOUT_MAX_MS)]
+    pub election_timeout_max_ms: u64,
+    /// Take a snapshot (and purge the log behind it) every N log entries.
+    #[arg(long, default_value_t = DEFAULT_SNAPSHOT_EVERY)]
+    pub snapshot_every: u64,
+    /// TTL of agents that register without one: silent longer than this → expired.
+    #[arg(long, default_value_t = DEFAULT_AGENT_TTL_MS)]
+    pub agent_ttl_ms: u64,
+    /// Heartbeat interval advertised to agents when they register.
+    #[arg(long, default_value_t = DEFAULT_AGENT_HEARTBEAT_INTERVAL_MS)]
+    pub agent_heartbeat_interval_ms: u64,
+    /// Revisions of watch history kept in memory for resuming watchers.
+    #[arg(long, default_value_t = DEFAULT_WATCH_HISTORY)]
+    pub watch_history: usize,
+}
+
+impl Cli {
+    pub fn into_config(self) -> Result<NodeConfig, ConfigError> {
+        let peers = match &self.peers {
+            Some(raw) => parse_peers(raw)?,
+            None => BTreeMap::from([(self.node_id, self.listen.to_string())]),
+        };
+        let mut config = NodeConfig::cluster(self.node_id, self.listen, peers, self.data_dir);
+        config.heartbeat = Duration::from_millis(self.heartbeat_ms);
+        config.election_timeout_min = Duration::from_millis(self.election_timeout_min_ms);
+        config.election_timeout_max = Duration::from_millis(self.election_timeout_max_ms);
+        config.snapshot_every = self.snapshot_every;
+        config.agent_ttl_ms = self.agent_ttl_ms;
+        config.agent_heartbeat_interval_ms = self.agent_heartbeat_interval_ms;
+        config.watch_history = self.watch_history;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Result<NodeConfig, ConfigError> {
+        let mut argv = vec!["percyd"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap().into_config()
+    }
+
+    #[test]
+    fn no_flags_is_a_single_node_on_7070() {
+        let c = cli(&[]).unwrap();
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7070");
+        assert_eq!(c.peers.len(), 1);
+        assert_eq!(c.peers[&1], "127.0.0.1:7070");
+        assert_eq!(c.data_dir, PathBuf::from("percy-data"));
+        assert!(c.is_bootstrapper());
+    }
+
+    #[test]
+    fn peers_form_a_cluster_and_the_lowest_id_bootstraps() {
+        let peers = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003";
+        let c = cli(&[
+            "--node-id",
+            "2",
+            "--listen",
+            "127.0.0.1:7002",
+            "--peers",
+            peers,
+        ])
+        .unwrap();
+        assert_eq!(c.peers.len(), 3);
+        assert!(!c.is_bootstrapper());
+        let c = cli(&["--node-id", "1", "--peers", peers]).unwrap();
+        assert!(c.is_bootstrapper());
+    }
+
+    #[test]
+    fn node_not_in_peers_is_refused_by_name() {
+        let err = cli(&["--node-id", "4", "--peers", "1=a:1,2=b:2"]).unwrap_err();
+        assert_eq!(err.to_string(), "node id 4 is not in --peers (1,2)");
+    }
+
+    #[test]
+    fn malformed_peers_are_refused() {
+        assert!(matches!(parse_peers("1:a"), Err(ConfigError::BadPeer(_))));
+        assert!(matches!(parse_peers("x=a:1"), Err(ConfigError::BadPeer(_))));
+        assert!(matches!(
+            parse_peers("1=a:1,1=b:2"),
+            Err(ConfigError::DuplicatePeer(1))
+        ));
+    }
+
+    #[test]
+    fn inverted_timeouts_are_refused() {
+        let err = cli(&[
+            "--election-timeout-min-ms",
+            "900",
+            "--election-timeout-max-ms",
+            "300",
+        ])
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::BadTimeouts { .. }));
+    }
+}

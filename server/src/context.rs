@@ -1,0 +1,73 @@
+//! [`NodeContext`]: everything a request handler or background task of one node needs, shared
+//! behind an `Arc`. It owns no behaviour of its own beyond small accessors over Raft metrics.
+
+use std::time::Duration;
+
+use percy_proto::v1::ResponseHeader;
+
+use crate::config::NodeConfig;
+use crate::liveness::Liveness;
+use crate::metrics::Metrics;
+use crate::network::PeerClients;
+use crate::state::StateView;
+use crate::types::{NodeId, Raft};
+use crate::watch::WatchHub;
+
+pub struct NodeContext {
+    pub node_id: NodeId,
+    pub config: NodeConfig,
+    pub raft: Raft,
+    pub state: StateView,
+    pub peers: PeerClients,
+    pub liveness: Liveness,
+    pub watch: WatchHub,
+    pub metrics: Metrics,
+}
+
+impl NodeContext {
+    /// The leader as this node currently knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.node_id)
+    }
+
+    /// The address of `id` in the current membership config.
+    pub fn addr_of(&self, id: NodeId) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Waits up to `timeout` for some leader to be known (an election may be running).
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
+        let mut rx = self.raft.metrics();
+        let found = tokio::time::timeout(timeout, async {
+            loop {
+                if let Some(leader) = rx.borrow_and_update().current_leader {
+                    return Some(leader);
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        found.ok().flatten()
+    }
+
+    /// The header of an answer that reflects `revision`.
+    pub fn header(&self, revision: u64, forwarded: bool) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            node_id: self.node_id,
+            leader_id: self.leader().unwrap_or(0),
+            revision,
+            forwarded,
+        })
+    }
+}

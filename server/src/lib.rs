@@ -1,0 +1,26 @@
+//! percyd: Percy's replicated service. See ARCHITECTURE.md for the code map.
+//!
+//! The spine (DESIGN.md §1): `api` (one module per public service) → `api::edge` (validate,
+//! then `propose` or `read`) → openraft (`network`, `raft_service`) → `storage` →
+//! `percy_statemachine`. Start a node in-process with [`Node::start`].
+
+mod api;
+pub mod config;
+mod context;
+mod convert;
+mod liveness;
+mod metrics;
+mod network;
+mod node;
+mod propose;
+mod raft_service;
+mod read;
+mod reflection;
+mod state;
+pub mod storage;
+pub mod types;
+mod watch;
+mod wire;
+
+pub use config::{Cli, NodeConfig};
+pub use node::{Node, NodeError, NodeHandle, PUBLIC_MAX_MESSAGE_BYTES};

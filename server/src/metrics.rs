@@ -1,0 +1,172 @@
+//! Prometheus metrics, served as text at `GET /metrics` on the node's one port. Request
+//! counters and latency histograms are recorded by the API layer; Raft gauges are refreshed
+//! from openraft's metrics at scrape time. This module only counts; it never decides anything.
+
+use openraft::ServerState;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::types::{NodeId, Raft};
+
+/// Latency buckets (seconds): from a local read to a slow cross-node commit.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_seconds: HistogramVec,
+    pub proposal_seconds: Histogram,
+    pub agents_expired: IntCounter,
+    term: IntGauge,
+    leader: IntGauge,
+    is_leader: IntGauge,
+    last_log_index: IntGauge,
+    commit_index: IntGauge,
+    applied_index: IntGauge,
+    snapshot_index: IntGauge,
+    pub tracked_agents: IntGauge,
+    pub watchers: IntGauge,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("metrics registry: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new_custom(Some("percy".into()), None)?;
+        let requests = IntCounterVec::new(
+            Opts::new("requests_total", "gRPC requests by method and status code"),
+            &["method", "code"],
+        )?;
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new("request_duration_seconds", "gRPC request latency by method")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method"],
+        )?;
+        let proposal_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "raft_proposal_duration_seconds",
+                "Time from proposing a command on the leader to its apply",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help);
+        let m = Self {
+            requests,
+            request_seconds,
+            proposal_seconds,
+            agents_expired: IntCounter::new(
+                "agents_expired_total",
+                "Agents this node expired as leader",
+            )?,
+            term: gauge("raft_term", "Current Raft term")?,
+            leader: gauge(
+                "raft_leader_id",
+                "Leader id as this node knows it (0 = unknown)",
+            )?,
+            is_leader: gauge("raft_is_leader", "1 when this node is the leader")?,
+            last_log_index: gauge("raft_last_log_index", "Index of the last log entry")?,
+            commit_index: gauge(
+                "raft_commit_index",
+                "Committed index (quorum-replicated on the leader; applied index elsewhere)",
+            )?,
+            applied_index: gauge(
+                "raft_applied_index",
+                "Index of the last entry applied to the state machine (entries applied)",
+            )?,
+            snapshot_index: gauge("raft_snapshot_index", "Last index in the latest snapshot")?,
+            tracked_agents: gauge(
+                "liveness_tracked_agents",
+                "Agents in the leader's heartbeat table",
+            )?,
+            watchers: gauge("watch_streams", "Open watch streams")?,
+            registry,
+        };
+        m.registry.register(Box::new(m.requests.clone()))?;
+        m.registry.register(Box::new(m.request_seconds.clone()))?;
+        m.registry.register(Box::new(m.proposal_seconds.clone()))?;
+        m.registry.register(Box::new(m.agents_expired.clone()))?;
+        for g in [
+            &m.term,
+            &m.leader,
+            &m.is_leader,
+            &m.last_log_index,
+            &m.commit_index,
+            &m.applied_index,
+            &m.snapshot_index,
+            &m.tracked_agents,
+            &m.watchers,
+        ] {
+            m.registry.register(Box::new(g.clone()))?;
+        }
+        Ok(m)
+    }
+
+    /// Counts one finished request.
+    pub fn observe_request(&self, method: &str, code: tonic::Code, seconds: f64) {
+        self.requests
+            .with_label_values(&[method, &format!("{code:?}")])
+            .inc();
+        self.request_seconds
+            .with_label_values(&[method])
+            .observe(seconds);
+    }
+
+    /// The Prometheus text exposition, with Raft gauges refreshed from `raft`.
+    pub fn render(&self, raft: &Raft) -> String {
+        self.refresh_raft(raft);
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "encoding metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    fn refresh_raft(&self, raft: &Raft) {
+        let m = raft.metrics().borrow().clone();
+        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+        let last_log = m.last_log_index.unwrap_or(0);
+        self.term.set(m.current_term as i64);
+        self.leader.set(m.current_leader.unwrap_or(0) as i64);
+        self.is_leader
+            .set(i64::from(m.state == ServerState::Leader));
+        self.last_log_index.set(last_log as i64);
+        self.applied_index.set(applied as i64);
+        self.snapshot_index
+            .set(m.snapshot.map(|l| l.index).unwrap_or(0) as i64);
+        self.commit_index.set(commit_index(&m) as i64);
+    }
+}
+
+/// The commit index as far as this node can tell. openraft 0.9 does not publish it: the leader
+/// computes it from replication progress (the highest index a majority of voters has); any
+/// other node reports its applied index, which trails its commit index only briefly.
+pub fn commit_index(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> u64 {
+    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    let Some(replication) = &m.replication else {
+        return applied;
+    };
+    let last_log = m.last_log_index.unwrap_or(0);
+    let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+    let mut matched: Vec<u64> = voters
+        .iter()
+        .map(|id| {
+            if *id == m.id {
+                last_log
+            } else {
+                replication
+                    .get(id)
+                    .and_then(|l| l.as_ref().map(|l| l.index))
+                    .unwrap_or(0)
+            }
+        })
+        .collect();
+    matched.sort_unstable_by(|a, b| b.cmp(a));
+    matched.get(voters.len() / 2).copied().unwrap_or(applied)
+}

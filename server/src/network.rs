@@ -1,0 +1,175 @@
+//! Outgoing node-to-node traffic: openraft's `RaftNetworkFactory` over the internal tonic
+//! client, plus the shared per-peer channel cache that forwarding (writes, read-index,
+//! heartbeats) reuses. One HTTP/2 channel per peer, created lazily and kept.
+//! This module never interprets replies beyond decoding them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use percy_proto::internal::raft_service_client::RaftServiceClient;
+use percy_proto::internal::RaftBytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request};
+
+use crate::types::{NodeId, TypeConfig};
+use crate::wire;
+
+/// How long dialing a peer may take before the attempt counts as "unreachable".
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 keep-alive so a silently dead peer is noticed between Raft heartbeats.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Peers are trusted: internal messages may be as large as a batch of big entries.
+pub const INTERNAL_MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
+
+/// Channels to peers by id, shared by Raft replication and request forwarding.
+#[derive(Clone, Default)]
+pub struct PeerClients {
+    channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+}
+
+impl PeerClients {
+    /// The internal client for `id` at `addr`, reusing the channel unless the address changed.
+    pub fn client(&self, id: NodeId, addr: &str) -> Result<RaftServiceClient<Channel>, String> {
+        let mut channels = self
+            .channels
+            .lock()
+            .map_err(|_| "peer channel table poisoned".to_string())?;
+        let channel = match channels.get(&id) {
+            Some((known, channel)) if known == addr => channel.clone(),
+            _ => {
+                let channel = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| format!("bad address {addr:?} for node {id}: {e}"))?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                    .keep_alive_while_idle(true)
+                    .connect_lazy();
+                channels.insert(id, (addr.to_string(), channel.clone()));
+                channel
+            }
+        };
+        Ok(RaftServiceClient::new(channel)
+            .max_decoding_message_size(INTERNAL_MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(INTERNAL_MAX_MESSAGE_BYTES))
+    }
+}
+
+/// openraft's factory: one [`PeerConnection`] per replication target.
+pub struct NetworkFactory {
+    pub peers: PeerClients,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        PeerConnection {
+            target,
+            client: self.peers.client(target, &node.addr),
+        }
+    }
+}
+
+/// The client side of one peer. A bad address is reported on every call rather than at
+/// construction, because openraft's factory cannot fail.
+pub struct PeerConnection {
+    target: NodeId,
+    client: Result<RaftServiceClient<Channel>, String>,
+}
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+impl PeerConnection {
+    /// Sends one openraft request and decodes `Result<Resp, RaftError<E>>` from the reply.
+    async fn call<Req, Resp, E>(
+        &mut self,
+        method: Method,
+        rpc: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let client = self
+            .client
+            .as_mut()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&AnyMessage(e.clone()))))?;
+        let data = wire::encode(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = Request::new(RaftBytes { data });
+        request.set_timeout(option.hard_ttl());
+        let reply = match method {
+            Method::AppendEntries => client.append_entries(request).await,
+            Method::Vote => client.vote(request).await,
+            Method::InstallSnapshot => client.install_snapshot(request).await,
+        }
+        .map_err(|status| {
+            // Connection refused / reset: back off (openraft retries after `backoff()`).
+            if status.code() == Code::Unavailable {
+                RPCError::Unreachable(Unreachable::new(&status))
+            } else {
+                RPCError::Network(NetworkError::new(&status))
+            }
+        })?;
+        let result: Result<Resp, RaftError<NodeId, E>> = wire::decode(&reply.into_inner().data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+enum Method {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+/// A plain message as an `std::error::Error`, for openraft's error constructors.
+#[derive(Debug)]
+struct AnyMessage(String);
+
+impl std::fmt::Display for AnyMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AnyMessage {}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        self.call(Method::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.call(Method::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
+        self.call(Method::Vote, &rpc, &option).await
+    }
+}

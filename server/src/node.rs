@@ -1,0 +1,355 @@
+//! Starting, bootstrapping and stopping one node: binds the port, opens storage, creates the
+//! Raft instance, initialises the cluster when this node is the lowest-id peer and the log is
+//! empty, serves every gRPC service plus reflection, health and `/metrics` on the one port, and
+//! starts the background tasks (watch feed, liveness monitor). [`NodeHandle::shutdown`] undoes
+//! it in order. This is the library API tests and tools use to run nodes in-process.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use percy_proto::internal::raft_service_server::RaftServiceServer;
+use percy_proto::v1::agent_service_server::AgentServiceServer;
+use percy_proto::v1::cluster_service_server::ClusterServiceServer;
+use percy_proto::v1::config_service_server::ConfigServiceServer;
+use percy_proto::v1::definition_service_server::DefinitionServiceServer;
+use percy_proto::v1::lock_service_server::LockServiceServer;
+use percy_proto::v1::message_service_server::MessageServiceServer;
+use percy_proto::v1::plan_service_server::PlanServiceServer;
+use percy_proto::v1::task_service_server::TaskServiceServer;
+use percy_proto::v1::watch_service_server::WatchServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+
+use crate::api;
+use crate::config::{ConfigError, NodeConfig};
+use crate::context::NodeContext;
+use crate::liveness::{run_monitor, Liveness};
+use crate::metrics::{Metrics, MetricsError};
+use crate::network::{NetworkFactory, PeerClients, INTERNAL_MAX_MESSAGE_BYTES};
+use crate::raft_service::RaftRpc;
+use crate::state::StateView;
+use crate::storage::{self, StorageError};
+use crate::types::{NodeId, Raft};
+use crate::watch::{run_pump, WatchHub};
+
+/// Largest public request or response. Above the state machine's own limits (1 MiB payloads,
+/// plans of many tasks) so that an oversized field gets the state machine's clear
+/// INVALID_ARGUMENT instead of a transport error; beyond it tonic answers RESOURCE_EXHAUSTED.
+pub const PUBLIC_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Entries per AppendEntries: openraft times each one out after one heartbeat interval,
+/// so batches of large entries must stay small.
+const MAX_PAYLOAD_ENTRIES: u64 = 32;
+/// Snapshot chunk size (well inside the internal message limit).
+const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// Timeout of one snapshot chunk RPC.
+const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 10_000;
+/// Log entries kept behind a snapshot, so a briefly lagging follower catches up from the log
+/// (at most one snapshot interval's worth).
+const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1_000;
+/// How long in-flight requests get to finish after shutdown starts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr} (port {port}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+}
+
+/// Entry point: `Node::start(config)`.
+pub struct Node;
+
+impl Node {
+    /// Binds `config.listen` and starts the node.
+    pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
+        config.validate()?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    addr: config.listen,
+                    port: config.listen.port(),
+                    source,
+                })?;
+        Self::start_with_listener(config, listener).await
+    }
+
+    /// Starts the node on an already bound listener (tests bind port 0 first, so the port is
+    /// theirs before any node starts). `config.listen` is ignored in favour of the listener.
+    pub async fn start_with_listener(
+        config: NodeConfig,
+        listener: TcpListener,
+    ) -> Result<NodeHandle, NodeError> {
+        config.validate()?;
+        let addr = listener.local_addr().map_err(|source| NodeError::Bind {
+            addr: config.listen,
+            port: config.listen.port(),
+            source,
+        })?;
+        let (log_store, sm_store) = storage::open(&config.data_dir)?;
+        let state = StateView::new(sm_store.state());
+        // Subscribe before reading the revision: no change can fall between the two.
+        let changes = sm_store.subscribe();
+        let floor = state.read(|sm| sm.revision()) + 1;
+
+        let peers = PeerClients::default();
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config(&config)?),
+            NetworkFactory {
+                peers: peers.clone(),
+            },
+            log_store,
+            sm_store,
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+        if config.is_bootstrapper()
+            && !raft
+                .is_initialized()
+                .await
+                .map_err(|e| NodeError::Raft(e.to_string()))?
+        {
+            let members: BTreeMap<NodeId, BasicNode> = config
+                .peers
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                .collect();
+            tracing::info!(?members, "empty log: initialising the cluster");
+            raft.initialize(members)
+                .await
+                .map_err(|e| NodeError::Raft(format!("initialising the cluster: {e}")))?;
+        }
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let ctx = Arc::new(NodeContext {
+            node_id: config.node_id,
+            watch: WatchHub::new(config.watch_history, floor, shutdown_rx.clone()),
+            config,
+            raft,
+            state,
+            peers,
+            liveness: Liveness::default(),
+            metrics: Metrics::new()?,
+        });
+
+        let tasks = vec![
+            tokio::spawn(run_pump(ctx.clone(), changes)),
+            tokio::spawn(run_monitor(ctx.clone(), shutdown_rx.clone())),
+        ];
+        let server = tokio::spawn(serve(ctx.clone(), listener, shutdown_rx));
+        tracing::info!(node_id = ctx.node_id, %addr, "percyd serving");
+        Ok(NodeHandle {
+            ctx,
+            addr,
+            shutdown_tx,
+            server,
+            tasks,
+        })
+    }
+}
+
+fn raft_config(config: &NodeConfig) -> Result<openraft::Config, NodeError> {
+    let raft_config = openraft::Config {
+        cluster_name: "percy".into(),
+        heartbeat_interval: config.heartbeat.as_millis() as u64,
+        election_timeout_min: config.election_timeout_min.as_millis() as u64,
+        election_timeout_max: config.election_timeout_max.as_millis() as u64,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+        max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT.min(config.snapshot_every),
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+        install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
+        ..Default::default()
+    };
+    raft_config
+        .validate()
+        .map_err(|e| NodeError::Raft(format!("configuration: {e}")))
+}
+
+/// Every service on one port, until `shutdown` fires.
+async fn serve(
+    ctx: Arc<NodeContext>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let routes = routes(&ctx, health_service);
+    tonic::transport::Server::builder()
+        .accept_http1(true) // for GET /metrics
+        .tcp_nodelay(true)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+}
+
+macro_rules! public {
+    ($server:ident, $api:expr) => {
+        $server::new($api)
+            .max_decoding_message_size(PUBLIC_MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(PUBLIC_MAX_MESSAGE_BYTES)
+    };
+}
+
+fn routes(
+    ctx: &Arc<NodeContext>,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) -> Routes {
+    let c = || ctx.clone();
+    let mut builder = Routes::builder();
+    builder
+        .add_service(public!(
+            AgentServiceServer,
+            api::agent::AgentApi { ctx: c() }
+        ))
+        .add_service(public!(TaskServiceServer, api::task::TaskApi { ctx: c() }))
+        .add_service(public!(PlanServiceServer, api::plan::PlanApi { ctx: c() }))
+        .add_service(public!(LockServiceServer, api::lock::LockApi { ctx: c() }))
+        .add_service(public!(
+            ConfigServiceServer,
+            api::config::ConfigApi { ctx: c() }
+        ))
+        .add_service(public!(
+            DefinitionServiceServer,
+            api::definition::DefinitionApi { ctx: c() }
+        ))
+        .add_service(public!(
+            MessageServiceServer,
+            api::message::MessageApi { ctx: c() }
+        ))
+        .add_service(public!(
+            WatchServiceServer,
+            api::watch::WatchApi { ctx: c() }
+        ))
+        .add_service(public!(
+            ClusterServiceServer,
+            api::cluster::ClusterApi { ctx: c() }
+        ))
+        .add_service(
+            RaftServiceServer::new(RaftRpc { ctx: c() })
+                .max_decoding_message_size(INTERNAL_MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(INTERNAL_MAX_MESSAGE_BYTES),
+        )
+        .add_service(health);
+    if let Some(reflection) = crate::reflection::v1() {
+        builder.add_service(reflection);
+    }
+    if let Some(reflection) = crate::reflection::v1alpha() {
+        builder.add_service(reflection);
+    }
+    let mut routes = builder.routes();
+    let metrics_ctx = ctx.clone();
+    *routes.axum_router_mut() = std::mem::take(routes.axum_router_mut()).route(
+        "/metrics",
+        axum::routing::get(move || {
+            let ctx = metrics_ctx.clone();
+            async move {
+                ctx.metrics
+                    .tracked_agents
+                    .set(ctx.liveness.tracked() as i64);
+                ctx.metrics.render(&ctx.raft)
+            }
+        }),
+    );
+    routes
+}
+
+/// A running node.
+pub struct NodeHandle {
+    ctx: Arc<NodeContext>,
+    addr: SocketAddr,
+    shutdown_tx: watch::Sender<bool>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl NodeHandle {
+    pub fn node_id(&self) -> NodeId {
+        self.ctx.node_id
+    }
+
+    /// The address the node actually listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, for tonic clients.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The Raft instance (metrics, membership), for tests and tools.
+    pub fn raft(&self) -> &Raft {
+        &self.ctx.raft
+    }
+
+    /// The leader as this node knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.ctx.leader()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.ctx.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Waits up to `timeout` until some leader is known.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
+        self.ctx.wait_for_leader(timeout).await
+    }
+
+    /// Graceful stop: stop accepting, let in-flight calls finish (bounded), end watch streams
+    /// and background tasks, then shut Raft down (which closes and flushes storage).
+    pub async fn shutdown(mut self) {
+        tracing::info!(node_id = self.ctx.node_id, "shutting down");
+        let _ = self.shutdown_tx.send(true);
+        match tokio::time::timeout(DRAIN_TIMEOUT, &mut self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+            Err(_) => {
+                // Long waits (queued lock acquires) are cut off; their clients retry.
+                tracing::warn!("in-flight requests did not finish in time; closing them");
+                self.server.abort();
+            }
+        }
+        if let Err(e) = self.ctx.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+
+    /// Waits until the server stops on its own (it does only on a fatal transport error).
+    pub async fn serving(&mut self) -> Result<(), String> {
+        match (&mut self.server).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}

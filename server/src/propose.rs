@@ -1,0 +1,153 @@
+//! The write path (DESIGN.md §1): a command is proposed on the leader, which stamps it with its
+//! wall clock; a follower forwards it to the leader over the internal `Forward` RPC. Returns
+//! the state machine's answer as it was applied. Validation happens before this (api::edge);
+//! this module only moves commands and maps transport/Raft failures to gRPC statuses.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use percy_proto::internal::RaftBytes;
+use percy_statemachine::Command;
+use tokio::time::Instant;
+use tonic::{Request, Status};
+
+use crate::context::NodeContext;
+use crate::types::{ApplyResult, NodeId, Proposal};
+use crate::wire::{self, ForwardError, ForwardReply, ForwardRequest};
+
+/// How long a write may take end to end (leader election included) before UNAVAILABLE.
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause before trying again after "not the leader (any more)" while an election settles.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// A command's applied result and how it got there.
+#[derive(Debug)]
+pub struct Proposed {
+    pub result: ApplyResult,
+    pub leader_id: NodeId,
+    /// Applied through another node (this one is a follower).
+    pub forwarded: bool,
+}
+
+/// Proposes `command` through whichever node leads, retrying while leadership moves.
+///
+/// Retries happen only when the command was certainly not proposed (the target said it is not
+/// the leader), or when it carries a session (a duplicate is then answered from the session
+/// table instead of being applied twice).
+pub async fn propose(ctx: &NodeContext, command: Command) -> Result<Proposed, Status> {
+    let deadline = Instant::now() + PROPOSE_TIMEOUT;
+    let retry_unknown = command.session.is_some();
+    let mut last_error = None;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let Some(leader) = ctx.wait_for_leader(remaining).await else {
+            return Err(unavailable(last_error));
+        };
+        let attempt = if leader == ctx.node_id {
+            propose_local(ctx, command.clone(), deadline).await
+        } else {
+            forward(ctx, leader, &command, deadline).await
+        };
+        match attempt {
+            Ok(result) => {
+                return Ok(Proposed {
+                    result,
+                    leader_id: leader,
+                    forwarded: leader != ctx.node_id,
+                })
+            }
+            Err(ForwardError::NotLeader { leader: hint }) => {
+                last_error = Some(format!(
+                    "node {leader} is no longer the leader (it names {hint:?})"
+                ));
+            }
+            Err(ForwardError::Unavailable(why)) if !retry_unknown => {
+                return Err(Status::unavailable(why))
+            }
+            Err(ForwardError::Unavailable(why)) => {
+                tracing::debug!(%why, "retrying a tracked write");
+                last_error = Some(why);
+            }
+        }
+        if Instant::now() + RETRY_PAUSE >= deadline {
+            return Err(unavailable(last_error));
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+fn unavailable(last_error: Option<String>) -> Status {
+    match last_error {
+        Some(why) => Status::unavailable(format!("write not confirmed: {why}; retry")),
+        None => Status::unavailable("no leader: the cluster has no quorum right now; retry"),
+    }
+}
+
+/// Wall-clock milliseconds, the only clock the state machine ever sees (via the log).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Proposes on this node, which believes it is the leader.
+pub async fn propose_local(
+    ctx: &NodeContext,
+    command: Command,
+    deadline: Instant,
+) -> Result<ApplyResult, ForwardError> {
+    let proposal = Proposal {
+        now_ms: now_ms(),
+        command,
+    };
+    let started = std::time::Instant::now();
+    let write = tokio::time::timeout_at(deadline, ctx.raft.client_write(proposal)).await;
+    ctx.metrics
+        .proposal_seconds
+        .observe(started.elapsed().as_secs_f64());
+    match write {
+        Err(_) => Err(ForwardError::Unavailable(
+            "timed out waiting for the write to commit (outcome unknown); retry with the same request id"
+                .into(),
+        )),
+        Ok(Ok(response)) => Ok(response.data),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            Err(ForwardError::NotLeader {
+                leader: f.leader_id,
+            })
+        }
+        Ok(Err(e)) => Err(ForwardError::Unavailable(format!("write failed: {e}"))),
+    }
+}
+
+/// Sends the command to `leader`'s internal `Forward` RPC.
+async fn forward(
+    ctx: &NodeContext,
+    leader: NodeId,
+    command: &Command,
+    deadline: Instant,
+) -> Result<ApplyResult, ForwardError> {
+    let addr = ctx
+        .addr_of(leader)
+        .ok_or_else(|| ForwardError::Unavailable(format!("leader {leader} has no address")))?;
+    let mut client = ctx
+        .peers
+        .client(leader, &addr)
+        .map_err(ForwardError::Unavailable)?;
+    let data = wire::encode(&ForwardRequest {
+        command: command.clone(),
+    })
+    .map_err(|e| ForwardError::Unavailable(e.to_string()))?;
+    let mut request = Request::new(RaftBytes { data });
+    request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+    let reply = client.forward(request).await.map_err(|s| {
+        ForwardError::Unavailable(format!(
+            "forwarding to leader {leader} at {addr} failed: {}",
+            s.message()
+        ))
+    })?;
+    let reply: ForwardReply = wire::decode(&reply.into_inner().data)
+        .map_err(|e| ForwardError::Unavailable(format!("leader {leader}: {e}")))?;
+    reply
+}

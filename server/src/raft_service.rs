@@ -1,0 +1,85 @@
+//! The internal gRPC server (`percy.internal.v1.RaftService`): hands openraft's RPCs to the
+//! local Raft, and serves what followers ask of the leader (forwarded writes, read index,
+//! forwarded agent heartbeats). Decoding and delegation only.
+
+use std::sync::Arc;
+
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use percy_proto::internal::raft_service_server::RaftService;
+use percy_proto::internal::{RaftBytes, ReadIndexRequest, ReadIndexResponse};
+use serde::Serialize;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use crate::context::NodeContext;
+use crate::propose::{propose_local, PROPOSE_TIMEOUT};
+use crate::types::{NodeId, TypeConfig};
+use crate::wire::{self, ForwardError, ForwardReply, ForwardRequest, HeartbeatForward};
+
+pub struct RaftRpc {
+    pub ctx: Arc<NodeContext>,
+}
+
+fn bad_payload(e: wire::WireError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<Response<RaftBytes>, Status> {
+    let data = wire::encode(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftBytes { data }))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftRpc {
+    async fn append_entries(
+        &self,
+        request: Request<RaftBytes>,
+    ) -> Result<Response<RaftBytes>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> =
+            wire::decode(&request.into_inner().data).map_err(bad_payload)?;
+        reply(&self.ctx.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        let rpc: VoteRequest<NodeId> =
+            wire::decode(&request.into_inner().data).map_err(bad_payload)?;
+        reply(&self.ctx.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftBytes>,
+    ) -> Result<Response<RaftBytes>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> =
+            wire::decode(&request.into_inner().data).map_err(bad_payload)?;
+        reply(&self.ctx.raft.install_snapshot(rpc).await)
+    }
+
+    async fn forward(&self, request: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        let ForwardRequest { command } =
+            wire::decode(&request.into_inner().data).map_err(bad_payload)?;
+        // Forwarding is one hop: a node that is not the leader refuses instead of relaying.
+        let result: ForwardReply = if self.ctx.is_leader() {
+            propose_local(&self.ctx, command, Instant::now() + PROPOSE_TIMEOUT).await
+        } else {
+            Err(ForwardError::NotLeader {
+                leader: self.ctx.leader(),
+            })
+        };
+        reply(&result)
+    }
+
+    async fn read_index(
+        &self,
+        _request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        let read_index = crate::read::read_index(&self.ctx).await?;
+        Ok(Response::new(ReadIndexResponse { read_index }))
+    }
+
+    async fn heartbeat(&self, request: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        let HeartbeatForward { agent_id } =
+            wire::decode(&request.into_inner().data).map_err(bad_payload)?;
+        reply(&crate::liveness::record_on_leader(&self.ctx, agent_id))
+    }
+}

@@ -1,0 +1,209 @@
+//! The sled database behind a node's data dir: opening it, its layout, its format marker.
+//!
+//! Owns: where things live (`<data_dir>/db`, one tree per kind of record), the check that the
+//! data dir was written by a compatible build, and turning sled's failures (errors *and*
+//! panics on damaged files) into [`StorageError`]s that name the path. Must not: encode or
+//! interpret records — that is `codec`, `log_store` and `snapshot`.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::storage::error::StorageError;
+
+/// The sled database lives in this subdirectory of the data dir, so the data dir can hold
+/// other files (logs, pid files) without confusing sled.
+pub const DB_DIR_NAME: &str = "db";
+
+/// Version of the data dir layout (trees, keys). Bump it when either changes incompatibly.
+pub const STORAGE_FORMAT_VERSION: u8 = 1;
+
+/// Log entries, key = big-endian index.
+const TREE_LOGS: &str = "logs";
+/// Vote, committed log id, last purged log id.
+const TREE_RAFT_STATE: &str = "raft_state";
+/// The latest snapshot: its metadata and its bytes.
+const TREE_SNAPSHOT: &str = "snapshot";
+/// Format markers.
+const TREE_META: &str = "meta";
+
+const KEY_FORMAT_VERSION: &[u8] = b"format_version";
+/// The log holds encoded commands and the snapshot an encoded state, so a build whose
+/// state machine encoding differs must not read them.
+const KEY_STATEMACHINE_FORMAT: &[u8] = b"statemachine_format";
+
+/// Cheap to clone: sled handles are reference counted.
+#[derive(Clone)]
+pub(crate) struct Database {
+    db: sled::Db,
+    pub logs: sled::Tree,
+    pub raft_state: sled::Tree,
+    pub snapshot: sled::Tree,
+    path: Arc<Path>,
+}
+
+impl Database {
+    /// Opens (or creates) the database under `data_dir` and checks its format marker.
+    pub fn open(data_dir: &Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StorageError::CreateDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let path: Arc<Path> = data_dir.join(DB_DIR_NAME).into();
+        let db = open_sled(&path)?;
+        let open_tree = |name: &str| {
+            db.open_tree(name).map_err(|source| StorageError::Io {
+                path: path.to_path_buf(),
+                action: "opening a tree",
+                source,
+            })
+        };
+        let database = Self {
+            logs: open_tree(TREE_LOGS)?,
+            raft_state: open_tree(TREE_RAFT_STATE)?,
+            snapshot: open_tree(TREE_SNAPSHOT)?,
+            db: db.clone(),
+            path: path.clone(),
+        };
+        database.check_format(&open_tree(TREE_META)?)?;
+        Ok(database)
+    }
+
+    /// Makes every write so far durable (fsync). sled keeps writes in memory until then.
+    pub async fn flush(&self, action: &'static str) -> Result<(), StorageError> {
+        self.db
+            .flush_async()
+            .await
+            .map(drop)
+            .map_err(|source| self.io_error(action, source))
+    }
+
+    pub fn io_error(&self, action: &'static str, source: sled::Error) -> StorageError {
+        StorageError::Io {
+            path: self.path.to_path_buf(),
+            action,
+            source,
+        }
+    }
+
+    pub fn corrupt(&self, what: impl Into<String>, detail: impl ToString) -> StorageError {
+        StorageError::Corrupt {
+            path: self.path.to_path_buf(),
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// A new database gets the markers; an existing one must carry ours. A database that has
+    /// data but no marker is refused rather than adopted.
+    fn check_format(&self, meta: &sled::Tree) -> Result<(), StorageError> {
+        let expected = [
+            ("data dir", KEY_FORMAT_VERSION, STORAGE_FORMAT_VERSION),
+            (
+                "state machine encoding",
+                KEY_STATEMACHINE_FORMAT,
+                percy_statemachine::codec::FORMAT_VERSION,
+            ),
+        ];
+        let read = |key: &[u8]| {
+            meta.get(key)
+                .map_err(|e| self.io_error("reading the format marker", e))
+        };
+        if read(KEY_FORMAT_VERSION)?.is_none() {
+            if !self.is_empty()? {
+                return Err(StorageError::MissingMarker {
+                    path: self.path.to_path_buf(),
+                });
+            }
+            for (_, key, version) in expected {
+                meta.insert(key, &[version])
+                    .map_err(|e| self.io_error("writing the format marker", e))?;
+            }
+            // A crash before this flush leaves an empty database, which the next open
+            // initialises again.
+            self.db
+                .flush()
+                .map_err(|e| self.io_error("flushing the format marker", e))?;
+            return Ok(());
+        }
+        for (what, key, version) in expected {
+            match read(key)?.as_deref() {
+                Some([found]) if *found == version => {}
+                Some([found]) => {
+                    return Err(StorageError::FormatVersion {
+                        path: self.path.to_path_buf(),
+                        what,
+                        found: *found,
+                        expected: version,
+                    })
+                }
+                Some(other) => {
+                    return Err(self.corrupt(
+                        format!("{what} format marker"),
+                        format!("{} bytes", other.len()),
+                    ))
+                }
+                None => return Err(self.corrupt(format!("{what} format marker"), "missing")),
+            }
+        }
+        Ok(())
+    }
+
+    fn is_empty(&self) -> Result<bool, StorageError> {
+        for name in self.db.tree_names() {
+            let tree = self
+                .db
+                .open_tree(&name)
+                .map_err(|e| self.io_error("listing trees", e))?;
+            if !tree.is_empty() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// How long `open` waits for the database's file lock. sled's background writers can hold
+/// it for a moment after the previous owner (a `percyd` that is exiting, or stores dropped in
+/// this process) let go of the database; a lock still held after this is another owner.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(20);
+
+/// sled panics on some kinds of damaged files instead of returning an error; either way the
+/// caller gets an error naming the path.
+fn open_sled(path: &Path) -> Result<sled::Db, StorageError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = catch_unwind(AssertUnwindSafe(|| sled::Config::new().path(path).open()));
+        let detail = match opened {
+            Ok(Ok(db)) => return Ok(db),
+            Ok(Err(e)) if is_lock_conflict(&e) && Instant::now() < deadline => {
+                std::thread::sleep(LOCK_RETRY_INTERVAL);
+                continue;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(panic) => format!("sled panicked: {}", panic_message(panic.as_ref())),
+        };
+        return Err(StorageError::Open {
+            path: PathBuf::from(path),
+            detail,
+        });
+    }
+}
+
+/// sled reports a held file lock only as an I/O error of kind `Other` with this wording.
+fn is_lock_conflict(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "unknown panic payload"
+    }
+}

@@ -1,0 +1,49 @@
+//! Durable storage of a `percyd` node: the Raft log, vote and log pointers, and the latest
+//! state machine snapshot, in one sled database under the data dir; plus the in-memory
+//! state machine that openraft applies committed entries to.
+//!
+//! Owns: everything under `<data_dir>/db` and its on-disk format. Nothing else in the server
+//! touches sled — keep it that way, so sled can be replaced.
+//!
+//! Durability contract: a log append is acknowledged to openraft only after a flush (one per
+//! batch); a vote is flushed before `save_vote` returns; a snapshot is flushed before it is
+//! reported built or installed. A damaged or foreign data dir is an error, never a reset.
+//!
+//! Wiring:
+//! ```ignore
+//! let (log_store, sm_store) = percy_server::storage::open(&data_dir)?;
+//! let state = sm_store.state();          // keep for reads
+//! let changes = sm_store.subscribe();    // keep for watches
+//! let raft = Raft::new(node_id, config, network, log_store, sm_store).await?;
+//! if !raft.is_initialized().await? { /* bootstrap */ }
+//! ```
+
+mod codec;
+mod db;
+mod error;
+mod events;
+mod log_store;
+mod snapshot;
+mod state_machine_store;
+
+use std::path::Path;
+
+pub use db::{DB_DIR_NAME, STORAGE_FORMAT_VERSION};
+pub use error::StorageError;
+pub use events::{StateChange, EVENT_CHANNEL_CAPACITY};
+pub use log_store::LogStore;
+pub use state_machine_store::{SharedStateMachine, StateMachineStore};
+
+/// Opens (or creates) the storage of the node whose data dir is `data_dir`, restoring the
+/// state machine from the latest snapshot. openraft replays the log after the snapshot when
+/// the stores are handed to `Raft::new`.
+///
+/// Fails with a [`StorageError`] naming the path when the directory cannot be created, the
+/// database cannot be opened (damaged files, or another process holds it), it was written by
+/// an incompatible build, or a record needed at startup cannot be decoded.
+pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
+    let db = db::Database::open(data_dir)?;
+    let log_store = LogStore::new(db.clone())?;
+    let sm_store = StateMachineStore::new(db)?;
+    Ok((log_store, sm_store))
+}

@@ -1,0 +1,299 @@
+//! The replicated state machine as openraft sees it: `RaftStateMachine` + `RaftSnapshotBuilder`.
+//!
+//! Owns: the in-memory [`StateMachine`] behind a lock that readers share with the Raft core,
+//! the last applied log id and membership, the change feed and the applied-index watch, and
+//! building/installing/persisting snapshots. The state itself is not persisted between
+//! snapshots: on start it is restored from the latest snapshot and openraft replays the log
+//! after it. Must not: hold the state lock across an `.await`, or touch the log trees.
+
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder};
+use parking_lot::{Mutex, RwLock};
+use percy_statemachine::StateMachine;
+use tokio::sync::{broadcast, watch};
+
+use crate::storage::db::Database;
+use crate::storage::error::{to_raft, RaftStorageError, StorageError};
+use crate::storage::events::{StateChange, EVENT_CHANNEL_CAPACITY};
+use crate::storage::snapshot::{self, Envelope, SnapshotMeta};
+use crate::types::{ApplyResult, LogId, StoredMembership, TypeConfig};
+
+type Entry = openraft::Entry<TypeConfig>;
+
+/// The live state, shared with readers. Take the read lock only for the duration of a read
+/// (never across an `.await`); apply takes the write lock once per entry.
+pub type SharedStateMachine = Arc<RwLock<StateMachine>>;
+
+/// State machine storage of one node. Clones share everything; openraft's snapshot builder
+/// is such a clone.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    db: Database,
+    state: SharedStateMachine,
+    /// Changed only while `state` is write-locked, so whoever holds the read lock sees the
+    /// position that matches the state (the snapshot builder relies on it).
+    position: Mutex<Position>,
+    changes: broadcast::Sender<Arc<StateChange>>,
+    applied_index: watch::Sender<u64>,
+    /// Serialises writes of the snapshot tree, so a snapshot built from an older state never
+    /// replaces a newer one that was installed meanwhile.
+    snapshot_write: tokio::sync::Mutex<()>,
+    /// Makes snapshot ids unique within this process even for the same last log id.
+    snapshot_seq: AtomicU64,
+}
+
+/// Where in the log the state is.
+#[derive(Clone, Default)]
+struct Position {
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+}
+
+impl StateMachineStore {
+    /// Restores the state from the stored snapshot, or starts empty.
+    pub(crate) fn new(db: Database) -> Result<Self, StorageError> {
+        let (state, position) = match snapshot::load(&db)? {
+            Some((meta, data)) => {
+                let envelope = Envelope::decode(&data).map_err(|e| db.corrupt("snapshot", e))?;
+                let state = StateMachine::restore(envelope.state)
+                    .map_err(|e| db.corrupt("snapshot state", e))?;
+                let position = Position {
+                    last_applied: meta.last_log_id,
+                    last_membership: meta.last_membership,
+                };
+                (state, position)
+            }
+            None => (StateMachine::new(), Position::default()),
+        };
+        let (changes, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
+        let (applied_index, _) = watch::channel(index_of(position.last_applied));
+        Ok(Self {
+            shared: Arc::new(Shared {
+                db,
+                state: Arc::new(RwLock::new(state)),
+                position: Mutex::new(position),
+                changes,
+                applied_index,
+                snapshot_write: tokio::sync::Mutex::new(()),
+                snapshot_seq: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The live state machine, for reads.
+    pub fn state(&self) -> SharedStateMachine {
+        self.shared.state.clone()
+    }
+
+    /// A feed of changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StateChange>> {
+        self.shared.changes.subscribe()
+    }
+
+    /// The log index of the last applied entry (0 before any), for waiting until the state
+    /// has caught up with a given index. Updated after the state, once per applied batch.
+    pub fn applied_index(&self) -> watch::Receiver<u64> {
+        self.shared.applied_index.subscribe()
+    }
+
+    fn write_error(&self, e: &StorageError) -> RaftStorageError {
+        to_raft(ErrorSubject::StateMachine, ErrorVerb::Write, e)
+    }
+
+    fn snapshot_error(
+        &self,
+        meta: &SnapshotMeta,
+        verb: ErrorVerb,
+        e: &StorageError,
+    ) -> RaftStorageError {
+        to_raft(ErrorSubject::Snapshot(Some(meta.signature())), verb, e)
+    }
+}
+
+impl Shared {
+    fn apply_one(&self, entry: Entry) -> ApplyResult {
+        let revision = entry.log_id.index;
+        let (response, events) = {
+            let mut state = self.state.write();
+            let mut position = self.position.lock();
+            let outcome = match entry.payload {
+                EntryPayload::Blank => (None, Vec::new()),
+                EntryPayload::Normal(proposal) => {
+                    let applied = state.apply(revision, proposal.now_ms, proposal.command);
+                    (Some(applied.response), applied.events)
+                }
+                EntryPayload::Membership(membership) => {
+                    position.last_membership =
+                        StoredMembership::new(Some(entry.log_id), membership);
+                    (None, Vec::new())
+                }
+            };
+            position.last_applied = Some(entry.log_id);
+            outcome
+        };
+        // Published after the lock is released, so a subscriber that reads the state on
+        // receipt sees this revision. Sending fails only when nobody listens.
+        if !events.is_empty() && self.changes.receiver_count() > 0 {
+            let _no_subscribers = self
+                .changes
+                .send(Arc::new(StateChange::Applied { revision, events }));
+        }
+        ApplyResult { revision, response }
+    }
+
+    /// Stores and flushes a snapshot unless the stored one is newer (see `snapshot_write`).
+    async fn persist_snapshot(
+        &self,
+        meta: &SnapshotMeta,
+        data: &[u8],
+        only_if_newer: bool,
+    ) -> Result<(), StorageError> {
+        let _exclusive = self.snapshot_write.lock().await;
+        if only_if_newer {
+            if let Some(stored) = snapshot::load_meta(&self.db)? {
+                if stored.last_log_id > meta.last_log_id {
+                    return Ok(());
+                }
+            }
+        }
+        snapshot::store(&self.db, meta, data)?;
+        self.db.flush("flushing the snapshot").await
+    }
+}
+
+fn index_of(log_id: Option<LogId>) -> u64 {
+    log_id.map_or(0, |id| id.index)
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
+        let position = self.shared.position.lock();
+        Ok((position.last_applied, position.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, RaftStorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries = entries.into_iter();
+        let mut results = Vec::with_capacity(entries.size_hint().0);
+        for entry in entries {
+            results.push(self.shared.apply_one(entry));
+        }
+        if let Some(last) = results.last() {
+            self.shared.applied_index.send_replace(last.revision);
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, RaftStorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    /// Checks the bytes against the metadata, makes them durable, then swaps the state.
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), RaftStorageError> {
+        let db = &self.shared.db;
+        let data = snapshot.into_inner();
+        let restored = Envelope::decode(&data)
+            .map_err(|e| e.to_string())
+            .and_then(|envelope| {
+                envelope.check_matches(meta)?;
+                StateMachine::restore(envelope.state).map_err(|e| e.to_string())
+            })
+            .map_err(|e| {
+                self.snapshot_error(meta, ErrorVerb::Read, &db.corrupt("received snapshot", e))
+            })?;
+        self.shared
+            .persist_snapshot(meta, &data, false)
+            .await
+            .map_err(|e| self.snapshot_error(meta, ErrorVerb::Write, &e))?;
+        {
+            let mut state = self.shared.state.write();
+            let mut position = self.shared.position.lock();
+            *state = restored;
+            position.last_applied = meta.last_log_id;
+            position.last_membership = meta.last_membership.clone();
+        }
+        let applied_index = index_of(meta.last_log_id);
+        self.shared.applied_index.send_replace(applied_index);
+        let _no_subscribers = self
+            .shared
+            .changes
+            .send(Arc::new(StateChange::SnapshotInstalled { applied_index }));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
+        let stored = snapshot::load(&self.shared.db)
+            .map_err(|e| to_raft(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
+        Ok(stored.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    /// Serialises the state under the read lock (readers go on; apply waits), then persists
+    /// and flushes the snapshot before returning it, because openraft purges the log it
+    /// covers once this returns.
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
+        let (position, image) = {
+            let state = self.shared.state.read();
+            let position = self.shared.position.lock().clone();
+            (position, state.snapshot())
+        };
+        let envelope = Envelope {
+            last_applied: position.last_applied,
+            last_membership: position.last_membership.clone(),
+            state: &image,
+        };
+        let data = envelope
+            .encode()
+            .map_err(|e| self.write_error(&self.shared.db.corrupt("snapshot", e)))?;
+        let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match position.last_applied {
+            Some(id) => format!(
+                "{}-{}-{}-{seq}",
+                id.leader_id.term, id.leader_id.node_id, id.index
+            ),
+            None => format!("0-0-0-{seq}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: position.last_applied,
+            last_membership: position.last_membership,
+            snapshot_id,
+        };
+        self.shared
+            .persist_snapshot(&meta, &data, true)
+            .await
+            .map_err(|e| self.snapshot_error(&meta, ErrorVerb::Write, &e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}

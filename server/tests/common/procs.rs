@@ -1,0 +1,156 @@
+//! Real `percyd` processes for tests: spawned on free ports with their own data dirs, killed
+//! (SIGKILL) on drop, stderr captured to a file for error-message checks and post-mortems.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use percy_proto::v1::cluster_service_client::ClusterServiceClient;
+use percy_proto::v1::ClusterStatusRequest;
+
+use super::{channel, eventually, SETTLE};
+
+pub const PERCYD: &str = env!("CARGO_BIN_EXE_percyd");
+
+/// A port nobody listens on right now (the listener is dropped before `percyd` binds it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Percyd {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    stderr_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl Percyd {
+    /// Spawns `percyd` as node `id` of `peers`, data in `data_dir`.
+    pub fn spawn(id: u64, peers: &BTreeMap<u64, String>, data_dir: &Path) -> Self {
+        let addr = peers[&id].clone();
+        let peers_arg: Vec<String> = peers.iter().map(|(i, a)| format!("{i}={a}")).collect();
+        let args = vec![
+            "--node-id".to_string(),
+            id.to_string(),
+            "--listen".into(),
+            addr.clone(),
+            "--peers".into(),
+            peers_arg.join(","),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ];
+        let mut p = Self {
+            id,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            args,
+            stderr_path: data_dir.with_extension(format!("stderr-{id}")),
+            child: None,
+        };
+        p.restart();
+        p
+    }
+
+    /// Starts the process again with the same arguments (after `kill`).
+    pub fn restart(&mut self) {
+        let stderr = std::fs::File::create(&self.stderr_path).unwrap();
+        let child = Command::new(PERCYD)
+            .args(&self.args)
+            .env("RUST_LOG", "warn,percy_server=info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait (bounded) for the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: plain kill(2) on a child we spawned and have not reaped.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        for _ in 0..200 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Percyd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Three `percyd` processes on free loopback ports.
+pub struct ProcCluster {
+    pub nodes: Vec<Percyd>,
+    pub dir: tempfile::TempDir,
+}
+
+impl ProcCluster {
+    pub fn start(n: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let peers: BTreeMap<u64, String> = (1..=n)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let nodes = (1..=n)
+            .map(|id| Percyd::spawn(id, &peers, &dir.path().join(format!("node{id}"))))
+            .collect();
+        Self { nodes, dir }
+    }
+
+    pub fn node(&mut self, id: u64) -> &mut Percyd {
+        self.nodes.iter_mut().find(|n| n.id == id).unwrap()
+    }
+
+    /// Waits until every running node reports the same leader; returns it.
+    pub async fn leader(&mut self, among: &[u64]) -> u64 {
+        let addrs: Vec<String> = among.iter().map(|id| self.node(*id).addr.clone()).collect();
+        eventually("an agreed leader", SETTLE, || {
+            let addrs = addrs.clone();
+            async move {
+                let mut seen = Vec::new();
+                for addr in &addrs {
+                    let mut c = ClusterServiceClient::new(channel(addr).await);
+                    let status = c.status(ClusterStatusRequest::default()).await.ok()?;
+                    seen.push(status.into_inner().leader_id);
+                }
+                let first = seen[0];
+                (first != 0 && among.contains(&first) && seen.iter().all(|l| *l == first))
+                    .then_some(first)
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,431 @@
+//! Real `percyd` processes driven through the generated gRPC clients: the claim race, lock
+//! contention with fencing tokens, SIGKILL of the leader, SIGKILL of everything and restart,
+//! bad input, startup errors, and SIGTERM.
+
+mod common;
+
+use std::time::Duration;
+
+use common::procs::{free_port, Percyd, ProcCluster, PERCYD};
+use common::{channel, eventually, SETTLE};
+use percy_proto::v1::agent_service_client::AgentServiceClient;
+use percy_proto::v1::config_service_client::ConfigServiceClient;
+use percy_proto::v1::lock_service_client::LockServiceClient;
+use percy_proto::v1::plan_service_client::PlanServiceClient;
+use percy_proto::v1::task_service_client::TaskServiceClient;
+use percy_proto::v1::*;
+use tonic::Code;
+
+fn tracked(client_id: u64, seq: u64) -> Option<RequestHeader> {
+    Some(RequestHeader {
+        client_id,
+        seq,
+        acked_below: seq,
+        consistency: 0,
+    })
+}
+
+async fn register(addr: &str, name: &str) -> u64 {
+    let mut agents = AgentServiceClient::new(channel(addr).await);
+    agents
+        .register(RegisterAgentRequest {
+            name: name.into(),
+            node: "test".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .agent
+        .unwrap()
+        .id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_race_and_lock_contention_across_nodes() {
+    let mut cluster = ProcCluster::start(3);
+    cluster.leader(&[1, 2, 3]).await;
+    let a = cluster.node(1).addr.clone();
+    let b = cluster.node(2).addr.clone();
+    let c = cluster.node(3).addr.clone();
+
+    let alice = register(&a, "alice").await;
+    let bob = register(&b, "bob").await;
+    let mut tasks = TaskServiceClient::new(channel(&c).await);
+    let task = tasks
+        .submit(SubmitTaskRequest {
+            header: None,
+            task: Some(TaskSpec {
+                id: "race".into(),
+                title: "one winner".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(task.status, TaskStatus::Ready as i32);
+
+    // Both agents claim the same task at once, through different nodes.
+    let claim = |addr: String, agent_id: u64| async move {
+        let mut tasks = TaskServiceClient::new(channel(&addr).await);
+        tasks
+            .claim(ClaimTaskRequest {
+                header: None,
+                agent_id,
+                task_id: "race".into(),
+                expected_revision: None,
+            })
+            .await
+    };
+    let (ra, rb) = tokio::join!(claim(a.clone(), alice), claim(b.clone(), bob));
+    let winners: Vec<_> = [&ra, &rb]
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .filter_map(|r| r.get_ref().task.clone())
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one claim wins: {ra:?} / {rb:?}");
+    let loser = [&ra, &rb].into_iter().find(|r| r.is_err()).unwrap();
+    assert_eq!(loser.as_ref().unwrap_err().code(), Code::FailedPrecondition);
+    let got = tasks
+        .get(GetTaskRequest {
+            header: None,
+            task_id: "race".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(got.status, TaskStatus::Claimed as i32);
+    assert_eq!(got.assignee, winners[0].assignee);
+
+    // A lock held by alice is refused to bob (ancestor paths conflict), then granted after
+    // release with a larger fencing token.
+    let mut locks_a = LockServiceClient::new(channel(&a).await);
+    let mut locks_b = LockServiceClient::new(channel(&b).await);
+    let first = locks_a
+        .acquire(AcquireLocksRequest {
+            agent_id: alice,
+            paths: vec!["src/api".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .grants;
+    let refused = locks_b
+        .acquire(AcquireLocksRequest {
+            agent_id: bob,
+            paths: vec!["./src/api/users.rs".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    locks_a
+        .release(ReleaseLocksRequest {
+            header: None,
+            agent_id: alice,
+            paths: vec!["src/api".into()],
+        })
+        .await
+        .unwrap();
+    let second = locks_b
+        .acquire(AcquireLocksRequest {
+            agent_id: bob,
+            paths: vec!["src/api/users.rs".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .grants;
+    assert_eq!(second[0].path, "src/api/users.rs");
+    assert!(second[0].fencing_token > first[0].fencing_token);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_leader_kill_and_kill_all() {
+    let mut cluster = ProcCluster::start(3);
+    let leader = cluster.leader(&[1, 2, 3]).await;
+    let client_id = 0xC0FFEE;
+    let mut seq = 0;
+    let mut acknowledged = Vec::new();
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+
+    // Writes through every node, retried (same request id) until acknowledged.
+    let put = |addr: String, key: String, seq: u64| async move {
+        eventually(&format!("write {key}"), SETTLE, || {
+            let (addr, key) = (addr.clone(), key.clone());
+            async move {
+                let mut config = ConfigServiceClient::new(channel(&addr).await);
+                config
+                    .put(PutConfigRequest {
+                        header: tracked(client_id, seq),
+                        key: key.clone(),
+                        value: key.into_bytes(),
+                        expected_revision: None,
+                    })
+                    .await
+                    .ok()
+            }
+        })
+        .await
+    };
+    for i in 0..30 {
+        seq += 1;
+        let key = format!("before/{i}");
+        put(addrs[i % 3].clone(), key.clone(), seq).await;
+        acknowledged.push(key);
+    }
+
+    // SIGKILL the leader: the others take writes again within a few seconds.
+    cluster.node(leader).kill();
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let started = std::time::Instant::now();
+    let survivor = cluster.node(others[0]).addr.clone();
+    seq += 1;
+    put(survivor.clone(), "after-kill".into(), seq).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "writable again after {took:?}"
+    );
+    acknowledged.push("after-kill".into());
+    for i in 0..10 {
+        seq += 1;
+        let key = format!("during/{i}");
+        put(cluster.node(others[i % 2]).addr.clone(), key.clone(), seq).await;
+        acknowledged.push(key);
+    }
+
+    // SIGKILL everyone, restart everyone: every acknowledged write is there.
+    for node in cluster.nodes.iter_mut() {
+        node.kill();
+    }
+    for node in cluster.nodes.iter_mut() {
+        node.restart();
+    }
+    cluster.leader(&[1, 2, 3]).await;
+    let mut config = ConfigServiceClient::new(channel(&addrs[0]).await);
+    let listed = eventually("a list after restart", SETTLE, || {
+        let mut config = config.clone();
+        async move { config.list(ListConfigRequest::default()).await.ok() }
+    })
+    .await
+    .into_inner();
+    let keys: Vec<String> = listed.entries.iter().map(|e| e.key.clone()).collect();
+    for key in &acknowledged {
+        assert!(
+            keys.contains(key),
+            "acknowledged write {key} lost; have {keys:?}"
+        );
+    }
+    // A retry of an acknowledged request is answered from the session, not applied twice.
+    let retried = config
+        .put(PutConfigRequest {
+            header: tracked(client_id, seq),
+            key: "during/9".into(),
+            value: b"during/9".to_vec(),
+            expected_revision: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retried.entry.unwrap().version, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let mut cluster = ProcCluster::start(1);
+    cluster.leader(&[1]).await;
+    let addr = cluster.node(1).addr.clone();
+    let agent = register(&addr, "carol").await;
+    let mut locks = LockServiceClient::new(channel(&addr).await);
+    let mut tasks = TaskServiceClient::new(channel(&addr).await);
+    let mut plans = PlanServiceClient::new(channel(&addr).await);
+
+    let err = locks
+        .acquire(AcquireLocksRequest {
+            agent_id: agent,
+            paths: vec!["src/../etc/passwd".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains(".."), "{}", err.message());
+
+    let err = plans
+        .submit(SubmitPlanRequest {
+            header: None,
+            plan_id: "p".into(),
+            tasks: vec![TaskSpec {
+                id: "a".into(),
+                title: "a".into(),
+                depends_on: vec!["ghost".into()],
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("ghost"), "{}", err.message());
+
+    let err = tasks
+        .submit(SubmitTaskRequest {
+            header: None,
+            task: Some(TaskSpec {
+                title: "huge".into(),
+                payload: vec![7; 10 * 1024 * 1024],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("payload"), "{}", err.message());
+
+    // Beyond the transport limit tonic refuses the message itself (it says OUT_OF_RANGE,
+    // "message length too large"), and the node lives on.
+    let err = tasks
+        .submit(SubmitTaskRequest {
+            header: None,
+            task: Some(TaskSpec {
+                title: "huger".into(),
+                payload: vec![7; 20 * 1024 * 1024],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{err:?}"
+    );
+    assert!(err.message().contains("too large"), "{}", err.message());
+
+    let listed = tasks
+        .list(ListTasksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        listed.tasks.is_empty(),
+        "nothing changed: {:?}",
+        listed.tasks
+    );
+    let held = locks
+        .list(ListLocksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(held.locks.is_empty());
+    assert!(cluster.node(1).is_running());
+}
+
+fn run_to_exit(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let out = std::process::Command::new(PERCYD)
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn startup_errors_are_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+
+    // Port in use: names the port.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let (status, stderr) = run_to_exit(&["--listen", &listen, "--data-dir", data]);
+    assert!(!status.success());
+    assert!(stderr.contains(&port.to_string()), "{stderr}");
+    assert!(stderr.contains("in use"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    // Node id not in --peers.
+    let (status, stderr) =
+        run_to_exit(&["--node-id", "4", "--peers", "1=127.0.0.1:1,2=127.0.0.1:2"]);
+    assert!(!status.success());
+    assert!(stderr.contains("node id 4 is not in --peers"), "{stderr}");
+
+    // A data dir that is not a database: refused, never reset.
+    let bogus = dir.path().join("bogus");
+    std::fs::create_dir_all(bogus.join("db")).unwrap();
+    std::fs::write(bogus.join("db").join("conf"), b"garbage that is not sled").unwrap();
+    std::fs::write(bogus.join("db").join("db"), b"more garbage").unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (status, stderr) =
+        run_to_exit(&["--listen", &listen, "--data-dir", bogus.to_str().unwrap()]);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(bogus.to_str().unwrap()),
+        "names the path: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read(bogus.join("db").join("db")).unwrap(),
+        b"more garbage",
+        "the damaged data dir is left alone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_and_data_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers = [(1, format!("127.0.0.1:{}", free_port()))]
+        .into_iter()
+        .collect();
+    let mut node = Percyd::spawn(1, &peers, &dir.path().join("n1"));
+    let addr = node.addr.clone();
+    let config = ConfigServiceClient::new(channel(&addr).await);
+    eventually("a first write", SETTLE, || {
+        let mut config = config.clone();
+        async move {
+            config
+                .put(PutConfigRequest {
+                    key: "k".into(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                })
+                .await
+                .ok()
+        }
+    })
+    .await;
+    let status = node.terminate().expect("percyd exits on SIGTERM");
+    assert!(
+        status.success(),
+        "exit status {status:?}: {}",
+        node.stderr()
+    );
+    node.restart();
+    let entry = eventually("a read after restart", SETTLE, || {
+        let mut config = config.clone();
+        async move {
+            config
+                .get(GetConfigRequest {
+                    header: None,
+                    key: "k".into(),
+                })
+                .await
+                .ok()
+        }
+    })
+    .await
+    .into_inner()
+    .entry
+    .unwrap();
+    assert_eq!(entry.value, b"v");
+}

@@ -1,0 +1,411 @@
+//! The agent-runtime side of the server, in-process: watch (initial state, resume, filters,
+//! compaction), liveness (expiry after the TTL, grace across failover), queued lock acquires,
+//! and the Prometheus endpoint.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use percy_proto::v1::agent_service_client::AgentServiceClient;
+use percy_proto::v1::config_service_client::ConfigServiceClient;
+use percy_proto::v1::lock_service_client::LockServiceClient;
+use percy_proto::v1::task_service_client::TaskServiceClient;
+use percy_proto::v1::watch_service_client::WatchServiceClient;
+use percy_proto::v1::*;
+use percy_server::{Node, NodeHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+
+async fn single(watch_history: usize) -> (NodeHandle, Slot) {
+    let mut slot = slots(&[1]).await.remove(0);
+    let mut config = config(&slot, &peers_of(std::slice::from_ref(&slot)));
+    config.watch_history = watch_history;
+    let node = Node::start_with_listener(config, slot.listener.take().unwrap())
+        .await
+        .unwrap();
+    node.wait_for_leader(SETTLE).await.unwrap();
+    (node, slot)
+}
+
+async fn put(addr: &str, key: &str) -> u64 {
+    ConfigServiceClient::new(channel(addr).await)
+        .put(PutConfigRequest {
+            key: key.into(),
+            value: b"x".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entry
+        .unwrap()
+        .revision
+}
+
+async fn register(addr: &str, name: &str, ttl_ms: u64) -> u64 {
+    AgentServiceClient::new(channel(addr).await)
+        .register(RegisterAgentRequest {
+            name: name.into(),
+            ttl_ms,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .agent
+        .unwrap()
+        .id
+}
+
+async fn heartbeat(addr: &str, agent_id: u64) -> HeartbeatResponse {
+    AgentServiceClient::new(channel(addr).await)
+        .heartbeat(HeartbeatRequest {
+            header: None,
+            agent_id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_gives_initial_state_then_changes_resumes_and_reports_compaction() {
+    let (node, _slot) = single(3).await;
+    let addr = node.addr().to_string();
+    put(&addr, "app/one").await;
+    put(&addr, "other/x").await;
+
+    let mut watch = WatchServiceClient::new(channel(&addr).await);
+    let mut stream = watch
+        .watch(WatchRequest {
+            kinds: vec![EntityKind::Config as i32],
+            key_prefix: "app/".into(),
+            initial_state: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let initial = stream.message().await.unwrap().unwrap();
+    let keys: Vec<&str> = initial.events.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["app/one"], "initial state, filtered by prefix");
+
+    let rev_two = put(&addr, "app/two").await;
+    put(&addr, "other/y").await; // filtered out
+    let rev_three = put(&addr, "app/three").await;
+    let next = tokio::time::timeout(SETTLE, stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.events[0].key, "app/two");
+    assert_eq!(next.events[0].revision, rev_two);
+    let next = tokio::time::timeout(SETTLE, stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.events[0].key, "app/three");
+
+    // Resume from a revision still in the history.
+    let mut resumed = watch
+        .watch(WatchRequest {
+            start_revision: rev_three,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(SETTLE, resumed.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.events[0].revision, rev_three);
+
+    // Older than the history (3 revisions kept): compacted, and the stream ends.
+    let mut old = watch
+        .watch(WatchRequest {
+            start_revision: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = tokio::time::timeout(SETTLE, old.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(answer.compacted);
+    assert!(answer.compact_revision > 1);
+    assert!(old.message().await.unwrap().is_none());
+
+    // Unknown kinds are refused up front.
+    let err = watch
+        .watch(WatchRequest {
+            kinds: vec![99],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_agents_expire_their_work_is_requeued_and_they_must_reregister() {
+    let (node, _slot) = single(100).await;
+    let addr = node.addr().to_string();
+    let agent = register(&addr, "sleepy", 1_000).await;
+    let beat = heartbeat(&addr, agent).await;
+    assert_eq!(beat.status, AgentStatus::Active as i32);
+    assert!(!beat.must_reregister);
+
+    let mut tasks = TaskServiceClient::new(channel(&addr).await);
+    tasks
+        .submit(SubmitTaskRequest {
+            header: None,
+            task: Some(TaskSpec {
+                id: "t".into(),
+                title: "t".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let claimed = tasks
+        .claim(ClaimTaskRequest {
+            agent_id: agent,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(claimed.id, "t");
+
+    // Heartbeats keep it alive past its TTL...
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!heartbeat(&addr, agent).await.must_reregister);
+    }
+    // ...silence expires it (polled without heartbeating), and its task goes back to ready.
+    eventually("expiry", SETTLE, || {
+        let addr = addr.clone();
+        async move {
+            let mut agents = AgentServiceClient::new(channel(&addr).await);
+            let a = agents
+                .get(GetAgentRequest {
+                    agent_id: agent,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .agent?;
+            (a.status == AgentStatus::Expired as i32).then_some(())
+        }
+    })
+    .await;
+    let expired = heartbeat(&addr, agent).await;
+    assert!(expired.must_reregister);
+    assert_eq!(expired.status, AgentStatus::Expired as i32);
+    let task = tasks
+        .get(GetTaskRequest {
+            header: None,
+            task_id: "t".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(task.status, TaskStatus::Ready as i32);
+    // Its old claim token is stale now.
+    let err = tasks
+        .complete(CompleteTaskRequest {
+            task_id: "t".into(),
+            agent_id: agent,
+            claim_token: claimed.claim_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    // Unknown agents are told to register.
+    assert!(heartbeat(&addr, 987_654).await.must_reregister);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_never_expires_a_live_agent() {
+    let mut slots = slots(&[1, 2, 3]).await;
+    let peers = peers_of(&slots);
+    let mut nodes = Vec::new();
+    for slot in slots.iter_mut() {
+        nodes.push(start(slot, &peers).await);
+    }
+    let leader = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let followers: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.node_id() != leader)
+        .map(|n| n.addr().to_string())
+        .collect();
+    let agent = register(&followers[0], "steady", 2_000).await;
+    // Heartbeat through a follower (forwarded to the leader) while the leader goes away.
+    let beats = {
+        let followers = followers.clone();
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for i in 0..20 {
+                let addr = &followers[i % 2];
+                let mut client = AgentServiceClient::new(channel(addr).await);
+                if let Ok(r) = client
+                    .heartbeat(HeartbeatRequest {
+                        header: None,
+                        agent_id: agent,
+                    })
+                    .await
+                {
+                    statuses.push(r.into_inner().must_reregister);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            statuses
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let index = nodes.iter().position(|n| n.node_id() == leader).unwrap();
+    nodes.remove(index).shutdown().await;
+    let statuses = beats.await.unwrap();
+    assert!(
+        statuses.len() >= 10,
+        "most heartbeats got through: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|must| !must),
+        "a live agent was expired across failover: {statuses:?}"
+    );
+    let mut agents = AgentServiceClient::new(channel(&followers[0]).await);
+    let a = agents
+        .get(GetAgentRequest {
+            agent_id: agent,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .agent
+        .unwrap();
+    assert_eq!(a.status, AgentStatus::Active as i32);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_lock_acquires_wait_for_release_or_time_out() {
+    let (node, _slot) = single(100).await;
+    let addr = node.addr().to_string();
+    let holder = register(&addr, "holder", 0).await;
+    let waiter = register(&addr, "waiter", 0).await;
+    let mut locks = LockServiceClient::new(channel(&addr).await);
+    let held = locks
+        .acquire(AcquireLocksRequest {
+            agent_id: holder,
+            paths: vec!["src".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .grants;
+
+    // Times out: DEADLINE_EXCEEDED, and the request leaves the queue.
+    let err = locks
+        .acquire(AcquireLocksRequest {
+            agent_id: waiter,
+            paths: vec!["src/lib.rs".into()],
+            wait_ms: 400,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded);
+    let listed = locks
+        .list(ListLocksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.waiters.is_empty(), "{:?}", listed.waiters);
+
+    // Granted when the holder releases while it waits.
+    let waiting = {
+        let mut locks = locks.clone();
+        tokio::spawn(async move {
+            locks
+                .acquire(AcquireLocksRequest {
+                    agent_id: waiter,
+                    paths: vec!["src/lib.rs".into()],
+                    wait_ms: 15_000,
+                    ..Default::default()
+                })
+                .await
+        })
+    };
+    eventually("the waiter to queue", SETTLE, || {
+        let mut locks = locks.clone();
+        async move {
+            let l = locks
+                .list(ListLocksRequest::default())
+                .await
+                .ok()?
+                .into_inner();
+            (!l.waiters.is_empty()).then_some(())
+        }
+    })
+    .await;
+    let released = locks
+        .release(ReleaseLocksRequest {
+            header: None,
+            agent_id: holder,
+            paths: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(released.released, ["src"]);
+    let granted = waiting.await.unwrap().unwrap().into_inner().grants;
+    assert_eq!(granted[0].agent_id, waiter);
+    assert!(granted[0].fencing_token > held[0].fencing_token);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_as_prometheus_text_on_the_same_port() {
+    let (node, _slot) = single(100).await;
+    let addr = node.addr().to_string();
+    put(&addr, "k").await;
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: percy\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    for metric in [
+        "percy_raft_term 1",
+        "percy_raft_is_leader 1",
+        "percy_raft_applied_index",
+        "percy_raft_commit_index",
+        "percy_requests_total{code=\"Ok\",method=\"ConfigService/Put\"} 1",
+        "percy_request_duration_seconds_bucket",
+    ] {
+        assert!(body.contains(metric), "missing {metric}: {body}");
+    }
+    node.shutdown().await;
+}

@@ -1,0 +1,293 @@
+//! The Raft log and vote survive restarts and crashes; purge and truncate leave no holes.
+
+mod storage_common;
+
+use std::future::Future;
+use std::path::Path;
+use std::process::Command;
+
+use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::RaftSnapshotBuilder;
+use openraft::{CommittedLeaderId, Vote};
+use percy_server::storage::{LogStore, StateMachineStore};
+use percy_statemachine::Op;
+use storage_common::{blank, log_id, membership, open, put_config, NODE};
+
+/// Set in the child processes of the abort tests: the data dir the child writes to before
+/// it aborts.
+const CHILD_DIR_ENV: &str = "PERCY_STORAGE_ABORT_CHILD_DIR";
+const ABORT_ENTRIES: u64 = 1000;
+const ABORT_BATCH: u64 = 10;
+
+fn abort_test_vote() -> Vote<u64> {
+    Vote::new_committed(7, NODE)
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_drop_and_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let entries = vec![
+        blank(1, 1),
+        membership(1, 2, &[1, 2, 3]),
+        put_config(1, 3, "a", "1"),
+        storage_common::command(2, 4, Op::Tick),
+    ];
+    let vote = Vote::new(2, 3);
+    {
+        let (mut log, _sm) = open(dir.path());
+        log.blocking_append(entries[..2].to_vec())
+            .await
+            .expect("append");
+        log.blocking_append(entries[2..].to_vec())
+            .await
+            .expect("append");
+        log.save_vote(&vote).await.expect("vote");
+        log.save_committed(Some(log_id(1, 3)))
+            .await
+            .expect("committed");
+    }
+    let (mut log, _sm) = open(dir.path());
+    assert_eq!(log.read_vote().await.expect("vote"), Some(vote));
+    assert_eq!(
+        log.read_committed().await.expect("committed"),
+        Some(log_id(1, 3))
+    );
+    assert_eq!(log.try_get_log_entries(..).await.expect("entries"), entries);
+    let state = log.get_log_state().await.expect("log state");
+    assert_eq!(state.last_log_id, Some(log_id(2, 4)));
+    assert_eq!(state.last_purged_log_id, None);
+}
+
+/// Runs this test binary again as a child that executes only `test_name` with
+/// [`CHILD_DIR_ENV`] set; the child writes, prints `acked`, then aborts without any shutdown,
+/// so only what the store flushed itself survives. sled flushes in the background every
+/// 500 ms at best: without the store's own flushes most of the writes would be lost.
+fn run_aborting_child(test_name: &str, dir: &Path) {
+    let output = Command::new(std::env::current_exe().expect("test binary"))
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_DIR_ENV, dir)
+        .output()
+        .expect("run child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !output.status.success(),
+        "the child must abort, not exit cleanly: {stdout}"
+    );
+    assert!(
+        stdout.contains("acked"),
+        "the child did not get to acknowledge its writes: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// In the child: does `write` against the stores in the data dir from [`CHILD_DIR_ENV`], then
+/// aborts. Returns (to let the parent side of the test run) when this is not the child.
+fn child_writes_then_aborts<F, Fut>(write: F)
+where
+    F: FnOnce(LogStore, StateMachineStore) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(dir) = std::env::var_os(CHILD_DIR_ENV) else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        // Held until the abort: dropping the last handle would make sled flush.
+        let stores = open(Path::new(&dir));
+        write(stores.0.clone(), stores.1.clone()).await;
+        println!("acked");
+        // No destructors, no shutdown flush: a crash right after the acknowledgements.
+        std::process::abort()
+    })
+}
+
+#[test]
+fn acknowledged_appends_survive_process_abort() {
+    child_writes_then_aborts(|mut log, _sm| async move {
+        for first in (1..=ABORT_ENTRIES).step_by(ABORT_BATCH as usize) {
+            let batch: Vec<_> = (first..first + ABORT_BATCH)
+                .map(|i| put_config(1, i, &format!("key-{i}"), &format!("value-{i}")))
+                .collect();
+            log.blocking_append(batch).await.expect("append");
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_aborting_child("acknowledged_appends_survive_process_abort", dir.path());
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let (mut log, _sm) = open(dir.path());
+        let entries = log.try_get_log_entries(..).await.expect("entries");
+        let indexes: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(indexes, (1..=ABORT_ENTRIES).collect::<Vec<_>>());
+        assert_eq!(entries[9], put_config(1, 10, "key-10", "value-10"));
+    });
+}
+
+#[test]
+fn saved_vote_survives_process_abort() {
+    child_writes_then_aborts(|mut log, _sm| async move {
+        log.save_vote(&abort_test_vote()).await.expect("vote");
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_aborting_child("saved_vote_survives_process_abort", dir.path());
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let (mut log, _sm) = open(dir.path());
+        assert_eq!(
+            log.read_vote().await.expect("vote"),
+            Some(abort_test_vote())
+        );
+    });
+}
+
+#[test]
+fn built_snapshot_survives_process_abort() {
+    child_writes_then_aborts(|_log, mut sm| async move {
+        sm.apply([
+            membership(1, 1, &[1]),
+            put_config(1, 2, "a", "1"),
+            put_config(1, 3, "b", "2"),
+        ])
+        .await
+        .expect("apply");
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("snapshot");
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_aborting_child("built_snapshot_survives_process_abort", dir.path());
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let (_log, mut sm) = open(dir.path());
+        let snapshot = sm
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("a snapshot");
+        assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 3)));
+        assert_eq!(
+            sm.applied_state().await.expect("applied").0,
+            Some(log_id(1, 3))
+        );
+        assert!(sm.state().read().config("b").is_some());
+    });
+}
+
+#[tokio::test]
+async fn purge_keeps_the_rest_and_remembers_the_purge_point() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (mut log, _sm) = open(dir.path());
+        log.blocking_append((1..=10).map(|i| blank(1, i)))
+            .await
+            .expect("append");
+        log.purge(log_id(1, 5)).await.expect("purge");
+        let state = log.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 5)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 10)));
+        assert!(log
+            .try_get_log_entries(1..6)
+            .await
+            .expect("purged range")
+            .is_empty());
+        log.save_vote(&Vote::new(1, NODE))
+            .await
+            .expect("flush via vote");
+    }
+    let (mut log, _sm) = open(dir.path());
+    let kept: Vec<u64> = log
+        .try_get_log_entries(..)
+        .await
+        .expect("entries")
+        .iter()
+        .map(|e| e.log_id.index)
+        .collect();
+    assert_eq!(kept, (6..=10).collect::<Vec<_>>());
+
+    log.purge(log_id(1, 10)).await.expect("purge all");
+    let state = log.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 10)));
+    // With every entry purged, the last log id is the purge point.
+    assert_eq!(state.last_log_id, Some(log_id(1, 10)));
+    log.blocking_append([blank(2, 11)])
+        .await
+        .expect("append after purge");
+    assert_eq!(
+        log.get_log_state().await.expect("state").last_log_id,
+        Some(log_id(2, 11))
+    );
+}
+
+#[tokio::test]
+async fn truncate_removes_the_suffix_and_appends_replace_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _sm) = open(dir.path());
+    log.blocking_append((1..=10).map(|i| blank(1, i)))
+        .await
+        .expect("append");
+    log.truncate(log_id(1, 6)).await.expect("truncate");
+    assert_eq!(
+        log.get_log_state().await.expect("state").last_log_id,
+        Some(log_id(1, 5))
+    );
+    log.blocking_append([blank(2, 6), blank(2, 7)])
+        .await
+        .expect("append");
+    drop(log);
+    drop(_sm);
+
+    let (mut log, _sm) = open(dir.path());
+    let ids: Vec<_> = log
+        .try_get_log_entries(..)
+        .await
+        .expect("entries")
+        .iter()
+        .map(|e| e.log_id)
+        .collect();
+    let expected: Vec<_> = (1..=5)
+        .map(|i| log_id(1, i))
+        .chain([log_id(2, 6), log_id(2, 7)])
+        .collect();
+    assert_eq!(ids, expected);
+    assert_eq!(ids[5].leader_id, CommittedLeaderId::new(2, NODE));
+}
+
+#[tokio::test]
+async fn reads_clamp_to_what_exists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _sm) = open(dir.path());
+    log.blocking_append((3..=6).map(|i| blank(1, i)))
+        .await
+        .expect("append");
+    let indexes = |entries: Vec<openraft::Entry<_>>| {
+        entries.iter().map(|e| e.log_id.index).collect::<Vec<u64>>()
+    };
+    assert_eq!(
+        indexes(log.try_get_log_entries(0..100).await.expect("wide")),
+        vec![3, 4, 5, 6]
+    );
+    assert_eq!(
+        indexes(log.try_get_log_entries(4..=5).await.expect("inclusive")),
+        vec![4, 5]
+    );
+    assert!(log
+        .try_get_log_entries(5..5)
+        .await
+        .expect("empty")
+        .is_empty());
+    assert!(log
+        .try_get_log_entries(7..)
+        .await
+        .expect("past the end")
+        .is_empty());
+    let mut reader = log.get_log_reader().await;
+    assert_eq!(
+        indexes(reader.try_get_log_entries(..4).await.expect("reader")),
+        vec![3]
+    );
+}

@@ -1,0 +1,200 @@
+//! A damaged, foreign or incompatible data dir is a clear error naming the path, never a reset.
+
+mod storage_common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use openraft::storage::{RaftLogReader, RaftLogStorageExt, RaftSnapshotBuilder, RaftStateMachine};
+use percy_server::storage::{self, StorageError, DB_DIR_NAME, STORAGE_FORMAT_VERSION};
+use storage_common::{blank, membership, open, put_config};
+
+fn db_path(dir: &Path) -> PathBuf {
+    dir.join(DB_DIR_NAME)
+}
+
+fn open_err(dir: &Path) -> StorageError {
+    match storage::open(dir) {
+        Ok(_) => panic!("opening {} should fail", dir.display()),
+        Err(e) => e,
+    }
+}
+
+/// Writes through sled directly, the way damage or another program would.
+fn with_raw_db(dir: &Path, change: impl FnOnce(&sled::Db)) {
+    // sled's background writers may hold the file lock for a moment after the stores were
+    // dropped; `storage::open` waits for that too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let db = loop {
+        match sled::open(db_path(dir)) {
+            Ok(db) => break db,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("raw open of {} failed, retrying: {e}", dir.display());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("raw open of {}: {e}", dir.display()),
+        }
+    };
+    change(&db);
+    db.flush().expect("raw flush");
+}
+
+async fn populated(dir: &Path) {
+    let (mut log, mut sm) = open(dir);
+    log.blocking_append([blank(1, 1), put_config(1, 2, "a", "1"), blank(1, 3)])
+        .await
+        .expect("append");
+    sm.apply([membership(1, 1, &[1]), put_config(1, 2, "a", "1")])
+        .await
+        .expect("apply");
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("snapshot");
+}
+
+#[tokio::test]
+async fn garbage_database_files_are_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    populated(dir.path()).await;
+    let db_dir = db_path(dir.path());
+    let mut damaged = 0;
+    for entry in std::fs::read_dir(&db_dir).expect("db dir") {
+        let path = entry.expect("dir entry").path();
+        if path.is_file() {
+            let len = std::fs::metadata(&path).expect("metadata").len().max(64);
+            std::fs::write(&path, vec![0x5a; len as usize]).expect("overwrite");
+            damaged += 1;
+        }
+    }
+    assert!(
+        damaged > 0,
+        "found no database files to damage in {}",
+        db_dir.display()
+    );
+    let err = open_err(dir.path());
+    assert!(matches!(err, StorageError::Open { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&db_dir.display().to_string()),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_format_version_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    populated(dir.path()).await;
+    let newer = STORAGE_FORMAT_VERSION + 1;
+    with_raw_db(dir.path(), |db| {
+        db.open_tree("meta")
+            .expect("meta")
+            .insert("format_version", &[newer])
+            .expect("insert");
+    });
+    let err = open_err(dir.path());
+    assert!(
+        matches!(err, StorageError::FormatVersion { found, .. } if found == newer),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(&db_path(dir.path()).display().to_string()),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("format version {newer}")),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_database_with_data_but_no_marker_is_not_adopted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    with_raw_db(dir.path(), |db| {
+        db.insert("someone else's", "data").expect("insert");
+    });
+    let err = open_err(dir.path());
+    assert!(matches!(err, StorageError::MissingMarker { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn undecodable_log_entry_is_reported_at_open_or_on_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    populated(dir.path()).await;
+    let key = |index: u64| index.to_be_bytes();
+    let mut entry_3 = None;
+    // The last entry is checked at open.
+    with_raw_db(dir.path(), |db| {
+        let logs = db.open_tree("logs").expect("logs");
+        entry_3 = logs.insert(key(3), &[1, 0xff, 0xff]).expect("insert");
+    });
+    let err = open_err(dir.path());
+    assert!(
+        matches!(&err, StorageError::Corrupt { what, .. } if what == "log entry 3"),
+        "{err}"
+    );
+
+    // One in the middle surfaces when openraft reads it.
+    with_raw_db(dir.path(), |db| {
+        let logs = db.open_tree("logs").expect("logs");
+        logs.insert(key(3), entry_3.expect("entry 3 existed"))
+            .expect("restore");
+        logs.insert(key(2), &[9, 9, 9]).expect("insert");
+    });
+    let (mut log, _sm) = open(dir.path());
+    let err = log
+        .try_get_log_entries(1..=3)
+        .await
+        .expect_err("corrupt entry");
+    assert!(err.to_string().contains("log entry 2"), "{err}");
+}
+
+#[tokio::test]
+async fn entry_stored_under_the_wrong_index_is_corrupt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    populated(dir.path()).await;
+    with_raw_db(dir.path(), |db| {
+        let logs = db.open_tree("logs").expect("logs");
+        let first = logs.get(1u64.to_be_bytes()).expect("get").expect("entry 1");
+        logs.insert(3u64.to_be_bytes(), first).expect("insert");
+    });
+    let err = open_err(dir.path());
+    assert!(err.to_string().contains("stored under index 3"), "{err}");
+}
+
+#[tokio::test]
+async fn undecodable_snapshot_is_reported_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    populated(dir.path()).await;
+    with_raw_db(dir.path(), |db| {
+        let snapshot = db.open_tree("snapshot").expect("snapshot");
+        let mut data = snapshot.get("data").expect("get").expect("data").to_vec();
+        let last = data.len() - 1;
+        data.truncate(last);
+        snapshot.insert("data", data).expect("insert");
+    });
+    let err = open_err(dir.path());
+    assert!(
+        matches!(&err, StorageError::Corrupt { what, .. } if what.starts_with("snapshot")),
+        "{err}"
+    );
+}
+
+#[test]
+fn data_dir_that_is_a_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write");
+    let err = open_err(&file);
+    assert!(matches!(err, StorageError::CreateDir { .. }), "{err}");
+    assert!(err.to_string().contains("not-a-dir"), "{err}");
+}
+
+#[test]
+fn second_open_of_a_data_dir_in_use_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _first = open(dir.path());
+    let err = open_err(dir.path());
+    assert!(matches!(err, StorageError::Open { .. }), "{err}");
+}

@@ -1,0 +1,41 @@
+//! Percy's replicated state machine.
+//!
+//! Every `percyd` node feeds the same [`Command`]s, in Raft log order, to
+//! [`StateMachine::apply`] and so reaches the same state and gives the same [`Response`]s.
+//!
+//! Architecture invariant: this crate does no I/O. No clock (time arrives as the leader's
+//! `now_ms` stamp inside each apply), no randomness, no threads, no async runtime, no storage,
+//! no network. Iteration order is always deterministic (`BTreeMap`, never `HashMap` for state).
+
+pub mod agent;
+mod canonical;
+pub mod codec;
+pub mod command;
+pub mod config;
+pub mod definition;
+pub mod error;
+pub mod event;
+pub mod limits;
+pub mod lock;
+mod machine;
+pub mod message;
+mod path;
+pub mod response;
+pub mod task;
+pub mod validate;
+
+pub use agent::{Agent, AgentId, AgentStatus};
+pub use canonical::{canonical_definition_spec, CanonicalSpec};
+pub use codec::{decode_command, encode_command, CodecError, FORMAT_VERSION};
+pub use command::{Command, Op, SessionRef};
+pub use config::ConfigEntry;
+pub use definition::{ApplySummary, Definition, DefinitionRevision, DefinitionSpec, DesiredState};
+pub use error::{CommandError, ErrorKind};
+pub use event::{EntityKind, EntityValue, Event};
+pub use lock::{Lock, LockGrant, LockHolder, LockMode, LockWaiter};
+pub use machine::{Applied, StateMachine, TaskFilter};
+pub use message::{Message, Recipient};
+pub use path::{lock_paths_conflict, normalize_lock_path};
+pub use response::{Cascade, Outcome, Released, Response};
+pub use task::{Task, TaskId, TaskResult, TaskSpec, TaskStatus};
+pub use validate::{validate, validate_command};

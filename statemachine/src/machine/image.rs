@@ -1,0 +1,139 @@
+//! The snapshot image: the entities only. Indexes are rebuilt on restore, the same way every
+//! time, so a restored machine equals the one that was snapshotted.
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::Agent;
+use crate::codec::CodecError;
+use crate::config::ConfigEntry;
+use crate::definition::Definition;
+use crate::lock::{Lock, LockWaiter};
+use crate::message::Recipient;
+use crate::task::Task;
+
+use super::messages::Mailbox;
+use super::sessions::{Session, SessionTable};
+use super::StateMachine;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StateImage {
+    revision: u64,
+    last_fencing_token: u64,
+    /// In id order.
+    agents: Vec<Agent>,
+    /// In creation order.
+    tasks: Vec<Task>,
+    locks: Vec<Lock>,
+    /// In FIFO order.
+    waiters: Vec<LockWaiter>,
+    config: Vec<ConfigEntry>,
+    definitions: Vec<Definition>,
+    mailboxes: Vec<(Recipient, Mailbox)>,
+    sessions: Vec<Session>,
+}
+
+impl StateImage {
+    pub fn of(machine: &StateMachine) -> Self {
+        Self {
+            revision: machine.revision,
+            last_fencing_token: machine.locks.last_fencing_token(),
+            agents: machine.agents.iter().cloned().collect(),
+            tasks: machine.tasks.iter().cloned().collect(),
+            locks: machine.locks.locks().cloned().collect(),
+            waiters: machine.locks.waiters().cloned().collect(),
+            config: machine.config.values().cloned().collect(),
+            definitions: machine.definitions.values().cloned().collect(),
+            mailboxes: machine
+                .mailboxes
+                .iter()
+                .map(|(recipient, mailbox)| (recipient.clone(), mailbox.clone()))
+                .collect(),
+            sessions: machine.sessions.iter().cloned().collect(),
+        }
+    }
+
+    /// Rebuilds the machine and its indexes. Duplicate keys, or a state that fails the
+    /// invariants, mean the image is corrupt.
+    pub fn into_machine(self) -> Result<StateMachine, CodecError> {
+        let corrupt = |what: String| CodecError::Corrupt(format!("snapshot: {what}"));
+        let mut machine = StateMachine {
+            revision: self.revision,
+            ..StateMachine::default()
+        };
+        for agent in self.agents {
+            if machine.agents.get(agent.id).is_some() {
+                return Err(corrupt(format!("agent {} appears twice", agent.id)));
+            }
+            machine.agents.insert(agent);
+        }
+        let mut seqs = Vec::with_capacity(self.tasks.len());
+        for task in self.tasks {
+            if machine.tasks.contains(&task.id) {
+                return Err(corrupt(format!("task {} appears twice", task.id)));
+            }
+            seqs.push(machine.tasks.insert(task));
+        }
+        for seq in seqs {
+            machine.tasks.link_dependencies(seq);
+        }
+        for lock in self.locks {
+            if machine.locks.get(&lock.path).is_some() {
+                return Err(corrupt(format!("lock {} appears twice", lock.path)));
+            }
+            for holder in lock.holders {
+                machine
+                    .locks
+                    .insert_holder(&lock.path, lock.mode, holder, lock.revision);
+            }
+        }
+        machine
+            .locks
+            .set_last_fencing_token(self.last_fencing_token);
+        for waiter in self.waiters {
+            if machine.locks.waiter(waiter.queued_revision).is_some() {
+                return Err(corrupt(format!(
+                    "lock request {} appears twice",
+                    waiter.queued_revision
+                )));
+            }
+            machine.locks.add_waiter(waiter);
+        }
+        for entry in self.config {
+            if machine.config.insert(entry.key.clone(), entry).is_some() {
+                return Err(corrupt("a config key appears twice".to_string()));
+            }
+        }
+        for definition in self.definitions {
+            if machine
+                .definitions
+                .insert(definition.name.clone(), definition)
+                .is_some()
+            {
+                return Err(corrupt("a definition appears twice".to_string()));
+            }
+        }
+        for (recipient, mailbox) in self.mailboxes {
+            if machine.mailboxes.insert(recipient, mailbox).is_some() {
+                return Err(corrupt("a mailbox appears twice".to_string()));
+            }
+        }
+        let session_count = self.sessions.len();
+        machine.sessions = SessionTable::from_sessions(self.sessions);
+        if machine.sessions.len() != session_count {
+            return Err(corrupt("a session appears twice".to_string()));
+        }
+        machine.check_invariants().map_err(corrupt)?;
+        Ok(machine)
+    }
+}
+
+#[cfg(test)]
+impl StateImage {
+    /// Makes the first task "held" by nobody, which decodes fine but breaks the invariants.
+    pub fn corrupt_first_task_for_tests(&mut self) {
+        if let Some(task) = self.tasks.first_mut() {
+            task.status = crate::task::TaskStatus::Claimed;
+            task.assignee = None;
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! The state machine: the replicated state, `apply`, and the read accessors.
+//!
+//! Each concept lives in its own module: the entity stores with their indexes
+//! (`agent_registry`, `task_store` + `ready_index`, `lock_table`, `sessions`) and the command
+//! handlers that use them (`agents`, `submit`, `claims`, `locks`, `config_kv`,
+//! `definitions`, `messages`). Handlers follow one rule: check everything first, then mutate
+//! with nothing left that can fail, so an error never leaves a partial change behind.
+
+mod agent_registry;
+mod agents;
+mod claims;
+mod config_kv;
+mod ctx;
+mod definitions;
+mod image;
+mod invariants;
+mod lock_table;
+mod locks;
+mod messages;
+mod ready_index;
+mod sessions;
+mod submit;
+mod task_store;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use crate::agent::{Agent, AgentId};
+use crate::command::{Command, Op};
+use crate::config::ConfigEntry;
+use crate::definition::Definition;
+use crate::error::CommandError;
+use crate::event::Event;
+use crate::lock::{Lock, LockWaiter};
+use crate::message::{Message, Recipient};
+use crate::response::{Outcome, Response};
+use crate::task::{Task, TaskStatus};
+use crate::validate::validate;
+
+use agent_registry::AgentRegistry;
+use ctx::Ctx;
+use lock_table::LockTable;
+use messages::Mailbox;
+use sessions::{Admission, SessionTable};
+use task_store::TaskStore;
+
+/// The result of one apply: the answer for the caller and the changes for watchers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub response: Response,
+    pub events: Vec<Event>,
+}
+
+/// Which tasks a listing returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    pub status: Option<TaskStatus>,
+    pub plan_id: Option<String>,
+    pub assignee: Option<AgentId>,
+    /// 0 means no limit.
+    pub limit: usize,
+}
+
+impl TaskFilter {
+    fn matches(&self, task: &Task) -> bool {
+        self.status.is_none_or(|status| task.status == status)
+            && self
+                .plan_id
+                .as_ref()
+                .is_none_or(|plan| task.plan_id.as_ref() == Some(plan))
+            && self
+                .assignee
+                .is_none_or(|agent| task.assignee == Some(agent))
+    }
+}
+
+/// The whole replicated state. Two machines fed the same commands compare equal (indexes
+/// included: they are B-trees rebuilt deterministically).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateMachine {
+    revision: u64,
+    agents: AgentRegistry,
+    tasks: TaskStore,
+    locks: LockTable,
+    config: BTreeMap<String, ConfigEntry>,
+    definitions: BTreeMap<String, Definition>,
+    mailboxes: BTreeMap<Recipient, Mailbox>,
+    sessions: SessionTable,
+}
+
+impl StateMachine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Revision of the last applied command (0 for a new machine).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Applies one command. `revision` must be greater than [`Self::revision`]; it becomes the
+    /// revision of everything this command changes (and every fencing/claim token it grants).
+    ///
+    /// A `revision` that is not greater is refused with `FailedPrecondition` and changes
+    /// nothing (not even [`Self::revision`]). Any other command advances the revision, whether
+    /// it succeeds, fails or is a session duplicate.
+    pub fn apply(&mut self, revision: u64, now_ms: u64, command: Command) -> Applied {
+        if revision <= self.revision {
+            return Applied {
+                response: Err(CommandError::precondition(format!(
+                    "revision {revision} is not after the last applied revision {}",
+                    self.revision
+                ))),
+                events: Vec::new(),
+            };
+        }
+        self.revision = revision;
+        let mut ctx = Ctx::new(revision, now_ms);
+        let response = match command.session {
+            None => self.apply_op(&mut ctx, command.op),
+            Some(session) => match self.sessions.admit(session, now_ms, revision) {
+                Admission::Replay(response) => *response,
+                Admission::Refuse(error) => Err(error),
+                Admission::Proceed => {
+                    let response = self.apply_op(&mut ctx, command.op);
+                    self.sessions
+                        .record(session, response.clone(), now_ms, revision);
+                    response
+                }
+            },
+        };
+        #[cfg(debug_assertions)]
+        if let Err(violation) = self.check_invariants() {
+            panic!("state machine invariant violated after revision {revision}: {violation}");
+        }
+        Applied {
+            response,
+            events: ctx.into_events(self),
+        }
+    }
+
+    fn apply_op(&mut self, ctx: &mut Ctx, op: Op) -> Response {
+        validate(&op)?;
+        let response = self.dispatch(ctx, op);
+        debug_assert!(
+            response.is_ok() || ctx.is_empty(),
+            "a failed command must change nothing"
+        );
+        response
+    }
+
+    fn dispatch(&mut self, ctx: &mut Ctx, op: Op) -> Response {
+        match op {
+            Op::RegisterAgent {
+                name,
+                node,
+                capabilities,
+                labels,
+                max_concurrent,
+                ttl_ms,
+            } => self.register_agent(
+                ctx,
+                agents::Registration {
+                    name,
+                    node,
+                    capabilities,
+                    labels,
+                    max_concurrent,
+                    ttl_ms,
+                },
+            ),
+            Op::DeregisterAgent { agent_id } => self.deregister_agent(ctx, agent_id),
+            Op::ExpireAgents { agent_ids } => Ok(self.expire_agents(ctx, &agent_ids)),
+            Op::CheckpointAgents { last_seen_ms } => Ok(self.checkpoint_agents(ctx, &last_seen_ms)),
+            Op::SubmitTask(spec) => self.submit_task(ctx, spec),
+            Op::SubmitPlan { plan_id, tasks } => self.submit_plan(ctx, plan_id, tasks),
+            Op::ClaimTask {
+                task_id,
+                agent_id,
+                expected_revision,
+            } => self.claim_task(ctx, &task_id, agent_id, expected_revision),
+            Op::ClaimNext { agent_id } => self.claim_next(ctx, agent_id),
+            Op::StartTask {
+                task_id,
+                agent_id,
+                claim_token,
+            } => self.start_task(ctx, &task_id, agent_id, claim_token),
+            Op::CompleteTask {
+                task_id,
+                agent_id,
+                claim_token,
+                result,
+            } => self.complete_task(ctx, &task_id, agent_id, claim_token, result),
+            Op::FailTask {
+                task_id,
+                agent_id,
+                claim_token,
+                error,
+            } => self.fail_task(ctx, &task_id, agent_id, claim_token, error),
+            Op::CancelTask { task_id, reason } => self.cancel_task(ctx, &task_id, &reason),
+            Op::RequeueTask { task_id, reason } => self.requeue_task(ctx, &task_id, &reason),
+            Op::AcquireLocks {
+                agent_id,
+                paths,
+                mode,
+                task_id,
+                ttl_ms,
+                wait_ms,
+            } => self.acquire_locks(
+                ctx,
+                locks::AcquireRequest {
+                    agent_id,
+                    paths,
+                    mode,
+                    task_id,
+                    ttl_ms,
+                    wait_ms,
+                },
+            ),
+            Op::ReleaseLocks { agent_id, paths } => self.release_locks(ctx, agent_id, &paths),
+            Op::ReleaseAllLocks { agent_id } => self.release_all_locks(ctx, agent_id),
+            Op::PutConfig {
+                key,
+                value,
+                expected_revision,
+            } => self.put_config(ctx, key, value, expected_revision),
+            Op::DeleteConfig {
+                key,
+                expected_revision,
+            } => self.delete_config(ctx, key, expected_revision),
+            Op::ApplyDefinitions { definitions } => self.apply_definitions(ctx, definitions),
+            Op::SetDefinitionState { name, desired } => {
+                self.set_definition_state(ctx, &name, desired)
+            }
+            Op::SendMessage { from, to, body } => self.send_message(ctx, from, to, body),
+            Op::Tick => Ok(self.tick(ctx)),
+        }
+    }
+
+    /// Time passes: lock waits past their deadline are dropped, lock holders past their TTL
+    /// released (and waiters granted), idle sessions forgotten.
+    fn tick(&mut self, ctx: &mut Ctx) -> Outcome {
+        let expired_waiters = self.locks.drop_waiters_due(ctx.now_ms);
+        let expired_lock_holders = self.expire_lock_holders(ctx);
+        let expired_sessions = self.sessions.expire_idle(ctx.now_ms);
+        let granted = if expired_waiters > 0 || expired_lock_holders > 0 {
+            self.grant_waiters(ctx)
+        } else {
+            Vec::new()
+        };
+        Outcome::Ticked {
+            expired_lock_holders,
+            expired_waiters,
+            expired_sessions,
+            granted,
+        }
+    }
+
+    /// Earliest `now_ms` at which a `Tick` would change something (a lock TTL, a wait deadline,
+    /// an idle session), so the leader knows when to propose one. Something is due at
+    /// `now_ms >= deadline`.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        [
+            self.locks.next_holder_expiry(),
+            self.locks.next_waiter_deadline(),
+            self.sessions.next_idle_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub fn check_invariants(&self) -> Result<(), String> {
+        invariants::check(self)
+    }
+
+    pub fn agent(&self, id: AgentId) -> Option<&Agent> {
+        self.agents.get(id)
+    }
+
+    /// The newest agent registered under `name` (it may be expired or deregistered).
+    pub fn agent_by_name(&self, name: &str) -> Option<&Agent> {
+        self.agents.by_name(name)
+    }
+
+    /// In id order.
+    pub fn agents(&self) -> Vec<&Agent> {
+        self.agents.iter().collect()
+    }
+
+    pub fn task(&self, id: &str) -> Option<&Task> {
+        self.tasks.by_id(id)
+    }
+
+    /// In creation order (plan tasks in the order the plan lists them).
+    pub fn tasks(&self, filter: &TaskFilter) -> Vec<&Task> {
+        let limit = if filter.limit == 0 {
+            usize::MAX
+        } else {
+            filter.limit
+        };
+        match &filter.plan_id {
+            // The plan index avoids scanning every task for the common "show my plan" query.
+            Some(plan) => self
+                .tasks
+                .plan_tasks(plan)
+                .filter(|task| filter.matches(task))
+                .take(limit)
+                .collect(),
+            None => self
+                .tasks
+                .iter()
+                .filter(|task| filter.matches(task))
+                .take(limit)
+                .collect(),
+        }
+    }
+
+    /// In path order.
+    pub fn locks(&self) -> Vec<&Lock> {
+        self.locks.locks().collect()
+    }
+
+    /// In FIFO order.
+    pub fn lock_waiters(&self) -> Vec<&LockWaiter> {
+        self.locks.waiters().collect()
+    }
+
+    pub fn config(&self, key: &str) -> Option<&ConfigEntry> {
+        self.config.get(key)
+    }
+
+    /// Keys starting with `prefix`, in key order.
+    pub fn config_range(&self, prefix: &str) -> Vec<&ConfigEntry> {
+        self.config
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(_, entry)| entry)
+            .collect()
+    }
+
+    pub fn definition(&self, name: &str) -> Option<&Definition> {
+        self.definitions.get(name)
+    }
+
+    /// In name order.
+    pub fn definitions(&self) -> Vec<&Definition> {
+        self.definitions.values().collect()
+    }
+
+    /// Messages in that mailbox with id > `after_id`, oldest first, and how many were dropped
+    /// from it so far because it was full.
+    pub fn messages(&self, recipient: &Recipient, after_id: u64) -> (Vec<&Message>, u64) {
+        match self.mailboxes.get(recipient) {
+            Some(mailbox) => (mailbox.after(after_id).collect(), mailbox.dropped),
+            None => (Vec::new(), 0),
+        }
+    }
+
+    /// Compact binary image of the whole state, with a format version.
+    pub fn snapshot(&self) -> Vec<u8> {
+        crate::codec::encode(&image::StateImage::of(self))
+    }
+
+    /// Refuses an unknown format version or corrupt bytes with a clear error. The restored
+    /// state must also pass [`Self::check_invariants`], so a snapshot that decodes but makes
+    /// no sense is refused as corrupt too.
+    pub fn restore(bytes: &[u8]) -> Result<Self, crate::codec::CodecError> {
+        let image: image::StateImage = crate::codec::decode(bytes)?;
+        image.into_machine()
+    }
+}

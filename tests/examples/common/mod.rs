@@ -1,0 +1,148 @@
+//! What every example needs: a cluster of in-process `percyd` nodes on free loopback ports,
+//! with their data in a temp dir that goes away with it, and a way to print steps.
+
+#![allow(dead_code)] // each example uses a different part of this module
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use percy_client::{Client, Consistency};
+use percy_server::{Node, NodeConfig, NodeHandle};
+use tokio::net::TcpListener;
+
+/// How long a new cluster may take to elect a leader (generous: a loaded CI box).
+pub const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the examples wait for something the cluster does on its own (an expiry, a
+/// worker finishing a task).
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between two looks at the cluster while waiting.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// In-process nodes; [`LocalCluster::shutdown`] stops them, dropping the struct kills them
+/// with the runtime.
+pub struct LocalCluster {
+    nodes: Vec<NodeHandle>,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalCluster {
+    /// Starts `size` nodes (ids 1..=size) and waits until they agree on a leader.
+    pub async fn start(size: u64) -> Result<LocalCluster> {
+        let dir = tempfile::tempdir().context("creating a temp dir")?;
+        let mut listeners = BTreeMap::new();
+        for id in 1..=size {
+            // Bound before any node starts, so the ports are ours.
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            listeners.insert(id, listener);
+        }
+        let peers: BTreeMap<u64, String> = listeners
+            .iter()
+            .map(|(id, l)| Ok((*id, l.local_addr()?.to_string())))
+            .collect::<Result<_>>()?;
+        let mut nodes = Vec::new();
+        for (id, listener) in listeners {
+            let config = NodeConfig::cluster(
+                id,
+                listener.local_addr()?,
+                peers.clone(),
+                dir.path().join(format!("node-{id}")),
+            );
+            nodes.push(Node::start_with_listener(config, listener).await?);
+        }
+        let cluster = LocalCluster { nodes, _dir: dir };
+        cluster.wait_for_leader().await?;
+        Ok(cluster)
+    }
+
+    /// Waits until every node knows the same leader; returns its id.
+    pub async fn wait_for_leader(&self) -> Result<u64> {
+        let deadline = tokio::time::Instant::now() + LEADER_TIMEOUT;
+        loop {
+            let leaders: Vec<Option<u64>> = self.nodes.iter().map(|n| n.leader()).collect();
+            if let Some(Some(first)) = leaders.first() {
+                if leaders.iter().all(|l| *l == Some(*first)) {
+                    return Ok(*first);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("no agreed leader within {LEADER_TIMEOUT:?}: {leaders:?}");
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Every node's `host:port`.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr().to_string()).collect()
+    }
+
+    /// A client of the whole cluster.
+    pub async fn client(&self) -> Result<Client> {
+        Ok(Client::connect(&self.endpoints()).await?)
+    }
+
+    /// A client that talks to node `id` only (to show that any node answers).
+    pub async fn client_of(&self, id: u64) -> Result<Client> {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.node_id() == id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        Ok(Client::connect(&[node.addr().to_string()]).await?)
+    }
+
+    pub async fn shutdown(self) {
+        for node in self.nodes {
+            node.shutdown().await;
+        }
+    }
+}
+
+/// Prints a numbered step.
+pub fn step(text: impl std::fmt::Display) {
+    println!("\n==> {text}");
+}
+
+/// Prints a detail of the current step.
+pub fn say(text: impl std::fmt::Display) {
+    println!("    {text}");
+}
+
+/// Fails the example with `what` unless `condition` holds.
+pub fn check(condition: bool, what: &str) -> Result<()> {
+    if condition {
+        say(format!("ok: {what}"));
+        Ok(())
+    } else {
+        bail!("expected: {what}")
+    }
+}
+
+/// Polls `probe` until it returns `Some`, up to [`SETTLE_TIMEOUT`].
+pub async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        if let Some(value) = probe().await? {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {SETTLE_TIMEOUT:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// A task's status by id, read linearizably.
+pub async fn task_status(client: &Client, task_id: &str) -> Result<percy_client::TaskStatus> {
+    let task = client
+        .get_task(task_id, Consistency::Linearizable)
+        .await?
+        .task
+        .ok_or_else(|| anyhow!("task {task_id} missing from the answer"))?;
+    Ok(task.status())
+}

@@ -1,0 +1,469 @@
+//! The process harness: N real `percyd` processes on loopback, every directed peer link
+//! i→j through a [`Proxy`] the harness controls, and process control (SIGKILL and restart on
+//! the same data dir, SIGSTOP / SIGCONT).
+//!
+//! Node *i* is started with `--peers` naming its own real listen address and, for every other
+//! node *j*, the proxy of link i→j. This relies on percyd dialling peers at the addresses of its
+//! local `--peers` in preference to the addresses stored in the Raft membership. Clients talk
+//! to nodes directly, so a client of a partitioned node sees what a partitioned user would.
+//!
+//! Everything started here is killed when the [`Cluster`] is dropped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::OpenOptions;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use percy_client::{Client, Consistency, RetryPolicy};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+use crate::proxy::{LinkModes, Mode, Proxy};
+
+/// Raft timings for tests: wide margins for a loaded two-core box.
+pub const HEARTBEAT_MS: u64 = 150;
+pub const ELECTION_TIMEOUT_MIN_MS: u64 = 1_000;
+pub const ELECTION_TIMEOUT_MAX_MS: u64 = 2_000;
+/// Snapshot often, so that snapshots, log purges and snapshot installs happen under faults.
+pub const SNAPSHOT_EVERY: u64 = 300;
+/// How long a status probe of one node may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long to wait for a leader that every running node agrees on.
+pub const LEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause between status probes while waiting.
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// Threads of the runtime that carries the proxies.
+const PROXY_THREADS: usize = 2;
+
+/// How to start the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub nodes: u64,
+    /// Where data dirs and logs go.
+    pub dir: PathBuf,
+    /// Extra `percyd` flags for every node.
+    pub extra_args: Vec<String>,
+}
+
+/// One `percyd` node.
+struct Node {
+    id: u64,
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    log: PathBuf,
+    peers: String,
+    child: Option<Child>,
+    paused: bool,
+}
+
+/// A running cluster. Dropping it kills every process and proxy it started.
+pub struct Cluster {
+    nodes: BTreeMap<u64, Node>,
+    proxies: BTreeMap<(u64, u64), Proxy>,
+    extra_args: Vec<String>,
+    net: NetRuntime,
+    percyd: PathBuf,
+}
+
+impl Cluster {
+    /// Starts `config.nodes` nodes and their proxies (does not wait for a leader).
+    pub fn start(config: &ClusterConfig) -> Result<Cluster> {
+        let percyd = percyd_binary()?;
+        let net = NetRuntime::start()?;
+        std::fs::create_dir_all(&config.dir)?;
+        let ids: Vec<u64> = (1..=config.nodes).collect();
+        let listen: BTreeMap<u64, SocketAddr> = ids
+            .iter()
+            .map(|id| Ok((*id, free_port()?)))
+            .collect::<Result<_>>()?;
+        let mut proxies = BTreeMap::new();
+        for &from in &ids {
+            for &to in &ids {
+                if from != to {
+                    proxies.insert((from, to), Proxy::start(&net.handle, listen[&to])?);
+                }
+            }
+        }
+        let mut nodes = BTreeMap::new();
+        for &id in &ids {
+            let peers: Vec<String> = ids
+                .iter()
+                .map(|&peer| {
+                    let addr = if peer == id {
+                        listen[&peer]
+                    } else {
+                        proxies[&(id, peer)].listen_addr()
+                    };
+                    format!("{peer}={addr}")
+                })
+                .collect();
+            nodes.insert(
+                id,
+                Node {
+                    id,
+                    listen: listen[&id],
+                    data_dir: config.dir.join(format!("node-{id}")),
+                    log: config.dir.join(format!("node-{id}.log")),
+                    peers: peers.join(","),
+                    child: None,
+                    paused: false,
+                },
+            );
+        }
+        let mut cluster = Cluster {
+            nodes,
+            proxies,
+            extra_args: config.extra_args.clone(),
+            net,
+            percyd,
+        };
+        for id in ids {
+            cluster.spawn(id)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Node ids.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// The real (client-facing) address of a node.
+    pub fn addr(&self, id: u64) -> SocketAddr {
+        self.nodes[&id].listen
+    }
+
+    /// Every node's client endpoint, `host:port`.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.values().map(|n| n.listen.to_string()).collect()
+    }
+
+    /// Endpoints starting with node `first`, so a client prefers that node.
+    pub fn endpoints_from(&self, first: u64) -> Vec<String> {
+        let mut endpoints = vec![self.addr(first).to_string()];
+        endpoints.extend(
+            self.nodes
+                .values()
+                .filter(|n| n.id != first)
+                .map(|n| n.listen.to_string()),
+        );
+        endpoints
+    }
+
+    /// The node's log file.
+    pub fn log_path(&self, id: u64) -> &Path {
+        &self.nodes[&id].log
+    }
+
+    fn spawn(&mut self, id: u64) -> Result<()> {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        if node.child.is_some() {
+            return Ok(());
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .with_context(|| format!("open {}", node.log.display()))?;
+        let child = Command::new(&self.percyd)
+            .arg("--node-id")
+            .arg(id.to_string())
+            .arg("--listen")
+            .arg(node.listen.to_string())
+            .arg("--peers")
+            .arg(&node.peers)
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .arg("--heartbeat-ms")
+            .arg(HEARTBEAT_MS.to_string())
+            .arg("--election-timeout-min-ms")
+            .arg(ELECTION_TIMEOUT_MIN_MS.to_string())
+            .arg("--election-timeout-max-ms")
+            .arg(ELECTION_TIMEOUT_MAX_MS.to_string())
+            .arg("--snapshot-every")
+            .arg(SNAPSHOT_EVERY.to_string())
+            .args(&self.extra_args)
+            .env(
+                "RUST_LOG",
+                std::env::var("PERCY_NODE_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawn {}", self.percyd.display()))?;
+        node.child = Some(child);
+        node.paused = false;
+        Ok(())
+    }
+
+    /// SIGKILLs a node (resuming it first if paused, so the kill is immediate).
+    pub fn kill(&mut self, id: u64) -> Result<()> {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        if let Some(mut child) = node.child.take() {
+            signal(&child, libc::SIGKILL)?;
+            child.wait()?;
+        }
+        node.paused = false;
+        Ok(())
+    }
+
+    /// Starts a killed node again on the same data dir.
+    pub fn restart(&mut self, id: u64) -> Result<()> {
+        self.spawn(id)
+    }
+
+    /// True when the node's process is running (possibly paused).
+    pub fn is_running(&self, id: u64) -> bool {
+        self.nodes[&id].child.is_some()
+    }
+
+    /// SIGSTOPs a node.
+    pub fn pause(&mut self, id: u64) -> Result<()> {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        if let Some(child) = &node.child {
+            signal(child, libc::SIGSTOP)?;
+            node.paused = true;
+        }
+        Ok(())
+    }
+
+    /// SIGCONTs a paused node.
+    pub fn resume(&mut self, id: u64) -> Result<()> {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        if let Some(child) = &node.child {
+            if node.paused {
+                signal(child, libc::SIGCONT)?;
+            }
+        }
+        node.paused = false;
+        Ok(())
+    }
+
+    /// Makes traffic from `a` to `b` fail in `mode` for every (a, b) in `blocked`; every
+    /// other link passes. Traffic a→b is a's requests on link a→b and a's answers on b→a.
+    pub fn set_network(&self, blocked: &BTreeSet<(u64, u64)>, mode: Mode) {
+        for (&(from, to), proxy) in &self.proxies {
+            let pick = |a: u64, b: u64| {
+                if blocked.contains(&(a, b)) {
+                    mode
+                } else {
+                    Mode::Pass
+                }
+            };
+            proxy.set(LinkModes {
+                forward: pick(from, to),
+                backward: pick(to, from),
+            });
+        }
+    }
+
+    /// Every link passes.
+    pub fn heal_network(&self) {
+        self.set_network(&BTreeSet::new(), Mode::Pass);
+    }
+
+    /// Resumes paused nodes, restarts killed ones and heals the network.
+    pub fn heal_all(&mut self) -> Result<()> {
+        self.heal_network();
+        for id in self.ids() {
+            self.resume(id)?;
+            self.restart(id)?;
+        }
+        Ok(())
+    }
+
+    /// The running, unpaused nodes and their client addresses.
+    pub fn live_nodes(&self) -> Vec<(u64, SocketAddr)> {
+        self.nodes
+            .values()
+            .filter(|node| node.child.is_some() && !node.paused)
+            .map(|node| (node.id, node.listen))
+            .collect()
+    }
+
+    /// The leader as the running, unpaused nodes see it, if they agree; else `None`.
+    pub async fn leader(&self) -> Option<u64> {
+        probe_leader(&self.live_nodes()).await
+    }
+
+    /// Waits until every running node agrees on a leader.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(leader) = self.leader().await {
+                return Ok(leader);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("no agreed leader within {timeout:?}");
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
+
+    /// The tokio handle the proxies run on.
+    pub fn net_handle(&self) -> &Handle {
+        &self.net.handle
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                let _ = signal(&child, libc::SIGKILL);
+                let _ = child.wait();
+            }
+        }
+        // Proxies stop with the runtime that carries them.
+        self.proxies.clear();
+    }
+}
+
+/// A client that talks to `addr` only, with a short deadline (for probes).
+pub async fn probe_client(addr: SocketAddr) -> Result<Client> {
+    let retry = RetryPolicy::default().with_deadline(PROBE_TIMEOUT);
+    Ok(Client::connect_with(&[addr.to_string()], retry).await?)
+}
+
+/// The leader as `nodes` see it (each asked for its local view), if they all know one and
+/// agree; else `None`.
+pub async fn probe_leader(nodes: &[(u64, SocketAddr)]) -> Option<u64> {
+    let mut seen = BTreeSet::new();
+    for (_, addr) in nodes {
+        let client = probe_client(*addr).await.ok()?;
+        let status = client
+            .cluster_status(Consistency::Serializable)
+            .await
+            .ok()?;
+        if status.leader_id == 0 {
+            return None;
+        }
+        seen.insert(status.leader_id);
+    }
+    (seen.len() == 1).then(|| *seen.iter().next().expect("one leader"))
+}
+
+/// Sends a signal to a child process.
+fn signal(child: &Child, signal: libc::c_int) -> Result<()> {
+    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
+    // SAFETY: kill(2) with a pid we spawned and have not reaped; no memory is shared.
+    let rc = unsafe { libc::kill(pid, signal) };
+    if rc != 0 {
+        bail!(
+            "kill({pid}, {signal}) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// A free loopback port (bound and released; percyd binds it moments later).
+fn free_port() -> Result<SocketAddr> {
+    let listener = TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?)
+}
+
+/// A tokio runtime on its own thread, for the proxies: the workload's runtime may be busy, and
+/// a runtime cannot be dropped from inside another one.
+struct NetRuntime {
+    handle: Handle,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl NetRuntime {
+    fn start() -> Result<NetRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(PROXY_THREADS)
+            .thread_name("percy-proxy")
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let thread = thread::Builder::new()
+            .name("percy-proxy-runtime".to_owned())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+                runtime.shutdown_background();
+            })?;
+        Ok(NetRuntime {
+            handle,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for NetRuntime {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The `percyd` binary: `$PERCYD_BIN`, or built with cargo (same profile as this test) once
+/// per test process.
+pub fn percyd_binary() -> Result<PathBuf> {
+    static BINARY: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BINARY
+        .get_or_init(|| locate_or_build_percyd().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn locate_or_build_percyd() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("PERCYD_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    // The test binary lives in <target>/<profile>/deps/.
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("cannot find the target dir from {}", exe.display()))?;
+    let release = profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut build = Command::new(cargo);
+    build.args(["build", "-p", "percy-server", "--bin", "percyd"]);
+    if release {
+        build.arg("--release");
+    }
+    let status = build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .context("run cargo build for percyd")?;
+    if !status.success() {
+        bail!("cargo build -p percy-server --bin percyd failed: {status}");
+    }
+    let binary = profile_dir.join("percyd");
+    if !binary.exists() {
+        bail!("{} missing after the build", binary.display());
+    }
+    Ok(binary)
+}

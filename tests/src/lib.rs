@@ -1,0 +1,17 @@
+//! Percy's Jepsen-style fault-injection suite.
+//!
+//! - [`history`]: what clients and the nemesis did, on one clock, as JSON lines.
+//! - [`checker`]: verdicts over histories (linearizability, claims, locks, queue, watch).
+//! - [`proxy`]: a TCP proxy per directed peer link, whose directions pass, hang or reset.
+//! - [`fenced`]: the fenced resource the lock workload writes to.
+//!
+//! See the crate README for the history format and how to run the soaks.
+
+pub mod checker;
+pub mod cluster;
+pub mod fenced;
+pub mod history;
+pub mod nemesis;
+pub mod proxy;
+pub mod run;
+pub mod workload;

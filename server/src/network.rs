@@ -3,7 +3,7 @@
 //! heartbeats) reuses. One HTTP/2 channel per peer, created lazily and kept.
 //! This module never interprets replies beyond decoding them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,11 +37,32 @@ pub const INTERNAL_MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 #[derive(Clone, Default)]
 pub struct PeerClients {
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+    /// This node's own `--peers` addresses. They win over the address stored in the Raft
+    /// membership, because how *this* node reaches a peer is local knowledge: behind NAT, a
+    /// proxy, or the fault-injection suite's per-link proxies, each node dials another by a
+    /// different address while the membership holds one address per node.
+    local_addresses: Arc<BTreeMap<NodeId, String>>,
 }
 
 impl PeerClients {
-    /// The internal client for `id` at `addr`, reusing the channel unless the address changed.
-    pub fn client(&self, id: NodeId, addr: &str) -> Result<RaftServiceClient<Channel>, String> {
+    pub fn new(local_addresses: BTreeMap<NodeId, String>) -> Self {
+        Self {
+            channels: Arc::default(),
+            local_addresses: Arc::new(local_addresses),
+        }
+    }
+
+    /// The internal client for `id`, dialled at this node's own address for it if it has one,
+    /// else at `membership_addr`; the channel is reused unless the address changed.
+    pub fn client(
+        &self,
+        id: NodeId,
+        membership_addr: &str,
+    ) -> Result<RaftServiceClient<Channel>, String> {
+        let addr = self
+            .local_addresses
+            .get(&id)
+            .map_or(membership_addr, String::as_str);
         let mut channels = self
             .channels
             .lock()

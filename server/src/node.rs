@@ -109,7 +109,7 @@ impl Node {
         let changes = sm_store.subscribe();
         let floor = state.read(|sm| sm.revision()) + 1;
 
-        let peers = PeerClients::default();
+        let peers = PeerClients::new(config.peers.clone());
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config(&config)?),

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use percy_statemachine::limits::SESSION_IDLE_TIMEOUT_MS;
 use percy_statemachine::{
     lock_paths_conflict, AgentId, AgentStatus, Applied, Command, DefinitionSpec, EntityValue,
-    ErrorKind, LockMode, Op, Outcome, Recipient, Response, SessionRef, StateMachine, TaskFilter,
-    TaskResult, TaskSpec,
+    ErrorKind, LockMode, LockWaiter, Op, Outcome, Recipient, Response, SessionRef, StateMachine,
+    TaskFilter, TaskResult, TaskSpec,
 };
 use proptest::prelude::*;
 
@@ -586,9 +586,13 @@ impl Driver {
             None => Expect::Proceed,
         };
         let expect_stale = matches!(expect, Expect::Proceed) && self.stale_claim(&command.op);
+        let waiters_before: Vec<LockWaiter> =
+            self.machine.lock_waiters().into_iter().cloned().collect();
+        let tokens_before = self.seen_fencing_tokens.last().copied().unwrap_or(0);
         let applied = self
             .machine
             .apply(self.revision, self.now_ms, command.clone());
+        self.check_no_overtaking(&waiters_before, tokens_before);
         self.check(&command, &applied, &expect, expect_stale);
         self.model_after(&command, &applied, &expect);
         self.log.push(Entry {
@@ -729,6 +733,51 @@ impl Driver {
 }
 
 impl Driver {
+    /// Strict FIFO among conflicting requests: a queued request granted by this apply must not
+    /// have overtaken an earlier queued request it conflicts with that is still waiting.
+    fn check_no_overtaking(&self, waiters_before: &[LockWaiter], tokens_before: u64) {
+        let now_ms = self.now_ms;
+        let locks = self.machine.locks();
+        let still_queued: BTreeSet<u64> = self
+            .machine
+            .lock_waiters()
+            .iter()
+            .map(|w| w.queued_revision)
+            .collect();
+        let granted_now = |w: &LockWaiter| {
+            w.paths.iter().all(|path| {
+                locks.iter().any(|lock| {
+                    lock.path == *path
+                        && lock
+                            .holders
+                            .iter()
+                            .any(|h| h.agent_id == w.agent_id && h.fencing_token > tokens_before)
+                })
+            })
+        };
+        for (i, granted) in waiters_before.iter().enumerate() {
+            if still_queued.contains(&granted.queued_revision) || !granted_now(granted) {
+                continue;
+            }
+            for earlier in &waiters_before[..i] {
+                let waiting = still_queued.contains(&earlier.queued_revision)
+                    && earlier.wait_deadline_ms > now_ms;
+                let conflicting = !(earlier.mode == LockMode::Shared
+                    && granted.mode == LockMode::Shared)
+                    && earlier
+                        .paths
+                        .iter()
+                        .any(|a| granted.paths.iter().any(|b| lock_paths_conflict(a, b)));
+                assert!(
+                    !(waiting && conflicting),
+                    "queued request {} was granted before the earlier conflicting request {}",
+                    granted.queued_revision,
+                    earlier.queued_revision
+                );
+            }
+        }
+    }
+
     /// Lock fairness oracle, written against the public API independently of the machine's
     /// own conflict code: after an apply, every queued request must be blocked, by another
     /// agent's incompatible lock on a conflicting path, by the agent's own lock on an

@@ -25,7 +25,10 @@ async fn main() -> Result<()> {
         status.term,
         status.members.len()
     ));
-    check(status.leader_id == status.node_id, "a lone node leads itself")?;
+    check(
+        status.leader_id == status.node_id,
+        "a lone node leads itself",
+    )?;
 
     step("Register an agent with capabilities and labels");
     let registered = client

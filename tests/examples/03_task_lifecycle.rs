@@ -47,7 +47,10 @@ async fn main() -> Result<()> {
         task.status(),
         task.revision
     ));
-    check(task.status() == TaskStatus::Ready, "a task without dependencies is ready")?;
+    check(
+        task.status() == TaskStatus::Ready,
+        "a task without dependencies is ready",
+    )?;
 
     step("Both agents claim it at the same revision, concurrently (compare-and-swap)");
     let (a, b) = tokio::join!(
@@ -74,15 +77,24 @@ async fn main() -> Result<()> {
     client
         .start_task(&task.id, winner, claimed.claim_token)
         .await?;
-    say(format!("status: {:?}", task_status(&client, &task.id).await?));
+    say(format!(
+        "status: {:?}",
+        task_status(&client, &task.id).await?
+    ));
     let stale = client
         .complete_task(&task.id, loser, claimed.claim_token, TaskResult::default())
         .await;
     say(format!(
         "the loser trying to complete it is refused: {}",
-        stale.as_ref().err().map_or("(accepted!)".into(), |e| e.to_string())
+        stale
+            .as_ref()
+            .err()
+            .map_or("(accepted!)".into(), |e| e.to_string())
     ));
-    check(stale.is_err(), "only the claim holder can complete the task")?;
+    check(
+        stale.is_err(),
+        "only the claim holder can complete the task",
+    )?;
     client
         .complete_task(
             &task.id,

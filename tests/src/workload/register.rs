@@ -23,10 +23,27 @@ const KEYS: u64 = 3;
 /// Operations per key before moving on to fresh keys.
 const OPS_PER_KEY: u64 = 120;
 
+/// Set to `serializable` to read from the local replica without a barrier: a deliberately
+/// broken client, to check that the suite catches stale reads.
+pub const ENV_READS: &str = "PERCY_REGISTER_READS";
+
 /// See the module docs.
-#[derive(Default)]
 pub struct RegisterWorkload {
     started: AtomicU64,
+    consistency: Consistency,
+}
+
+impl Default for RegisterWorkload {
+    fn default() -> Self {
+        let consistency = match std::env::var(ENV_READS).as_deref() {
+            Ok("serializable") => Consistency::Serializable,
+            _ => Consistency::Linearizable,
+        };
+        RegisterWorkload {
+            started: AtomicU64::new(0),
+            consistency,
+        }
+    }
 }
 
 impl Workload for RegisterWorkload {
@@ -61,7 +78,7 @@ impl Workload for RegisterWorkload {
                         &key,
                         "read",
                         json!({}),
-                        client.get_config(&key, Consistency::Linearizable),
+                        client.get_config(&key, self.consistency),
                         |response| match &response.entry {
                             Some(entry) => json!({
                                 "value": String::from_utf8_lossy(&entry.value),

@@ -45,7 +45,9 @@ pub async fn run(env: &Env) -> Result<Outcome> {
             while !w.done() {
                 n += 1;
                 let t0 = Instant::now();
-                let result = client.put_config(&key, value_of(size, i, n), Some(last)).await;
+                let result = client
+                    .put_config(&key, value_of(size, i, n), Some(last))
+                    .await;
                 let t1 = Instant::now();
                 match result {
                     Ok(put) => match put.entry {

@@ -114,8 +114,13 @@ pub async fn claim_random(env: &Env) -> Result<Outcome> {
         }
     }
     let reported: usize = results.iter().map(|r| r.claimed.len()).sum();
-    let (mut ready, mut claimed_tasks, mut owner_mismatch, mut foreign_assignee, mut attempts_anomalies) =
-        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (
+        mut ready,
+        mut claimed_tasks,
+        mut owner_mismatch,
+        mut foreign_assignee,
+        mut attempts_anomalies,
+    ) = (0u64, 0u64, 0u64, 0u64, 0u64);
     for (t, task) in &tasks {
         if task.status == TaskStatus::Ready as i32 {
             ready += 1;
@@ -153,7 +158,10 @@ pub async fn claim_random(env: &Env) -> Result<Outcome> {
             "attempts_anomalies": attempts_anomalies, "ok": ok,
         }),
     );
-    extra.insert("tasks_claimed_pct".into(), json!(r3(100.0 * claimed_tasks as f64 / k as f64)));
+    extra.insert(
+        "tasks_claimed_pct".into(),
+        json!(r3(100.0 * claimed_tasks as f64 / k as f64)),
+    );
     extra.insert("agents_used".into(), json!(agents_used));
     Ok(env.outcome(results.into_iter().map(|r| r.stats).collect(), cpu, extra))
 }

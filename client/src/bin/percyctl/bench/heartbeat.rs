@@ -23,6 +23,8 @@ const TICK: Duration = Duration::from_millis(10);
 const MAX_IN_FLIGHT: usize = 512;
 /// Registrations in flight during setup.
 const REGISTER_PARALLEL: usize = 64;
+/// Progress line update interval during registration, in agents.
+const REGISTER_PROGRESS_EVERY: usize = 1_000;
 
 pub async fn run(env: &Env) -> Result<Outcome> {
     let conns = env.args.connections.max(1);
@@ -44,7 +46,7 @@ pub async fn run(env: &Env) -> Result<Outcome> {
     while let Some(id) = stream.try_next().await? {
         agents.push(id);
         registered += 1;
-        if registered % 1_000 == 0 {
+        if registered.is_multiple_of(REGISTER_PROGRESS_EVERY) {
             env.progress
                 .say(format!("heartbeat: registered {registered} / {n} agents"));
         }
@@ -113,7 +115,10 @@ pub async fn run(env: &Env) -> Result<Outcome> {
     extra.insert("agents".into(), json!(n));
     extra.insert("rate_hz".into(), json!(rate));
     extra.insert("connections".into(), json!(conns));
-    extra.insert("offered_heartbeats_per_s".into(), json!(r3(rate * n as f64)));
+    extra.insert(
+        "offered_heartbeats_per_s".into(),
+        json!(r3(rate * n as f64)),
+    );
     extra.insert("heartbeats_not_sent_generator_behind".into(), json!(behind));
     extra.insert("raft_entries".into(), json!(entries));
     extra.insert(
@@ -122,7 +127,11 @@ pub async fn run(env: &Env) -> Result<Outcome> {
     );
     extra.insert(
         "raft_entries_per_heartbeat".into(),
-        json!(if accepted > 0 { entries as f64 / accepted as f64 } else { 0.0 }),
+        json!(if accepted > 0 {
+            entries as f64 / accepted as f64
+        } else {
+            0.0
+        }),
     );
     extra.insert("leader_id".into(), json!(leader_id));
     if env.leader_pid.is_some() {

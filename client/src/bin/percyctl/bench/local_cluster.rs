@@ -249,7 +249,10 @@ impl Drop for LocalCluster {
             }
         }
         if let Some(path) = &self.kept_dir {
-            eprintln!("kept the local cluster's data and logs in {}", path.display());
+            eprintln!(
+                "kept the local cluster's data and logs in {}",
+                path.display()
+            );
         }
     }
 }

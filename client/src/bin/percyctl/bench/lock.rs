@@ -57,7 +57,9 @@ pub async fn run(env: &Env) -> Result<Outcome> {
                 if incremented.is_ok() {
                     increments += 1;
                 }
-                let released = client.release_locks(agent, std::slice::from_ref(&path)).await;
+                let released = client
+                    .release_locks(agent, std::slice::from_ref(&path))
+                    .await;
                 let t_end = Instant::now();
                 match (incremented, released) {
                     (Ok(()), Ok(_)) => {

@@ -261,7 +261,10 @@ async fn bench(
             }
         };
         let leader = env.leader_endpoint().await.unwrap_or_else(|_| "?".into());
-        Ok(Printable::Bench(Report::build(env.run_info(leader), outcome)?))
+        Ok(Printable::Bench(Report::build(
+            env.run_info(leader),
+            outcome,
+        )?))
     };
     let result: Result<Printable> = tokio::select! {
         result = work => result,
@@ -356,7 +359,8 @@ impl Env {
     /// A client with its own connections whose preferred endpoint is (leader + i) mod N.
     pub async fn client(&self, i: usize) -> Result<Client> {
         let mut endpoints = self.endpoints.clone();
-        endpoints.rotate_left(i % endpoints.len());
+        let first = i % endpoints.len().max(1);
+        endpoints.rotate_left(first);
         let policy = self
             .retry
             .with_deadline(self.args.op_timeout.max(self.retry.deadline));
@@ -383,7 +387,9 @@ impl Env {
     }
 
     pub fn seed(&self) -> u64 {
-        self.args.seed.unwrap_or_else(|| self.run_id.parse().unwrap_or(1))
+        self.args
+            .seed
+            .unwrap_or_else(|| self.run_id.parse().unwrap_or(1))
     }
 
     /// Sleeps through the window; CPU used in its measured part.
@@ -425,7 +431,11 @@ impl Env {
 pub async fn leader_of(endpoints: &[String]) -> Result<(u64, String)> {
     let mut last_error = anyhow!("no endpoints");
     for endpoint in endpoints {
-        let status = match probe_client(endpoint).await?.cluster_status(Consistency::Serializable).await {
+        let status = match probe_client(endpoint)
+            .await?
+            .cluster_status(Consistency::Serializable)
+            .await
+        {
             Ok(status) => status,
             Err(e) => {
                 last_error = anyhow::Error::from(e).context(format!("status of {endpoint}"));
@@ -449,16 +459,25 @@ pub async fn leader_of(endpoints: &[String]) -> Result<(u64, String)> {
 
 /// `http://127.0.0.1:1` and `127.0.0.1:1` are the same endpoint.
 fn same_addr(a: &str, b: &str) -> bool {
-    let strip = |s: &str| s.split("://").last().unwrap_or(s).trim_end_matches('/').to_owned();
+    let strip = |s: &str| {
+        s.split("://")
+            .last()
+            .unwrap_or(s)
+            .trim_end_matches('/')
+            .to_owned()
+    };
     !b.is_empty() && strip(a) == strip(b)
 }
 
 fn read_pids(files: &[PathBuf]) -> Result<Vec<u32>> {
     let mut pids = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("read {}", file.display()))?;
-        pids.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+        pids.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
     }
     Ok(pids)
 }

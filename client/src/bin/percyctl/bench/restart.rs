@@ -77,7 +77,8 @@ pub async fn run(env: &Env, cluster: &mut LocalCluster) -> Result<RestartReport>
         .first()
         .cloned()
         .ok_or_else(|| anyhow!("--tasks must be at least 1"))?;
-    env.progress.say("restart: waiting for every node to apply the tasks".into());
+    env.progress
+        .say("restart: waiting for every node to apply the tasks".into());
     let (leader, _) = leader_of(&env.endpoints).await?;
     wait_all_applied(env, cluster).await?;
     let victim = match env.args.kill {
@@ -105,7 +106,11 @@ pub async fn run(env: &Env, cluster: &mut LocalCluster) -> Result<RestartReport>
     let client = probe_client(&endpoint).await?;
     let deadline = t0 + RECOVERY_TIMEOUT;
     let first_answer = loop {
-        if client.cluster_status(Consistency::Serializable).await.is_ok() {
+        if client
+            .cluster_status(Consistency::Serializable)
+            .await
+            .is_ok()
+        {
             break t0.elapsed();
         }
         cluster.check_alive()?;
@@ -115,7 +120,11 @@ pub async fn run(env: &Env, cluster: &mut LocalCluster) -> Result<RestartReport>
         tokio::time::sleep(PROBE_INTERVAL).await;
     };
     let serving = loop {
-        if client.get_task(&probe, Consistency::Linearizable).await.is_ok() {
+        if client
+            .get_task(&probe, Consistency::Linearizable)
+            .await
+            .is_ok()
+        {
             break t0.elapsed();
         }
         cluster.check_alive()?;

@@ -37,7 +37,12 @@ pub async fn submit_tasks(env: &Env, clients: &[Client], count: usize) -> Result
     let plans: Vec<(String, std::ops::Range<usize>)> = (0..count)
         .step_by(plan_size)
         .enumerate()
-        .map(|(n, start)| (format!("b{run}-p{n:05}"), start..(start + plan_size).min(count)))
+        .map(|(n, start)| {
+            (
+                format!("b{run}-p{n:05}"),
+                start..(start + plan_size).min(count),
+            )
+        })
         .collect();
     let plan_ids: Vec<String> = plans.iter().map(|(id, _)| id.clone()).collect();
     let mut revisions = vec![0u64; count];
@@ -76,7 +81,10 @@ pub async fn submit_tasks(env: &Env, clients: &[Client], count: usize) -> Result
             .say(format!("setup: submitted {done} / {count} tasks"));
     }
     if let Some(missing) = revisions.iter().position(|r| *r == 0) {
-        anyhow::bail!("task {} got no revision from its plan", task_id(&run, missing));
+        anyhow::bail!(
+            "task {} got no revision from its plan",
+            task_id(&run, missing)
+        );
     }
     Ok(Submitted {
         ids: (0..count).map(|t| task_id(&run, t)).collect(),
@@ -109,7 +117,11 @@ pub async fn register_agent(
 }
 
 /// Reads every task of the run back (plan by plan, linearizable), as (index, task).
-pub async fn read_back(env: &Env, client: &Client, submitted: &Submitted) -> Result<Vec<(usize, Task)>> {
+pub async fn read_back(
+    env: &Env,
+    client: &Client,
+    submitted: &Submitted,
+) -> Result<Vec<(usize, Task)>> {
     let run = env.run_id.clone();
     let plans: Vec<Vec<Task>> = futures::stream::iter(submitted.plans.iter().cloned())
         .map(|plan_id| {

@@ -224,7 +224,11 @@ impl CpuUsage {
 }
 
 /// Sleeps through the window and returns the CPU used during its measured part.
-pub async fn cpu_over_window(w: Window, server_pids: Vec<u32>, leader_pid: Option<u32>) -> CpuUsage {
+pub async fn cpu_over_window(
+    w: Window,
+    server_pids: Vec<u32>,
+    leader_pid: Option<u32>,
+) -> CpuUsage {
     tokio::time::sleep_until(w.measure_start.into()).await;
     let a = CpuSample::take(&server_pids, leader_pid);
     tokio::time::sleep_until(w.end.into()).await;

@@ -6,6 +6,16 @@
 //! Architecture invariant: this crate does no I/O. No clock (time arrives as the leader's
 //! `now_ms` stamp inside each apply), no randomness, no threads, no async runtime, no storage,
 //! no network. Iteration order is always deterministic (`BTreeMap`, never `HashMap` for state).
+//!
+//! For the API edge (checks to run before proposing, so bad input costs no Raft round trip):
+//! [`validate_command`] / [`validate()`] (everything checkable without state: sizes, names, lock
+//! paths, plan duplicates and cycles, definition JSON), [`normalize_lock_path`],
+//! [`canonical_definition_spec`]. For the log and snapshots: [`encode_command`],
+//! [`decode_command`], [`StateMachine::snapshot`], [`StateMachine::restore`].
+//!
+//! Where the rules had to be made precise, the decision is written down next to the code:
+//! fencing tokens, re-acquire, fairness and time in `machine/locks.rs`; claim tokens and
+//! cascades in `machine/claims.rs`; exactly-once sessions in `machine/sessions.rs`.
 
 pub mod agent;
 mod canonical;

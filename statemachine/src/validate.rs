@@ -297,10 +297,25 @@ pub(crate) fn check_plan_graph(tasks: &[(&str, &[String])]) -> Result<(), Comman
         let names: Vec<&str> = cycle.iter().map(|&i| tasks[i].0).collect();
         return Err(CommandError::invalid(format!(
             "dependency cycle: {}",
-            names.join(" -> ")
+            describe_cycle(&names)
         )));
     }
     Ok(())
+}
+
+/// `a -> b -> a`; a very long cycle keeps its two ends and says how much was left out, so the
+/// message stays readable (a plan may hold 10,000 tasks).
+fn describe_cycle(names: &[&str]) -> String {
+    const KEEP: usize = 12;
+    if names.len() <= 2 * KEEP {
+        return names.join(" -> ");
+    }
+    format!(
+        "{} -> ... ({} more) ... -> {}",
+        names[..KEEP].join(" -> "),
+        names.len() - 2 * KEEP,
+        names[names.len() - KEEP..].join(" -> ")
+    )
 }
 
 /// Iterative depth-first search (a plan may be 10,000 tasks deep: no recursion). Returns the

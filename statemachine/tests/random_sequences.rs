@@ -6,7 +6,7 @@
 //! the same log must be equal (and snapshot to the same bytes), and a machine restored from a
 //! snapshot taken midway and fed the rest of the log must be equal too.
 //!
-//! `PROPTEST_CASES` sets the number of sequences (default 24).
+//! `PROPTEST_CASES` sets the number of sequences (default 64).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,9 +24,9 @@ const TASK_IDS: u8 = 24;
 const CLIENTS: u8 = 3;
 
 #[derive(Debug, Clone, Copy)]
-enum Token {
+enum TokenChoice {
     Right,
-    WrongToken,
+    WrongNumber,
     WrongAgent,
     /// A token this task had earlier (stale after a requeue, an expiry or a re-claim).
     Remembered(u8),
@@ -68,15 +68,15 @@ enum Action {
     },
     Start {
         task: u8,
-        token: Token,
+        token: TokenChoice,
     },
     Complete {
         task: u8,
-        token: Token,
+        token: TokenChoice,
     },
     Fail {
         task: u8,
-        token: Token,
+        token: TokenChoice,
     },
     Cancel {
         task: u8,
@@ -144,12 +144,12 @@ struct Step {
     gap: bool,
 }
 
-fn token() -> impl Strategy<Value = Token> {
+fn token() -> impl Strategy<Value = TokenChoice> {
     prop_oneof![
-        6 => Just(Token::Right),
-        1 => Just(Token::WrongToken),
-        1 => Just(Token::WrongAgent),
-        2 => any::<u8>().prop_map(Token::Remembered),
+        6 => Just(TokenChoice::Right),
+        1 => Just(TokenChoice::WrongNumber),
+        1 => Just(TokenChoice::WrongAgent),
+        2 => any::<u8>().prop_map(TokenChoice::Remembered),
     ]
 }
 
@@ -230,7 +230,7 @@ struct ModelSession {
 }
 
 enum Expect {
-    Replay(Response),
+    Replay(Box<Response>),
     TooOld,
     Proceed,
 }
@@ -316,16 +316,16 @@ impl Driver {
         }
     }
 
-    fn token_for(&self, id: &str, choice: Token) -> (AgentId, u64) {
+    fn token_for(&self, id: &str, choice: TokenChoice) -> (AgentId, u64) {
         let current = self
             .machine
             .task(id)
             .and_then(|t| t.assignee.zip(t.claim_token));
         match (choice, current) {
-            (Token::Right, Some(held)) => held,
-            (Token::WrongToken, Some((agent, token))) => (agent, token + 1),
-            (Token::WrongAgent, Some((agent, token))) => (agent + 1, token),
-            (Token::Remembered(i), _) => self
+            (TokenChoice::Right, Some(held)) => held,
+            (TokenChoice::WrongNumber, Some((agent, token))) => (agent, token + 1),
+            (TokenChoice::WrongAgent, Some((agent, token))) => (agent + 1, token),
+            (TokenChoice::Remembered(i), _) => self
                 .claims
                 .get(id)
                 .filter(|earlier| !earlier.is_empty())
@@ -612,7 +612,7 @@ impl Driver {
             };
         };
         if let Some(response) = session.stored.get(&request.seq) {
-            return Expect::Replay(response.clone());
+            return Expect::Replay(Box::new(response.clone()));
         }
         if request.seq < session.floor.max(request.acked_below) {
             return Expect::TooOld;
@@ -668,7 +668,11 @@ impl Driver {
         assert_eq!(self.machine.revision(), self.revision);
         match expect {
             Expect::Replay(first) => {
-                assert_eq!(&applied.response, first, "a retry got a different answer");
+                assert_eq!(
+                    &applied.response,
+                    first.as_ref(),
+                    "a retry got a different answer"
+                );
                 assert!(applied.events.is_empty(), "a retry changed something");
                 return;
             }
@@ -855,7 +859,7 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(24)
+        .unwrap_or(64)
 }
 
 proptest! {

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
-use common::{check, say, step, LocalCluster};
+use common::{check, say, step, LocalCluster, LONG_TTL_MS};
 use percy_client::proto::RegisterAgentRequest;
 use percy_client::Consistency;
 
@@ -33,6 +33,7 @@ async fn main() -> Result<()> {
     step("Register an agent with capabilities and labels");
     let registered = client
         .register_agent(RegisterAgentRequest {
+            ttl_ms: LONG_TTL_MS,
             name: "alice".into(),
             node: "laptop".into(),
             capabilities: vec!["rust".into(), "review".into()],

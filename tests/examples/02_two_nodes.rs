@@ -7,7 +7,7 @@
 mod common;
 
 use anyhow::{Context, Result};
-use common::{check, say, step, LocalCluster};
+use common::{check, say, step, LocalCluster, LONG_TTL_MS};
 use percy_client::proto::RegisterAgentRequest;
 use percy_client::Consistency;
 
@@ -35,6 +35,7 @@ async fn main() -> Result<()> {
         let client = cluster.client_of(node).await?;
         let response = client
             .register_agent(RegisterAgentRequest {
+                ttl_ms: LONG_TTL_MS,
                 name: name.into(),
                 node: format!("host-{node}"),
                 capabilities: vec!["rust".into()],

@@ -6,13 +6,14 @@
 mod common;
 
 use anyhow::{bail, Context, Result};
-use common::{check, say, step, task_status, LocalCluster};
+use common::{check, say, step, task_status, LocalCluster, LONG_TTL_MS};
 use percy_client::proto::{RegisterAgentRequest, TaskResult, TaskSpec};
 use percy_client::{code_name, Client, TaskStatus};
 
 async fn register(client: &Client, name: &str) -> Result<u64> {
     let response = client
         .register_agent(RegisterAgentRequest {
+            ttl_ms: LONG_TTL_MS,
             name: name.into(),
             capabilities: vec!["rust".into()],
             ..Default::default()

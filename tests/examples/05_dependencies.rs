@@ -40,13 +40,10 @@ async fn main() -> Result<()> {
     step("A plan with a cycle is rejected whole");
     let cyclic = vec![spec("x", &["z"]), spec("y", &["x"]), spec("z", &["y"])];
     let refused = client.submit_plan("cyclic", cyclic).await;
-    say(format!(
-        "{}",
-        refused
-            .as_ref()
-            .err()
-            .map_or("(accepted!)".into(), |e| e.to_string())
-    ));
+    say(refused
+        .as_ref()
+        .err()
+        .map_or("(accepted!)".into(), |e| e.to_string()));
     check(refused.is_err(), "the cyclic plan is refused")?;
 
     step("Submit the plan fetch → {build-a, build-b} → link → release");

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use common::{check, say, step, LocalCluster};
+use common::{check, say, step, LocalCluster, LONG_TTL_MS};
 use percy_client::proto::RegisterAgentRequest;
 use percy_client::{Client, Consistency, LockRequest};
 
@@ -19,6 +19,7 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn register(client: &Client, name: &str) -> Result<u64> {
     let response = client
         .register_agent(RegisterAgentRequest {
+            ttl_ms: LONG_TTL_MS,
             name: name.into(),
             ..Default::default()
         })
@@ -80,9 +81,6 @@ async fn main() -> Result<()> {
     .await?;
     say("bob is in the queue");
     client.release_locks(alice, &["src/api".to_owned()]).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let dbg = client.list_locks("", Consistency::Linearizable).await?;
-    eprintln!("DEBUG {dbg:?}");
     let second = waiting.await??;
     say(format!("bob granted with fencing token {}", token(&second)));
     check(

@@ -19,7 +19,9 @@ use crate::history::{Recorder, Status};
 use crate::proxy::Mode;
 
 /// How long a fault lasts, and how long the cluster is left healed in between (ms ranges).
-pub const FAULT_MS: (u64, u64) = (2_000, 6_000);
+/// A failover takes 3-4 s with the test timings (2 s leader lease + 1-2 s election timeout),
+/// so most faults outlast one.
+pub const FAULT_MS: (u64, u64) = (3_000, 8_000);
 pub const HEAL_MS: (u64, u64) = (2_000, 4_000);
 /// Chance that a network fault resets connections instead of hanging them.
 const RESET_PROBABILITY: f64 = 0.25;

@@ -1,6 +1,6 @@
 //! The fault-injection suite against real `percyd` processes.
 //!
-//! `cargo test -p percy-tests` runs one short seeded schedule per workload (about 20 s of
+//! `cargo test -p percy-tests` runs one short seeded schedule per workload (about 30 s of
 //! faults each). Soaks: `PERCY_SOAK_SECS=600 PERCY_SEEDS=random:20 cargo test -p percy-tests
 //! --release -- --nocapture` (see the crate README for every knob). Runs are serialised: the
 //! CI box has two cores and each run is a three-node cluster.
@@ -22,7 +22,7 @@ use percy_tests::workload::watch::{WatchWorkload, WATCHERS};
 /// One cluster at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 /// Seconds of faults per workload in CI.
-const CI_SECS: u64 = 20;
+const CI_SECS: u64 = 30;
 /// Workers per workload.
 const WORKERS: u64 = 5;
 /// Runtime threads for clients and workers.

@@ -37,6 +37,10 @@ pub struct Repo {
     target: String,
     lock_path: String,
     resolver: Option<ResolverCommand>,
+    /// One merge at a time per worker: the cluster lock belongs to the agent, not to the
+    /// task, so two of our merges would share one grant and the first release would pull
+    /// the lock from under the second.
+    merging: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Why a task's work could not be merged; the text fails the task.
@@ -72,6 +76,7 @@ impl Repo {
             dir,
             target,
             resolver: config.resolver.clone().map(ResolverCommand::new),
+            merging: Arc::default(),
         })
     }
 
@@ -121,6 +126,7 @@ impl Repo {
             Err(err) => return Err(MergeFailure(format!("committing {branch}: {err}"))),
         }
 
+        let _one_merge_at_a_time = self.merging.lock().await;
         let request = LockRequest {
             task_id: Some(task.id.clone()),
             ttl: Some(MERGE_LOCK_TTL),
@@ -271,13 +277,17 @@ impl MergeFence for ClusterFence {
             self.client
                 .list_locks(&self.path, Consistency::Linearizable),
         )?;
-        Ok(locks.locks.iter().any(|lock| {
+        let held = locks.locks.iter().any(|lock| {
             lock.path == self.path
                 && lock
                     .holders
                     .iter()
                     .any(|h| h.agent_id == self.agent_id && h.fencing_token == self.token)
-        }))
+        });
+        if !held {
+            tracing::warn!(lock = %self.path, token = self.token, seen = ?locks.locks, "the merge lock is no longer ours");
+        }
+        Ok(held)
     }
 }
 

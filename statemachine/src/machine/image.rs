@@ -18,6 +18,7 @@ use super::StateMachine;
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct StateImage {
     revision: u64,
+    clock_ms: u64,
     last_fencing_token: u64,
     /// In id order.
     agents: Vec<Agent>,
@@ -36,6 +37,7 @@ impl StateImage {
     pub fn of(machine: &StateMachine) -> Self {
         Self {
             revision: machine.revision,
+            clock_ms: machine.clock_ms,
             last_fencing_token: machine.locks.last_fencing_token(),
             agents: machine.agents.iter().cloned().collect(),
             tasks: machine.tasks.iter().cloned().collect(),
@@ -58,6 +60,7 @@ impl StateImage {
         let corrupt = |what: String| CodecError::Corrupt(format!("snapshot: {what}"));
         let mut machine = StateMachine {
             revision: self.revision,
+            clock_ms: self.clock_ms,
             ..StateMachine::default()
         };
         for agent in self.agents {

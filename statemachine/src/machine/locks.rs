@@ -194,7 +194,9 @@ impl StateMachine {
             }
             let blocked = waiter.paths.iter().any(|path| {
                 self.locks
-                    .path_blocker(waiter.agent_id, path, waiter.mode, ctx.now_ms, |_| false)
+                    .path_blocker(waiter.agent_id, path, waiter.mode, ctx.now_ms, |earlier| {
+                        earlier.queued_revision < queued_revision
+                    })
                     .is_some()
             });
             if blocked {

@@ -80,6 +80,10 @@ impl TaskFilter {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateMachine {
     revision: u64,
+    /// The latest `now_ms` applied. Time in the state machine never runs backwards: a new
+    /// leader whose wall clock is behind the old one's stamps an earlier `now_ms`, and without
+    /// this clamp a lock TTL or a session could outlive its deadline again.
+    clock_ms: u64,
     agents: AgentRegistry,
     tasks: TaskStore,
     locks: LockTable,
@@ -99,6 +103,11 @@ impl StateMachine {
         self.revision
     }
 
+    /// The state machine's clock: the latest leader timestamp it applied (never decreasing).
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
+
     /// Applies one command. `revision` must be greater than [`Self::revision`]; it becomes the
     /// revision of everything this command changes (and every fencing/claim token it grants).
     ///
@@ -116,6 +125,8 @@ impl StateMachine {
             };
         }
         self.revision = revision;
+        self.clock_ms = self.clock_ms.max(now_ms);
+        let now_ms = self.clock_ms;
         let mut ctx = Ctx::new(revision, now_ms);
         let response = match command.session {
             None => self.apply_op(&mut ctx, command.op),

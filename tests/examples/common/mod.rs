@@ -16,6 +16,9 @@ pub const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the examples wait for something the cluster does on its own (an expiry, a
 /// worker finishing a task).
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// TTL of agents the examples register by hand and never heartbeat: long enough that they
+/// cannot expire during an example, however slow the machine.
+pub const LONG_TTL_MS: u64 = 300_000;
 /// Pause between two looks at the cluster while waiting.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 

@@ -175,3 +175,27 @@ fn next_deadline_is_the_earliest_due_thing() {
     ));
     assert_eq!(h.machine.next_deadline_ms(), Some(h.now_ms + 3_000));
 }
+
+#[test]
+fn time_never_runs_backwards_when_a_leader_stamps_an_earlier_clock() {
+    let mut h = Harness::new();
+    let a = h.register("a", &[], &[], 1);
+    let stale_clock = h.now_ms;
+    h.advance(60_000);
+    let late = h.now_ms;
+    h.ok(Op::Tick);
+    // A new leader whose wall clock is a minute behind proposes an acquire with a TTL: the TTL
+    // counts from the machine's clock, not from the stale stamp, so it cannot be born expired.
+    h.now_ms = stale_clock;
+    let Outcome::LocksAcquired(grants) = h.ok(acquire_op(
+        a,
+        &["x"],
+        LockMode::Exclusive,
+        None,
+        Some(5_000),
+    )) else {
+        panic!("expected a grant");
+    };
+    assert_eq!(grants[0].expires_at_ms, Some(late + 5_000));
+    assert_eq!(h.machine.clock_ms(), late);
+}

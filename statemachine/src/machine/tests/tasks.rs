@@ -546,3 +546,52 @@ fn task_listing_filters_in_creation_order() {
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].id, "y");
 }
+
+#[test]
+fn a_maximal_chain_plan_is_handled_without_recursion() {
+    let mut h = Harness::new();
+    let n = crate::limits::MAX_PLAN_TASKS;
+    let ids: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+    let tasks: Vec<TaskSpec> = (0..n)
+        .map(|i| TaskSpec {
+            id: Some(ids[i].clone()),
+            depends_on: if i == 0 {
+                vec![]
+            } else {
+                vec![ids[i - 1].clone()]
+            },
+            ..TaskSpec::default()
+        })
+        .collect();
+    // Closing the chain into a cycle is caught.
+    let mut cyclic = tasks.clone();
+    cyclic[0].depends_on = vec![ids[n - 1].clone()];
+    let error = h.err(Op::SubmitPlan {
+        plan_id: None,
+        tasks: cyclic,
+    });
+    assert!(
+        error
+            .message
+            .starts_with("dependency cycle: c0 -> c9999 -> c9998"),
+        "{}",
+        error.message
+    );
+    assert!(
+        error.message.ends_with("c2 -> c1 -> c0"),
+        "{}",
+        error.message
+    );
+    assert!(error.message.contains("(9977 more)"), "{}", error.message);
+    h.ok(Op::SubmitPlan {
+        plan_id: None,
+        tasks,
+    });
+    let Outcome::TaskUpdated { cascade, .. } = h.ok(Op::CancelTask {
+        task_id: "c0".into(),
+        reason: String::new(),
+    }) else {
+        panic!()
+    };
+    assert_eq!(cascade.cancelled.len(), n - 1);
+}

@@ -171,11 +171,13 @@ pub struct Args {
 }
 
 impl Args {
+    /// Concurrent clients (for heartbeat: the connections the agents share).
     pub fn clients(&self) -> usize {
-        self.clients.unwrap_or(match self.workload {
-            Workload::Lock => DEFAULT_LOCK_CLIENTS,
-            _ => DEFAULT_CLIENTS,
-        })
+        match self.workload {
+            Workload::Heartbeat => self.connections.max(1),
+            Workload::Lock => self.clients.unwrap_or(DEFAULT_LOCK_CLIENTS),
+            _ => self.clients.unwrap_or(DEFAULT_CLIENTS),
+        }
     }
 
     pub fn warmup(&self) -> Duration {

@@ -555,3 +555,76 @@ async fn failures_are_retried_to_the_limit_then_cancel_dependents_and_timeouts_k
     ensure!(leftover.is_empty(), "{leftover:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_restarted_under_its_name_gives_up_the_dead_run_s_task_and_reruns_it() -> Result<()>
+{
+    let _serial = serial().await;
+    let setup = Setup::start().await?;
+    let (exec, log) = exec(&setup)?;
+    let pgids = setup.path("pgids");
+    // The first run sleeps long; the rerun is quick.
+    let payload = format!(
+        r#"read -r _ _ _ _ pgrp _ < /proc/$$/stat; echo "$pgrp" >> {pgids}
+if [ "$PERCY_TASK_ATTEMPT" = 1 ]; then sleep 30; fi"#,
+        pgids = pgids.display()
+    );
+    let mut phoenix = setup.worker("phoenix", &exec, &["--capabilities", "fire"])?;
+    setup
+        .client
+        .submit_task(spec("rise", &["fire"], &[], &[], &payload))
+        .await?;
+    eventually("phoenix to start rise", SETTLE, || async {
+        Ok(lines(&log)
+            .iter()
+            .any(|l| l == "start rise phoenix 1")
+            .then_some(()))
+    })
+    .await?;
+    let agent_id = setup
+        .active_agent("phoenix")
+        .await?
+        .context("phoenix is not active")?
+        .id;
+    phoenix.kill()?;
+    let orphans = GroupGuard(
+        lines(&pgids)
+            .iter()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect(),
+    );
+
+    // Back before its TTL ran out: the cluster hands it the same agent.
+    let mut reborn = setup.worker("phoenix", &exec, &["--capabilities", "fire"])?;
+    let done = eventually("rise to complete", SETTLE, || async {
+        let task = setup.task("rise").await?;
+        Ok((task.status() == TaskStatus::Completed).then_some(task))
+    })
+    .await?;
+    ensure!(
+        done.assignee == agent_id,
+        "rerun by agent {}, expected the adopted {agent_id}",
+        done.assignee
+    );
+    ensure!(done.attempts == 2, "{} attempts", done.attempts);
+    ensure!(
+        lines(&log).iter().any(|l| l == "start rise phoenix 2"),
+        "{:?}",
+        lines(&log)
+    );
+    ensure!(
+        reborn
+            .log()
+            .contains("gave up the tasks of the previous run"),
+        "{}",
+        reborn.log()
+    );
+    drop(orphans);
+    let status = reborn.terminate().await?;
+    ensure!(
+        status.success(),
+        "phoenix exited with {status}:\n{}",
+        reborn.log()
+    );
+    Ok(())
+}

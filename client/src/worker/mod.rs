@@ -29,6 +29,7 @@ mod heartbeat;
 mod inbox;
 mod incarnation;
 mod labels;
+mod leftovers;
 mod repo;
 mod shutdown;
 mod tail;
@@ -134,6 +135,10 @@ impl Worker {
                 inbox: inbox.path().to_owned(),
                 repo: repo.clone(),
             });
+            if !registered.created {
+                // A live agent of our name: a previous run of this worker that died.
+                leftovers::abandon_leftovers(&self.client, &agent).await;
+            }
             let from_revision = registered.header.map_or(0, |h| h.revision + 1);
             let incarnation = Incarnation::new(env, agent, interval, from_revision, inbox.clone());
             match incarnation.run(&mut shutdown, &mut summary).await {

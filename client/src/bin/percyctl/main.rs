@@ -12,6 +12,7 @@ mod cluster;
 mod config;
 mod definition;
 mod lock;
+mod merge;
 mod output;
 mod plan;
 mod task;
@@ -95,6 +96,8 @@ enum Command {
     Watch(watch::Args),
     /// Run tasks with a command, as an agent, until SIGTERM.
     Worker(worker::Args),
+    /// Merge a branch into a target branch (in memory, compare-and-swap on the ref).
+    Merge(merge::Args),
     /// Load generator: claims, CAS, locks, reads, heartbeats, restart (like `nats bench`).
     Bench(bench::Args),
 }
@@ -173,6 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chat(cmd) => chat::run(&ctx, cmd).await,
         Command::Watch(args) => watch::run(&ctx, args).await,
         Command::Worker(args) => worker::run(&ctx, args).await,
+        Command::Merge(args) => merge::run(&ctx, args).await,
         Command::Bench(args) => bench::run(&ctx, args).await,
     }
 }

@@ -538,12 +538,35 @@ async fn failures_are_retried_to_the_limit_then_cancel_dependents_and_timeouts_k
     )
     .await?;
 
+    // SIGTERM while a task runs: it gets the grace period, then is killed and failed, and
+    // the worker still exits 0 after deregistering.
+    let mut marathon = spec("marathon", &["z"], &[], &[], "sleep 60");
+    marathon.max_attempts = 1;
+    setup.client.submit_task(marathon).await?;
+    eventually("marathon to start", SETTLE, || async {
+        Ok(lines(&log)
+            .iter()
+            .any(|l| l == "start marathon fixer 1")
+            .then_some(()))
+    })
+    .await?;
     let status = worker.terminate().await?;
     ensure!(
         status.success(),
         "fixer exited with {status}:\n{}",
         worker.log()
     );
+    let marathon = setup.task("marathon").await?;
+    ensure!(
+        marathon.status() == TaskStatus::Failed
+            && marathon
+                .error
+                .contains("killed after the grace period of 5s"),
+        "marathon is {:?}: {}",
+        marathon.status(),
+        marathon.error
+    );
+    ensure!(!lines(&log).iter().any(|l| l == "end marathon fixer"));
     let leftover: BTreeSet<String> = setup
         .client
         .list_agents(false, Consistency::Linearizable)

@@ -1,4 +1,5 @@
-//! Every cluster example (`tests/examples/NN_*.rs`) runs to the end and exits 0.
+//! Every cluster example (`tests/examples/NN_*.rs`) runs to the end and exits 0 (the full
+//! pipeline, 09, has its own test: `runtime_pipeline.rs`).
 
 mod runtime_common;
 
@@ -8,7 +9,7 @@ use anyhow::{ensure, Context, Result};
 use runtime_common::{build_binary, profile_dir, serial};
 
 /// The examples, in order.
-const EXAMPLES: [&str; 7] = [
+const EXAMPLES: [&str; 8] = [
     "01_single_node",
     "02_two_nodes",
     "03_task_lifecycle",
@@ -16,6 +17,7 @@ const EXAMPLES: [&str; 7] = [
     "05_dependencies",
     "06_locks",
     "07_heartbeat",
+    "08_merge",
 ];
 /// One example may take this long on a loaded machine (they take seconds).
 const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(120);

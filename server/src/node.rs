@@ -23,8 +23,8 @@ use percy_proto::v1::watch_service_server::WatchServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
 
 use crate::api;
 use crate::config::{ConfigError, NodeConfig};
@@ -196,11 +196,14 @@ async fn serve(
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     let routes = routes(&ctx, health_service);
+    // The builder's `tcp_nodelay` is ignored for a caller-supplied listener; set it on the
+    // incoming stream instead. Without it, Nagle's algorithm and delayed ACKs hold small
+    // responses back for up to 40 ms.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .accept_http1(true) // for GET /metrics
-        .tcp_nodelay(true)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })
         .await

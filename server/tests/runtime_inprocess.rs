@@ -384,6 +384,105 @@ async fn queued_lock_acquires_wait_for_release_or_time_out() {
     node.shutdown().await;
 }
 
+const QUEUED_ACQUIRE_ROUNDS: usize = 20;
+
+/// Regression: a waiting acquire sent to a follower is forwarded to the leader and queued
+/// there; the follower used to look for the queue entry before its replica had applied it,
+/// saw neither a grant nor a queue entry, and withdrew the request at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_acquire_through_a_follower_waits_for_the_grant() {
+    let mut slots = slots(&[1, 2, 3]).await;
+    let peers = peers_of(&slots);
+    let mut nodes = Vec::new();
+    for slot in slots.iter_mut() {
+        nodes.push(start(slot, &peers).await);
+    }
+    let leader = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let leader_addr = nodes
+        .iter()
+        .find(|n| n.node_id() == leader)
+        .unwrap()
+        .addr()
+        .to_string();
+    let follower_addr = nodes
+        .iter()
+        .find(|n| n.node_id() != leader)
+        .unwrap()
+        .addr()
+        .to_string();
+    let holder = register(&leader_addr, "holder", 60_000).await;
+    let waiter = register(&follower_addr, "waiter", 60_000).await;
+    let mut leader_locks = LockServiceClient::new(channel(&leader_addr).await);
+    let follower_locks = LockServiceClient::new(channel(&follower_addr).await);
+    // The window is the follower's apply lag, short in-process: several rounds make hitting it
+    // (without the fix) close to certain.
+    for round in 0..QUEUED_ACQUIRE_ROUNDS {
+        let path = format!("src/{round}");
+        leader_locks
+            .acquire(AcquireLocksRequest {
+                agent_id: holder,
+                paths: vec![path.clone()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let waiting = {
+            let mut follower_locks = follower_locks.clone();
+            let path = path.clone();
+            tokio::spawn(async move {
+                follower_locks
+                    .acquire(AcquireLocksRequest {
+                        agent_id: waiter,
+                        paths: vec![path],
+                        wait_ms: 20_000,
+                        ..Default::default()
+                    })
+                    .await
+            })
+        };
+        eventually("the waiter to queue", SETTLE, || {
+            let mut locks = leader_locks.clone();
+            async move {
+                let l = locks
+                    .list(ListLocksRequest::default())
+                    .await
+                    .ok()?
+                    .into_inner();
+                (!l.waiters.is_empty()).then_some(())
+            }
+        })
+        .await;
+        // Still waiting after the follower has caught up: nothing withdrew it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !waiting.is_finished(),
+            "round {round}: the queued acquire ended early: {:?}",
+            waiting.await
+        );
+        leader_locks
+            .release(ReleaseLocksRequest {
+                header: None,
+                agent_id: holder,
+                paths: vec![path],
+            })
+            .await
+            .unwrap();
+        let granted = waiting.await.unwrap().unwrap().into_inner().grants;
+        assert_eq!(granted[0].agent_id, waiter);
+        leader_locks
+            .release(ReleaseLocksRequest {
+                header: None,
+                agent_id: waiter,
+                paths: vec![],
+            })
+            .await
+            .unwrap();
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_as_prometheus_text_on_the_same_port() {
     let (node, _slot) = single(100).await;

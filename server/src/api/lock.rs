@@ -91,6 +91,15 @@ async fn wait_for_grant(
 ) -> Result<(Vec<SmGrant>, Option<ResponseHeader>), Status> {
     let deadline = Instant::now() + wait;
     let mut listener = ctx.watch.listen();
+    // The acquire may have been forwarded to the leader: this node's replica has to catch up
+    // to the revision that queued the request before it can tell "still queued" from
+    // "dropped". Checking earlier would see neither and withdraw a healthy request.
+    if let Err(why) = crate::read::wait_applied(ctx, queued.queued_revision, deadline).await {
+        tracing::debug!(
+            why,
+            "replica did not reach the queued revision before the deadline"
+        );
+    }
     loop {
         let (state, revision) = ctx.state.read(|sm| (queued.check(sm), sm.revision()));
         match state {

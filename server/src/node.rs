@@ -205,6 +205,11 @@ async fn serve(
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
+            // Health watchers on open connections learn that this node is going away while
+            // in-flight calls drain.
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
         })
         .await
 }

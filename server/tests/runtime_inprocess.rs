@@ -508,3 +508,59 @@ async fn metrics_are_served_as_prometheus_text_on_the_same_port() {
     }
     node.shutdown().await;
 }
+
+/// A compare-and-swap claim that is already lost is refused at the edge: same answer as the
+/// state machine would give, without a replicated, fsync'd log entry — but never a retry of a
+/// claim that won, which must get its first answer again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_cas_claim_is_refused_without_a_log_entry() {
+    let (node, _slot) = single(100).await;
+    let addr = node.addr().to_string();
+    let winner = register(&addr, "winner", 60_000).await;
+    let loser = register(&addr, "loser", 60_000).await;
+    let mut tasks = TaskServiceClient::new(channel(&addr).await);
+    let submitted = tasks
+        .submit(SubmitTaskRequest {
+            header: None,
+            task: Some(TaskSpec {
+                id: "t1".into(),
+                title: "race".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    let claim = |agent_id, seq| ClaimTaskRequest {
+        header: Some(RequestHeader {
+            client_id: agent_id,
+            seq,
+            acked_below: 1,
+            ..Default::default()
+        }),
+        agent_id,
+        task_id: "t1".into(),
+        expected_revision: Some(submitted.revision),
+    };
+    let won = tasks.claim(claim(winner, 1)).await.unwrap().into_inner();
+    // A retry of the winning claim (same client id and seq) is answered from its session,
+    // even though the task's revision has moved past the expected one since.
+    let retried = tasks.claim(claim(winner, 1)).await.unwrap().into_inner();
+    assert_eq!(
+        retried.task.unwrap().claim_token,
+        won.task.unwrap().claim_token
+    );
+    let last_log_index = || node.raft().metrics().borrow().last_log_index;
+    let before = last_log_index();
+    let err = tasks.claim(claim(loser, 1)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("not the expected"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(last_log_index(), before, "the lost claim was proposed");
+    node.shutdown().await;
+}

@@ -82,6 +82,9 @@ impl TaskService for TaskApi {
                 }
                 Op::ClaimNext { agent_id }
             } else {
+                if let Some(expected) = r.expected_revision {
+                    refuse_stale_claim(ctx, r.header.as_ref(), &r.task_id, expected)?;
+                }
                 Op::ClaimTask {
                     task_id: r.task_id,
                     agent_id,
@@ -223,5 +226,35 @@ impl TaskService for TaskApi {
             Ok(ListTasksResponse { header, tasks })
         })
         .await
+    }
+}
+
+/// A compare-and-swap claim that this replica already knows to be lost is refused without a
+/// Raft round trip (as NATS does for a wrong last revision): revisions only grow, so if even a
+/// possibly stale replica shows the task at a newer revision than `expected`, the claim would
+/// fail in apply too. Two exceptions go through Raft: an `expected` newer than this replica has
+/// seen (only the state machine can decide), and a retry of a request this replica has already
+/// applied — its own claim bumped the revision, and its session holds the answer it must get
+/// again (exactly-once). Both are recorded in the same apply, so one read sees both or neither.
+fn refuse_stale_claim(
+    ctx: &NodeContext,
+    header: Option<&RequestHeader>,
+    task_id: &str,
+    expected: u64,
+) -> Result<(), Status> {
+    let current = ctx.state.read(|sm| {
+        let applied_before = header
+            .filter(|h| h.client_id != 0)
+            .is_some_and(|h| sm.session_has_response(h.client_id, h.seq));
+        if applied_before {
+            return None;
+        }
+        sm.task(task_id).map(|task| task.revision)
+    });
+    match current {
+        Some(revision) if revision > expected => Err(Status::failed_precondition(format!(
+            "task {task_id} is at revision {revision}, not the expected {expected}"
+        ))),
+        _ => Ok(()),
     }
 }

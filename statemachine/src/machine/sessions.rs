@@ -85,6 +85,13 @@ impl SessionTable {
         Admission::Proceed
     }
 
+    /// Whether the response to `(client_id, seq)` is remembered (the request was applied).
+    pub fn has_response(&self, client_id: u64, seq: u64) -> bool {
+        self.sessions
+            .get(&client_id)
+            .is_some_and(|session| session.responses.contains_key(&seq))
+    }
+
     /// Stores the response of an admitted request and forgets the acknowledged ones.
     pub fn record(&mut self, request: SessionRef, response: Response, now_ms: u64, revision: u64) {
         if !self.sessions.contains_key(&request.client_id) && self.sessions.len() >= MAX_SESSIONS {

@@ -306,6 +306,43 @@ async fn failover_never_expires_a_live_agent() {
     }
 }
 
+/// An acquire of `path` that waits up to `wait_ms`, running in the background.
+fn spawn_queued_acquire(
+    locks: &LockServiceClient<tonic::transport::Channel>,
+    agent_id: u64,
+    path: &str,
+    wait_ms: u64,
+) -> tokio::task::JoinHandle<Result<tonic::Response<AcquireLocksResponse>, tonic::Status>> {
+    let mut locks = locks.clone();
+    let path = path.to_string();
+    tokio::spawn(async move {
+        locks
+            .acquire(AcquireLocksRequest {
+                agent_id,
+                paths: vec![path],
+                wait_ms,
+                ..Default::default()
+            })
+            .await
+    })
+}
+
+/// Waits until some acquire stands in the lock wait queue.
+async fn wait_until_queued(locks: &LockServiceClient<tonic::transport::Channel>) {
+    eventually("the waiter to queue", SETTLE, || {
+        let mut locks = locks.clone();
+        async move {
+            let l = locks
+                .list(ListLocksRequest::default())
+                .await
+                .ok()?
+                .into_inner();
+            (!l.waiters.is_empty()).then_some(())
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_lock_acquires_wait_for_release_or_time_out() {
     let (node, _slot) = single(100).await;
@@ -343,31 +380,8 @@ async fn queued_lock_acquires_wait_for_release_or_time_out() {
     assert!(listed.waiters.is_empty(), "{:?}", listed.waiters);
 
     // Granted when the holder releases while it waits.
-    let waiting = {
-        let mut locks = locks.clone();
-        tokio::spawn(async move {
-            locks
-                .acquire(AcquireLocksRequest {
-                    agent_id: waiter,
-                    paths: vec!["src/lib.rs".into()],
-                    wait_ms: 15_000,
-                    ..Default::default()
-                })
-                .await
-        })
-    };
-    eventually("the waiter to queue", SETTLE, || {
-        let mut locks = locks.clone();
-        async move {
-            let l = locks
-                .list(ListLocksRequest::default())
-                .await
-                .ok()?
-                .into_inner();
-            (!l.waiters.is_empty()).then_some(())
-        }
-    })
-    .await;
+    let waiting = spawn_queued_acquire(&locks, waiter, "src/lib.rs", 15_000);
+    wait_until_queued(&locks).await;
     let released = locks
         .release(ReleaseLocksRequest {
             header: None,
@@ -426,32 +440,8 @@ async fn a_queued_acquire_through_a_follower_waits_for_the_grant() {
             })
             .await
             .unwrap();
-        let waiting = {
-            let mut follower_locks = follower_locks.clone();
-            let path = path.clone();
-            tokio::spawn(async move {
-                follower_locks
-                    .acquire(AcquireLocksRequest {
-                        agent_id: waiter,
-                        paths: vec![path],
-                        wait_ms: 20_000,
-                        ..Default::default()
-                    })
-                    .await
-            })
-        };
-        eventually("the waiter to queue", SETTLE, || {
-            let mut locks = leader_locks.clone();
-            async move {
-                let l = locks
-                    .list(ListLocksRequest::default())
-                    .await
-                    .ok()?
-                    .into_inner();
-                (!l.waiters.is_empty()).then_some(())
-            }
-        })
-        .await;
+        let waiting = spawn_queued_acquire(&follower_locks, waiter, &path, 20_000);
+        wait_until_queued(&leader_locks).await;
         // Still waiting after the follower has caught up: nothing withdrew it.
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(

@@ -6,7 +6,7 @@
 mod common;
 
 use anyhow::{bail, Context, Result};
-use common::{check, say, step, task_status, LocalCluster, LONG_TTL_MS};
+use common::{check, refusal_text, say, step, task_status, LocalCluster, LONG_TTL_MS};
 use percy_client::proto::{RegisterAgentRequest, TaskResult, TaskSpec};
 use percy_client::{code_name, Client, TaskStatus};
 
@@ -87,10 +87,7 @@ async fn main() -> Result<()> {
         .await;
     say(format!(
         "the loser trying to complete it is refused: {}",
-        stale
-            .as_ref()
-            .err()
-            .map_or("(accepted!)".into(), |e| e.to_string())
+        refusal_text(&stale)
     ));
     check(
         stale.is_err(),

@@ -7,7 +7,7 @@
 mod common;
 
 use anyhow::{Context, Result};
-use common::{check, say, step, wait_for, LocalCluster};
+use common::{check, refusal_text, say, step, wait_for, LocalCluster};
 use percy_client::proto::TaskSpec;
 use percy_client::worker::{Worker, WorkerConfig};
 use percy_client::{Consistency, TaskStatus};
@@ -40,10 +40,7 @@ async fn main() -> Result<()> {
     step("A plan with a cycle is rejected whole");
     let cyclic = vec![spec("x", &["z"]), spec("y", &["x"]), spec("z", &["y"])];
     let refused = client.submit_plan("cyclic", cyclic).await;
-    say(refused
-        .as_ref()
-        .err()
-        .map_or("(accepted!)".into(), |e| e.to_string()));
+    say(refusal_text(&refused));
     check(refused.is_err(), "the cyclic plan is refused")?;
 
     step("Submit the plan fetch → {build-a, build-b} → link → release");

@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use common::{check, say, step, wait_for, LocalCluster};
+use common::{check, refusal_text, say, step, wait_for, LocalCluster};
 use percy_client::proto::{AgentStatus, RegisterAgentRequest, TaskResult, TaskSpec};
 use percy_client::{Client, Consistency, LockRequest, TaskStatus};
 
@@ -132,13 +132,7 @@ async fn main() -> Result<()> {
             TaskResult::default(),
         )
         .await;
-    say(format!(
-        "refused: {}",
-        stale
-            .as_ref()
-            .err()
-            .map_or("(accepted!)".into(), |e| e.to_string())
-    ));
+    say(format!("refused: {}", refusal_text(&stale)));
     check(
         stale.is_err(),
         "a stale claim token cannot complete the task",

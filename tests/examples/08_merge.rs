@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use common::{check, say, step};
+use common::{check, init_bare_repository, say, step};
 use percy_client::git::{
     merge_branch, CommitOutcome, MergeOutcome, MergeRequest, ResolverCommand, StaticFence,
     TaskWorktree,
@@ -121,25 +121,7 @@ fn main() -> Result<()> {
 }
 
 fn create_repository(dir: &Path) -> Result<git2::Repository> {
-    let mut options = git2::RepositoryInitOptions::new();
-    options.bare(true).initial_head(TARGET);
-    let repo = git2::Repository::init_opts(dir, &options)?;
-    {
-        let blob = repo.blob(b"hello\n")?;
-        let mut tree = repo.treebuilder(None)?;
-        tree.insert("greeting.txt", blob, i32::from(git2::FileMode::Blob))?;
-        let tree = repo.find_tree(tree.write()?)?;
-        let who = git2::Signature::now("setup", "setup@example.com")?;
-        repo.commit(
-            Some(&format!("refs/heads/{TARGET}")),
-            &who,
-            &who,
-            "Initial",
-            &tree,
-            &[],
-        )?;
-    }
-    Ok(repo)
+    init_bare_repository(dir, TARGET, &[("greeting.txt", b"hello\n")], "Initial")
 }
 
 /// A worktree for `task` writing `content` to `file`, committed; returns the branch.

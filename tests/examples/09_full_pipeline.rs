@@ -15,12 +15,12 @@ use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use common::{check, say, step};
+use common::{check, init_bare_repository, say, step};
 use percy_client::{Client, Consistency, TaskStatus};
+use percy_tests::binaries::percyctl_binary;
 use percy_tests::cluster::{Cluster, ClusterConfig, LEADER_TIMEOUT};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -348,32 +348,15 @@ fn list_or_none(items: &[&str]) -> String {
 /// `git init --bare -b main` with the project's files in one commit, done with git2. Bare,
 /// like a shared repository: merges move `main` without anyone's checkout lagging behind.
 fn create_repository(dir: &Path) -> Result<()> {
-    let mut options = git2::RepositoryInitOptions::new();
-    options.bare(true).initial_head(TARGET);
-    let repo = git2::Repository::init_opts(dir, &options).context("git init")?;
-    let files: [(&str, &str); 3] = [
+    let files: [(&str, &[u8]); 3] = [
         (
             "README",
-            "A tiny project: modules in src/, listed in modules.txt. Build: sh build.sh\n",
+            b"A tiny project: modules in src/, listed in modules.txt. Build: sh build.sh\n",
         ),
-        ("build.sh", BUILD_SCRIPT),
-        ("modules.txt", "# modules, one per line\n"),
+        ("build.sh", BUILD_SCRIPT.as_bytes()),
+        ("modules.txt", b"# modules, one per line\n"),
     ];
-    let mut tree = repo.treebuilder(None)?;
-    for (name, content) in files {
-        let blob = repo.blob(content.as_bytes())?;
-        tree.insert(name, blob, i32::from(git2::FileMode::Blob))?;
-    }
-    let tree = repo.find_tree(tree.write()?)?;
-    let who = git2::Signature::now("setup", "setup@example.com")?;
-    repo.commit(
-        Some(&format!("refs/heads/{TARGET}")),
-        &who,
-        &who,
-        "Initial project",
-        &tree,
-        &[],
-    )?;
+    init_bare_repository(dir, TARGET, &files, "Initial project")?;
     Ok(())
 }
 
@@ -702,43 +685,4 @@ impl Drop for Process {
             let _ = child.wait();
         }
     }
-}
-
-/// `percyctl`: `$PERCYCTL_BIN`, or built with cargo next to this example (same profile).
-fn percyctl_binary() -> Result<PathBuf> {
-    static BINARY: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BINARY
-        .get_or_init(|| build_percyctl().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
-}
-
-fn build_percyctl() -> Result<PathBuf> {
-    if let Ok(path) = std::env::var("PERCYCTL_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    // This example lives in <target>/<profile>/examples/.
-    let exe = std::env::current_exe()?;
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("cannot find the target dir from {}", exe.display()))?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut command = std::process::Command::new(cargo);
-    command.args(["build", "-q", "-p", "percy-client", "--bin", "percyctl"]);
-    if profile.file_name().is_some_and(|n| n == "release") {
-        command.arg("--release");
-    }
-    let status = command
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .context("running cargo build for percyctl")?;
-    ensure!(status.success(), "building percyctl failed: {status}");
-    let binary = profile.join("percyctl");
-    ensure!(
-        binary.exists(),
-        "{} missing after the build",
-        binary.display()
-    );
-    Ok(binary)
 }

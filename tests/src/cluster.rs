@@ -14,7 +14,6 @@ use std::fs::OpenOptions;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::thread;
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use percy_client::{Client, Consistency, RetryPolicy};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+use crate::binaries::percyd_binary;
 use crate::proxy::{LinkModes, Mode, Proxy};
 
 /// Raft timings for tests: wide margins for a loaded two-core box.
@@ -423,47 +423,4 @@ impl Drop for NetRuntime {
             let _ = thread.join();
         }
     }
-}
-
-/// The `percyd` binary: `$PERCYD_BIN`, or built with cargo (same profile as this test) once
-/// per test process.
-pub fn percyd_binary() -> Result<PathBuf> {
-    static BINARY: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BINARY
-        .get_or_init(|| locate_or_build_percyd().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
-}
-
-fn locate_or_build_percyd() -> Result<PathBuf> {
-    if let Ok(path) = std::env::var("PERCYD_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    // The test binary lives in <target>/<profile>/deps/.
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("cannot find the target dir from {}", exe.display()))?;
-    let release = profile_dir
-        .file_name()
-        .is_some_and(|name| name == "release");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut build = Command::new(cargo);
-    build.args(["build", "-p", "percy-server", "--bin", "percyd"]);
-    if release {
-        build.arg("--release");
-    }
-    let status = build
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .context("run cargo build for percyd")?;
-    if !status.success() {
-        bail!("cargo build -p percy-server --bin percyd failed: {status}");
-    }
-    let binary = profile_dir.join("percyd");
-    if !binary.exists() {
-        bail!("{} missing after the build", binary.display());
-    }
-    Ok(binary)
 }

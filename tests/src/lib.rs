@@ -4,12 +4,14 @@
 //! - [`checker`]: verdicts over histories (linearizability, claims, locks, queue, watch).
 //! - [`proxy`]: a TCP proxy per directed peer link, whose directions pass, hang or reset.
 //! - [`cluster`]: real `percyd` processes behind those proxies; kill, restart, pause.
+//! - [`binaries`]: the workspace's `percyd` and `percyctl`, prebuilt or built once.
 //! - [`nemesis`]: the faults, and the seeded schedule that injects and heals them.
 //! - [`fenced`]: the fenced resource the lock workload writes to.
 //! - [`workload`]: what the clients do; [`run`]: one run from start to verdict.
 //!
 //! See the crate README for the history format and how to run the soaks.
 
+pub mod binaries;
 pub mod checker;
 pub mod cluster;
 pub mod fenced;

@@ -6,7 +6,8 @@ mod runtime_common;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use runtime_common::{build_binary, profile_dir, serial};
+use percy_tests::binaries::{build_binary, profile_dir};
+use runtime_common::serial;
 
 /// The examples, in order.
 const EXAMPLES: [&str; 8] = [

@@ -7,7 +7,8 @@ mod runtime_common;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use runtime_common::{build_binary, serial, GroupGuard};
+use percy_tests::binaries::build_binary;
+use runtime_common::{serial, GroupGuard};
 
 /// The example under test.
 const EXAMPLE: &str = "09_full_pipeline";

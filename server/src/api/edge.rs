@@ -15,7 +15,7 @@ use crate::propose::propose;
 use crate::read::barrier;
 
 /// Exactly-once tracking, when the client asked for it (client_id and seq both non-zero).
-fn session(header: Option<&RequestHeader>) -> Option<SessionRef> {
+pub fn session(header: Option<&RequestHeader>) -> Option<SessionRef> {
     let h = header?;
     (h.client_id != 0 && h.seq != 0).then_some(SessionRef {
         client_id: h.client_id,

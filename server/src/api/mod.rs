@@ -14,4 +14,4 @@ pub mod plan;
 pub mod task;
 pub mod watch;
 
-pub(crate) use edge::{observe, read, required, required_id, unexpected, write};
+pub(crate) use edge::{observe, read, required, required_id, session, unexpected, write};

@@ -8,10 +8,11 @@ use percy_proto::v1::*;
 use percy_statemachine::{Op, Outcome, TaskFilter};
 use tonic::{Request, Response, Status};
 
-use super::{observe, read, required, required_id, unexpected, write};
+use super::{observe, read, required, required_id, session, unexpected, write};
 use crate::context::NodeContext;
 use crate::convert::{
-    task_result_from_proto, task_spec_from_proto, task_status_from_proto, task_to_proto,
+    command_error_to_status, task_result_from_proto, task_spec_from_proto, task_status_from_proto,
+    task_to_proto,
 };
 
 pub struct TaskApi {
@@ -229,32 +230,21 @@ impl TaskService for TaskApi {
     }
 }
 
-/// A compare-and-swap claim that this replica already knows to be lost is refused without a
-/// Raft round trip (as NATS does for a wrong last revision): revisions only grow, so if even a
-/// possibly stale replica shows the task at a newer revision than `expected`, the claim would
-/// fail in apply too. Two exceptions go through Raft: an `expected` newer than this replica has
-/// seen (only the state machine can decide), and a retry of a request this replica has already
-/// applied — its own claim bumped the revision, and its session holds the answer it must get
-/// again (exactly-once). Both are recorded in the same apply, so one read sees both or neither.
+/// A compare-and-swap claim this replica already knows to be lost is refused without a Raft
+/// round trip (as NATS does for a wrong last revision); see `StateMachine::lost_claim` for
+/// when that is certain (never for a retry of a request that was already applied).
 fn refuse_stale_claim(
     ctx: &NodeContext,
     header: Option<&RequestHeader>,
     task_id: &str,
     expected: u64,
 ) -> Result<(), Status> {
-    let current = ctx.state.read(|sm| {
-        let applied_before = header
-            .filter(|h| h.client_id != 0)
-            .is_some_and(|h| sm.session_has_response(h.client_id, h.seq));
-        if applied_before {
-            return None;
-        }
-        sm.task(task_id).map(|task| task.revision)
-    });
-    match current {
-        Some(revision) if revision > expected => Err(Status::failed_precondition(format!(
-            "task {task_id} is at revision {revision}, not the expected {expected}"
-        ))),
-        _ => Ok(()),
+    let session = session(header);
+    match ctx
+        .state
+        .read(|sm| sm.lost_claim(task_id, expected, session))
+    {
+        Some(refusal) => Err(command_error_to_status(refusal)),
+        None => Ok(()),
     }
 }

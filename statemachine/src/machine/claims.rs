@@ -6,6 +6,7 @@
 //! act on it again.
 
 use crate::agent::{Agent, AgentId};
+use crate::command::SessionRef;
 use crate::error::CommandError;
 use crate::response::{Cascade, Outcome, Response};
 use crate::task::{Task, TaskId, TaskResult, TaskStatus};
@@ -15,7 +16,34 @@ use super::ready_index::agent_can_run;
 use super::submit::status_word;
 use super::StateMachine;
 
+/// The refusal of a compare-and-swap on a task that moved on.
+fn stale_task_revision(task_id: &str, current: u64, expected: u64) -> CommandError {
+    CommandError::precondition(format!(
+        "task {task_id} is at revision {current}, not the expected {expected}"
+    ))
+}
+
 impl StateMachine {
+    /// Read-only: the refusal a compare-and-swap claim is certain to get, if this (possibly
+    /// stale) replica already shows it, so the API edge can answer without a Raft round trip.
+    /// Revisions only grow, so a task already past `expected` can never be claimed at it. Not
+    /// certain, and so `None`: an `expected` newer than this replica has seen, and a retry of a
+    /// request this replica already applied — its own claim moved the revision, and its
+    /// session holds the answer it must get again (both are recorded in the same apply).
+    pub fn lost_claim(
+        &self,
+        task_id: &str,
+        expected_revision: u64,
+        session: Option<SessionRef>,
+    ) -> Option<CommandError> {
+        if session.is_some_and(|s| self.sessions.has_response(s.client_id, s.seq)) {
+            return None;
+        }
+        let task = self.tasks.get(self.tasks.seq_of(task_id)?);
+        (task.revision > expected_revision)
+            .then(|| stale_task_revision(task_id, task.revision, expected_revision))
+    }
+
     /// Claims one named task; with `expected_revision`, only if the task is still at that
     /// revision (compare-and-set).
     pub(super) fn claim_task(
@@ -30,10 +58,7 @@ impl StateMachine {
         let task = self.tasks.get(seq);
         if let Some(expected) = expected_revision {
             if task.revision != expected {
-                return Err(CommandError::precondition(format!(
-                    "task {task_id} is at revision {}, not the expected {expected}",
-                    task.revision
-                )));
+                return Err(stale_task_revision(task_id, task.revision, expected));
             }
         }
         if task.status != TaskStatus::Ready {

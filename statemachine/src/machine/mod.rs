@@ -103,12 +103,6 @@ impl StateMachine {
         self.revision
     }
 
-    /// Whether a request of this client session was applied and its response is remembered
-    /// (so a retry of it will be answered from the session, not applied again).
-    pub fn session_has_response(&self, client_id: u64, seq: u64) -> bool {
-        self.sessions.has_response(client_id, seq)
-    }
-
     /// The state machine's clock: the latest leader timestamp it applied (never decreasing).
     pub fn clock_ms(&self) -> u64 {
         self.clock_ms

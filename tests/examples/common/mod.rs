@@ -112,6 +112,45 @@ pub fn say(text: impl std::fmt::Display) {
     println!("    {text}");
 }
 
+/// How an attempt that should be refused went: the refusal, or "(accepted!)".
+pub fn refusal_text<T, E: std::fmt::Display>(attempt: &std::result::Result<T, E>) -> String {
+    attempt
+        .as_ref()
+        .err()
+        .map_or("(accepted!)".into(), |e| e.to_string())
+}
+
+/// `git init --bare` whose `branch` holds `files` in one commit (made with git2, so no git
+/// identity or CLI is needed).
+pub fn init_bare_repository(
+    dir: &std::path::Path,
+    branch: &str,
+    files: &[(&str, &[u8])],
+    message: &str,
+) -> Result<git2::Repository> {
+    let mut options = git2::RepositoryInitOptions::new();
+    options.bare(true).initial_head(branch);
+    let repo = git2::Repository::init_opts(dir, &options).context("git init")?;
+    {
+        let mut tree = repo.treebuilder(None)?;
+        for (name, content) in files {
+            let blob = repo.blob(content)?;
+            tree.insert(name, blob, i32::from(git2::FileMode::Blob))?;
+        }
+        let tree = repo.find_tree(tree.write()?)?;
+        let who = git2::Signature::now("setup", "setup@example.com")?;
+        repo.commit(
+            Some(&format!("refs/heads/{branch}")),
+            &who,
+            &who,
+            message,
+            &tree,
+            &[],
+        )?;
+    }
+    Ok(repo)
+}
+
 /// Fails the example with `what` unless `condition` holds.
 pub fn check(condition: bool, what: &str) -> Result<()> {
     if condition {

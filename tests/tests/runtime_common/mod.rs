@@ -7,12 +7,12 @@
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use percy_client::proto::{Agent, Task};
 use percy_client::{Client, Consistency};
+pub use percy_tests::binaries::percyctl_binary;
 use percy_tests::cluster::{Cluster, ClusterConfig, LEADER_TIMEOUT};
 
 /// Agent TTL of the workers in these tests: short, so expiry scenarios are quick.
@@ -242,57 +242,4 @@ pub fn lines(path: &Path) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-/// `percyctl`: `$PERCYCTL_BIN`, or built with cargo (same profile as this test) once per test
-/// process.
-pub fn percyctl_binary() -> Result<PathBuf> {
-    static BINARY: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            build_binary(
-                &["build", "-p", "percy-client", "--bin", "percyctl"],
-                "percyctl",
-                "PERCYCTL_BIN",
-            )
-            .map_err(|e| format!("{e:#}"))
-        })
-        .clone()
-        .map_err(|e| anyhow!(e))
-}
-
-/// The target profile dir this test binary lives in (`<target>/<profile>/deps/<test>`).
-pub fn profile_dir() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_owned)
-        .ok_or_else(|| anyhow!("cannot find the target dir from {}", exe.display()))
-}
-
-/// Runs `cargo <args>` (adding `--release` for a release test build) and returns
-/// `<profile dir>/<relative>`, unless `env_override` names the file.
-pub fn build_binary(args: &[&str], relative: &str, env_override: &str) -> Result<PathBuf> {
-    if let Ok(path) = std::env::var(env_override) {
-        return Ok(PathBuf::from(path));
-    }
-    let profile = profile_dir()?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut build = Command::new(cargo);
-    build.args(args);
-    if profile.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let status = build
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo {} failed: {status}", args.join(" "));
-    }
-    let binary = profile.join(relative);
-    if !binary.exists() {
-        bail!("{} missing after the build", binary.display());
-    }
-    Ok(binary)
 }

@@ -595,3 +595,38 @@ fn a_maximal_chain_plan_is_handled_without_recursion() {
     };
     assert_eq!(cascade.cancelled.len(), n - 1);
 }
+
+#[test]
+fn lost_claim_is_certain_only_for_a_task_past_the_expected_revision() {
+    let mut h = Harness::new();
+    let winner = h.register("winner", &[], &[], 1);
+    let submitted = h.submit(spec("t"));
+    let expected = submitted.revision;
+    let winning_request = Harness::session(7, 1, 1);
+    let claim = Op::ClaimTask {
+        task_id: "t".into(),
+        agent_id: winner,
+        expected_revision: Some(expected),
+    };
+    assert_eq!(h.machine.lost_claim("t", expected, None), None);
+    h.command(Command::with_session(claim, winning_request))
+        .response
+        .unwrap();
+
+    let refusal = h.machine.lost_claim("t", expected, None).unwrap();
+    assert_eq!(refusal.kind, ErrorKind::FailedPrecondition);
+    assert!(refusal.message.contains("not the expected"), "{refusal:?}");
+    let other_request = Harness::session(8, 1, 1);
+    assert!(h
+        .machine
+        .lost_claim("t", expected, Some(other_request))
+        .is_some());
+    // The winner's retry must reach the session, which holds its first answer.
+    assert_eq!(
+        h.machine.lost_claim("t", expected, Some(winning_request)),
+        None
+    );
+    // Newer than anything applied here, or unknown: only apply can decide.
+    assert_eq!(h.machine.lost_claim("t", h.revision + 10, None), None);
+    assert_eq!(h.machine.lost_claim("nope", expected, None), None);
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use percy_proto::v1::ResponseHeader;
 
+use crate::batcher::Batcher;
 use crate::config::NodeConfig;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
@@ -17,6 +18,8 @@ pub struct NodeContext {
     pub node_id: NodeId,
     pub config: NodeConfig,
     pub raft: Raft,
+    /// The leader's proposal queue (group commit); see `batcher`.
+    pub batcher: Batcher,
     pub state: StateView,
     pub peers: PeerClients,
     pub liveness: Liveness,

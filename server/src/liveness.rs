@@ -151,10 +151,7 @@ async fn forward_heartbeat(
 async fn propose_as_leader(ctx: &NodeContext, op: Op) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
     match propose_local(ctx, Command::new(op), deadline).await {
-        Ok(applied) => match applied.response {
-            Some(Err(e)) => Err(e.message),
-            _ => Ok(()),
-        },
+        Ok(applied) => applied.response.map(|_| ()).map_err(|e| e.message),
         Err(e) => Err(format!("{e:?}")),
     }
 }

@@ -15,12 +15,16 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Commands per Raft entry, up to `batcher::MAX_BATCH_COMMANDS`.
+const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     request_seconds: HistogramVec,
     pub proposal_seconds: Histogram,
+    pub proposal_batch_commands: Histogram,
     pub agents_expired: IntCounter,
     term: IntGauge,
     leader: IntGauge,
@@ -52,15 +56,23 @@ impl Metrics {
         let proposal_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "raft_proposal_duration_seconds",
-                "Time from proposing a command on the leader to its apply",
+                "Time from proposing an entry (a batch of commands) on the leader to its apply",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        let proposal_batch_commands = Histogram::with_opts(
+            HistogramOpts::new(
+                "raft_proposal_batch_commands",
+                "Commands the leader put into one Raft entry (group commit)",
+            )
+            .buckets(BATCH_SIZE_BUCKETS.to_vec()),
         )?;
         let gauge = |name: &str, help: &str| IntGauge::new(name, help);
         let m = Self {
             requests,
             request_seconds,
             proposal_seconds,
+            proposal_batch_commands,
             agents_expired: IntCounter::new(
                 "agents_expired_total",
                 "Agents this node expired as leader",
@@ -91,6 +103,8 @@ impl Metrics {
         m.registry.register(Box::new(m.requests.clone()))?;
         m.registry.register(Box::new(m.request_seconds.clone()))?;
         m.registry.register(Box::new(m.proposal_seconds.clone()))?;
+        m.registry
+            .register(Box::new(m.proposal_batch_commands.clone()))?;
         m.registry.register(Box::new(m.agents_expired.clone()))?;
         for g in [
             &m.term,

@@ -27,6 +27,7 @@ use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api;
+use crate::batcher::Batcher;
 use crate::config::{ConfigError, NodeConfig};
 use crate::context::NodeContext;
 use crate::liveness::{run_monitor, Liveness};
@@ -104,7 +105,7 @@ impl Node {
             source,
         })?;
         let (log_store, sm_store) = storage::open(&config.data_dir)?;
-        let state = StateView::new(sm_store.state());
+        let state = StateView::new(sm_store.state(), sm_store.applied_revision());
         // Subscribe before reading the revision: no change can fall between the two.
         let changes = sm_store.subscribe();
         let floor = state.read(|sm| sm.revision()) + 1;
@@ -140,18 +141,22 @@ impl Node {
         }
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let metrics = Metrics::new()?;
+        let (batcher, batching) = Batcher::start(raft.clone(), metrics.clone());
         let ctx = Arc::new(NodeContext {
             node_id: config.node_id,
             watch: WatchHub::new(config.watch_history, floor, shutdown_rx.clone()),
             config,
             raft,
+            batcher,
             state,
             peers,
             liveness: Liveness::default(),
-            metrics: Metrics::new()?,
+            metrics,
         });
 
         let tasks = vec![
+            batching,
             tokio::spawn(run_pump(ctx.clone(), changes)),
             tokio::spawn(run_monitor(ctx.clone(), shutdown_rx.clone())),
         ];

@@ -5,14 +5,13 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use openraft::error::{ClientWriteError, RaftError};
 use percy_proto::internal::RaftBytes;
 use percy_statemachine::Command;
 use tokio::time::Instant;
 use tonic::{Request, Status};
 
 use crate::context::NodeContext;
-use crate::types::{ApplyResult, NodeId, Proposal};
+use crate::types::{CommandResult, NodeId};
 use crate::wire::{self, ForwardError, ForwardReply, ForwardRequest};
 
 /// How long a write may take end to end (leader election included) before UNAVAILABLE.
@@ -23,7 +22,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// A command's applied result and how it got there.
 #[derive(Debug)]
 pub struct Proposed {
-    pub result: ApplyResult,
+    pub result: CommandResult,
     pub leader_id: NodeId,
     /// Applied through another node (this one is a follower).
     pub forwarded: bool,
@@ -91,34 +90,13 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Proposes on this node, which believes it is the leader.
+/// Proposes on this node, which believes it is the leader, in the next batched entry.
 pub async fn propose_local(
     ctx: &NodeContext,
     command: Command,
     deadline: Instant,
-) -> Result<ApplyResult, ForwardError> {
-    let proposal = Proposal {
-        now_ms: now_ms(),
-        command,
-    };
-    let started = std::time::Instant::now();
-    let write = tokio::time::timeout_at(deadline, ctx.raft.client_write(proposal)).await;
-    ctx.metrics
-        .proposal_seconds
-        .observe(started.elapsed().as_secs_f64());
-    match write {
-        Err(_) => Err(ForwardError::Unavailable(
-            "timed out waiting for the write to commit (outcome unknown); retry with the same request id"
-                .into(),
-        )),
-        Ok(Ok(response)) => Ok(response.data),
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-            Err(ForwardError::NotLeader {
-                leader: f.leader_id,
-            })
-        }
-        Ok(Err(e)) => Err(ForwardError::Unavailable(format!("write failed: {e}"))),
-    }
+) -> Result<CommandResult, ForwardError> {
+    ctx.batcher.propose(command, deadline).await
 }
 
 /// Sends the command to `leader`'s internal `Forward` RPC.
@@ -127,7 +105,7 @@ async fn forward(
     leader: NodeId,
     command: &Command,
     deadline: Instant,
-) -> Result<ApplyResult, ForwardError> {
+) -> Result<CommandResult, ForwardError> {
     let addr = ctx
         .addr_of(leader)
         .ok_or_else(|| ForwardError::Unavailable(format!("leader {leader} has no address")))?;

@@ -95,7 +95,7 @@ async fn on_follower(ctx: &NodeContext, leader: NodeId, deadline: Instant) -> Re
 }
 
 /// Waits until the local state machine has applied `index`.
-pub async fn wait_applied(ctx: &NodeContext, index: u64, deadline: Instant) -> Result<(), String> {
+async fn wait_applied(ctx: &NodeContext, index: u64, deadline: Instant) -> Result<(), String> {
     let timeout = deadline.saturating_duration_since(Instant::now());
     ctx.raft
         .wait(Some(timeout))

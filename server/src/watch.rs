@@ -142,9 +142,9 @@ pub async fn run_pump(ctx: Arc<NodeContext>, mut feed: broadcast::Receiver<Arc<S
                     revision: *revision,
                     events: events.clone(),
                 }),
-                StateChange::SnapshotInstalled { applied_index } => {
-                    tracing::info!(applied_index, "snapshot installed; watch history restarts");
-                    ctx.watch.reset(applied_index + 1);
+                StateChange::SnapshotInstalled { revision } => {
+                    tracing::info!(revision, "snapshot installed; watch history restarts");
+                    ctx.watch.reset(revision + 1);
                 }
             },
             Err(broadcast::error::RecvError::Lagged(missed)) => {

@@ -7,10 +7,10 @@ use percy_statemachine::{AgentStatus, Command};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::types::{ApplyResult, NodeId};
+use crate::types::{CommandResult, NodeId};
 
 /// Bumped whenever any payload below (or openraft's serde form) changes incompatibly.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
@@ -42,7 +42,7 @@ pub struct ForwardRequest {
     pub command: Command,
 }
 
-/// Why the leader did not produce an [`ApplyResult`].
+/// Why the leader did not produce a [`CommandResult`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum ForwardError {
     /// The receiver is not the leader (any more); the command was not proposed.
@@ -51,7 +51,7 @@ pub enum ForwardError {
     Unavailable(String),
 }
 
-pub type ForwardReply = Result<ApplyResult, ForwardError>;
+pub type ForwardReply = Result<CommandResult, ForwardError>;
 
 /// A follower relays an agent heartbeat to the leader's in-memory liveness table.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::storage::{RaftLogReader, RaftLogStorage};
+use openraft::storage::{RaftLogReader, RaftLogStorage, RaftStateMachine};
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use percy_server::storage::StateMachineStore;
 use percy_server::types::{NodeId, Proposal, Raft, TypeConfig};
@@ -95,11 +95,11 @@ async fn start(dir: &std::path::Path) -> (Raft, StateMachineStore) {
 fn put(i: u64) -> Proposal {
     Proposal {
         now_ms: 1_700_000_000_000 + i,
-        command: Command::new(Op::PutConfig {
+        commands: vec![Command::new(Op::PutConfig {
             key: format!("key-{i}"),
             value: i.to_string().into_bytes(),
             expected_revision: None,
-        }),
+        })],
     }
 }
 
@@ -118,15 +118,24 @@ async fn snapshot_purge_and_restart_under_openraft() {
             .expect("leader");
 
         let mut last_index = 0;
+        let mut last_revision = 0;
         for i in 0..WRITES {
             let reply = raft.client_write(put(i)).await.expect("write");
-            assert_eq!(reply.data.revision, reply.log_id.index);
+            let [result] = reply.data.commands.as_slice() else {
+                panic!("one result per command: {:?}", reply.data);
+            };
+            assert_eq!(
+                result.revision,
+                last_revision + 1,
+                "revisions count commands"
+            );
             assert!(
-                matches!(reply.data.response, Some(Ok(Outcome::ConfigPut(_)))),
+                matches!(result.response, Ok(Outcome::ConfigPut(_))),
                 "{:?}",
-                reply.data.response
+                result.response
             );
             last_index = reply.log_id.index;
+            last_revision = result.revision;
         }
         // Wait for a snapshot recent enough that one more write cannot trigger the next one,
         // then make that write: it exists only in the log, so the restart must replay it.
@@ -149,20 +158,21 @@ async fn snapshot_purge_and_restart_under_openraft() {
         );
         let tail = raft.client_write(put(WRITES)).await.expect("tail write");
         last_index = tail.log_id.index;
-        assert_eq!(*sm.applied_index().borrow(), last_index);
+        assert_eq!(*sm.applied_revision().borrow(), last_revision + 1);
         raft.shutdown().await.expect("shutdown");
         last_index
     };
 
     // The log starts after the purge point, and the snapshot covers what was purged.
     {
-        let (mut log, sm) = open(dir.path());
+        let (mut log, mut sm) = open(dir.path());
         let state = log.get_log_state().await.expect("log state");
         let purged = state.last_purged_log_id.expect("purged").index;
         assert!(purged >= SNAPSHOT_EVERY, "purged up to {purged}");
         let remaining = log.try_get_log_entries(..).await.expect("entries");
         assert_eq!(remaining.first().map(|e| e.log_id.index), Some(purged + 1));
-        let restored_index = *sm.applied_index().borrow();
+        let (restored, _) = sm.applied_state().await.expect("applied state");
+        let restored_index = restored.map_or(0, |id| id.index);
         assert!(
             restored_index >= purged,
             "snapshot at {restored_index}, purged {purged}"

@@ -7,16 +7,17 @@ use std::io::Cursor;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{Membership, StoredMembership};
 use percy_server::storage::StateChange;
+use percy_statemachine::Op;
 use percy_statemachine::{Outcome, StateMachine};
-use storage_common::{blank, log_id, membership, open, put_config};
+use storage_common::{batch, blank, log_id, membership, open, put_config};
 
 #[tokio::test]
 async fn apply_answers_each_entry_and_announces_changes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_log, mut sm) = open(dir.path());
     let mut changes = sm.subscribe();
-    let applied_index = sm.applied_index();
-    assert_eq!(*applied_index.borrow(), 0);
+    let applied_revision = sm.applied_revision();
+    assert_eq!(*applied_revision.borrow(), 0);
 
     let results = sm
         .apply([
@@ -26,22 +27,29 @@ async fn apply_answers_each_entry_and_announces_changes() {
         ])
         .await
         .expect("apply");
-    assert_eq!(
-        results.iter().map(|r| r.revision).collect::<Vec<_>>(),
-        vec![1, 2, 3]
+    assert!(
+        results[0].commands.is_empty(),
+        "a blank entry has no command"
     );
-    assert_eq!(results[0].response, None);
-    assert_eq!(results[1].response, None);
-    match &results[2].response {
-        Some(Ok(Outcome::ConfigPut(entry))) => assert_eq!(entry.revision, 3),
+    assert!(
+        results[1].commands.is_empty(),
+        "a membership entry has no command"
+    );
+    let [put] = results[2].commands.as_slice() else {
+        panic!("one result for one command: {results:?}");
+    };
+    // Revisions count commands, not log entries.
+    assert_eq!(put.revision, 1);
+    match &put.response {
+        Ok(Outcome::ConfigPut(entry)) => assert_eq!(entry.revision, 1),
         other => panic!("unexpected response {other:?}"),
     }
 
     match changes.try_recv().expect("one change").as_ref() {
         StateChange::Applied { revision, events } => {
-            assert_eq!(*revision, 3);
+            assert_eq!(*revision, 1);
             assert!(
-                events.iter().any(|e| e.key == "k" && e.revision == 3),
+                events.iter().any(|e| e.key == "k" && e.revision == 1),
                 "{events:?}"
             );
         }
@@ -51,7 +59,7 @@ async fn apply_answers_each_entry_and_announces_changes() {
         changes.try_recv().is_err(),
         "blank and membership entries announce nothing"
     );
-    assert_eq!(*applied_index.borrow(), 3);
+    assert_eq!(*applied_revision.borrow(), 1);
 
     let (last_applied, last_membership) = sm.applied_state().await.expect("applied state");
     assert_eq!(last_applied, Some(log_id(1, 3)));
@@ -93,7 +101,11 @@ async fn snapshot_survives_restart_and_later_entries_are_replayed_on_top() {
 
     let (_log, mut sm) = open(dir.path());
     assert_eq!(*sm.state().read(), state_at_snapshot);
-    assert_eq!(*sm.applied_index().borrow(), 4);
+    assert_eq!(
+        *sm.applied_revision().borrow(),
+        2,
+        "two commands before the snapshot"
+    );
     let (last_applied, last_membership) = sm.applied_state().await.expect("applied state");
     assert_eq!(last_applied, built_meta.last_log_id);
     assert_eq!(last_membership, built_meta.last_membership);
@@ -149,10 +161,10 @@ async fn installed_snapshot_replaces_the_state_and_persists() {
 
         assert_eq!(*reader_handle.read(), leader_state);
         assert!(reader_handle.read().config("stale").is_none());
-        assert_eq!(*follower.applied_index().borrow(), 3);
+        assert_eq!(*follower.applied_revision().borrow(), 2);
         assert_eq!(
             changes.try_recv().expect("a change").as_ref(),
-            &StateChange::SnapshotInstalled { applied_index: 3 }
+            &StateChange::SnapshotInstalled { revision: 2 }
         );
         let current = follower
             .get_current_snapshot()
@@ -221,4 +233,60 @@ async fn snapshot_that_does_not_match_its_metadata_is_refused() {
         "a refused snapshot changes nothing"
     );
     assert!(other.get_current_snapshot().await.expect("read").is_none());
+}
+
+/// Group commit puts several commands in one entry: each is applied in order at its own
+/// revision, answered on its own (a refusal does not spoil its neighbours) and announced on
+/// its own.
+#[tokio::test]
+async fn an_entry_of_several_commands_applies_each_at_its_own_revision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_log, mut sm) = open(dir.path());
+    let mut changes = sm.subscribe();
+    let put = |key: &str, expected_revision| Op::PutConfig {
+        key: key.to_string(),
+        value: b"v".to_vec(),
+        expected_revision,
+    };
+    let results = sm
+        .apply([
+            put_config(1, 1, "before", "0"),
+            batch(
+                1,
+                2,
+                vec![
+                    put("a", None),
+                    // CAS against the revision `a` got one command earlier in the same entry.
+                    put("a", Some(2)),
+                    // Stale CAS: refused, changes nothing but the revision.
+                    put("a", Some(2)),
+                    put("b", None),
+                ],
+            ),
+        ])
+        .await
+        .expect("apply");
+    let batch = &results[1].commands;
+    assert_eq!(
+        batch.iter().map(|r| r.revision).collect::<Vec<_>>(),
+        vec![2, 3, 4, 5]
+    );
+    assert!(matches!(&batch[0].response, Ok(Outcome::ConfigPut(e)) if e.revision == 2));
+    assert!(matches!(&batch[1].response, Ok(Outcome::ConfigPut(e)) if e.revision == 3));
+    assert!(batch[2].response.is_err(), "{:?}", batch[2].response);
+    assert!(matches!(&batch[3].response, Ok(Outcome::ConfigPut(e)) if e.revision == 5));
+    assert_eq!(*sm.applied_revision().borrow(), 5);
+    assert_eq!(sm.state().read().revision(), 5);
+
+    let mut announced = Vec::new();
+    while let Ok(change) = changes.try_recv() {
+        if let StateChange::Applied { revision, .. } = change.as_ref() {
+            announced.push(*revision);
+        }
+    }
+    assert_eq!(
+        announced,
+        vec![1, 2, 3, 5],
+        "the refused command announces nothing"
+    );
 }

@@ -37,11 +37,7 @@ pub async fn write(
         op,
     };
     let proposed = propose(ctx, command).await?;
-    let outcome = proposed
-        .result
-        .response
-        .ok_or_else(|| Status::internal("a proposed command applied without a response"))?
-        .map_err(command_error_to_status)?;
+    let outcome = proposed.result.response.map_err(command_error_to_status)?;
     let header = Some(ResponseHeader {
         node_id: ctx.node_id,
         leader_id: proposed.leader_id,

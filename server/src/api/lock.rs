@@ -94,9 +94,13 @@ async fn wait_for_grant(
     // The acquire may have been forwarded to the leader: this node's replica has to catch up
     // to the revision that queued the request before it can tell "still queued" from
     // "dropped". Checking earlier would see neither and withdraw a healthy request.
-    if let Err(why) = crate::read::wait_applied(ctx, queued.queued_revision, deadline).await {
+    if !ctx
+        .state
+        .wait_for_revision(queued.queued_revision, deadline)
+        .await
+    {
         tracing::debug!(
-            why,
+            queued_revision = queued.queued_revision,
             "replica did not reach the queued revision before the deadline"
         );
     }

@@ -11,7 +11,7 @@ use crate::types::{LogId, TypeConfig};
 
 /// Version of the record encoding. Bump it when any record's layout changes incompatibly;
 /// a record with another version is refused (never misread).
-pub const RECORD_FORMAT_VERSION: u8 = 1;
+pub const RECORD_FORMAT_VERSION: u8 = 2;
 
 /// Room reserved up front for an encoded record; most log entries fit, so encoding one
 /// entry costs one allocation.
@@ -107,7 +107,7 @@ mod tests {
                 log_id: log_id(2, 7),
                 payload: EntryPayload::Normal(Proposal {
                     now_ms: 42,
-                    command: Command::new(Op::Tick),
+                    commands: vec![Command::new(Op::Tick), Command::new(Op::Tick)],
                 }),
             },
             Entry {

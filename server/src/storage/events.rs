@@ -12,11 +12,11 @@ pub const EVENT_CHANNEL_CAPACITY: usize = 4096;
 /// One notification on the channel of [`crate::storage::StateMachineStore::subscribe`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateChange {
-    /// The command at log index `revision` was applied and changed these entities.
-    /// Commands that change nothing are not announced.
+    /// The command at state machine revision `revision` was applied and changed these
+    /// entities. Commands that change nothing are not announced.
     Applied { revision: u64, events: Vec<Event> },
-    /// The whole state was replaced by a snapshot from the leader, up to log index
-    /// `applied_index`. The commands in between were never applied here, so no events exist
-    /// for them: a subscriber must resynchronise from the state, as after `Lagged`.
-    SnapshotInstalled { applied_index: u64 },
+    /// The whole state was replaced by a snapshot from the leader, up to state machine
+    /// revision `revision`. The commands in between were never applied here, so no events
+    /// exist for them: a subscriber must resynchronise from the state, as after `Lagged`.
+    SnapshotInstalled { revision: u64 },
 }

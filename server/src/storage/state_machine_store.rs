@@ -1,7 +1,7 @@
 //! The replicated state machine as openraft sees it: `RaftStateMachine` + `RaftSnapshotBuilder`.
 //!
 //! Owns: the in-memory [`StateMachine`] behind a lock that readers share with the Raft core,
-//! the last applied log id and membership, the change feed and the applied-index watch, and
+//! the last applied log id and membership, the change feed and the applied-revision watch, and
 //! building/installing/persisting snapshots. The state itself is not persisted between
 //! snapshots: on start it is restored from the latest snapshot and openraft replays the log
 //! after it. Must not: hold the state lock across an `.await`, or touch the log trees.
@@ -20,7 +20,7 @@ use crate::storage::db::Database;
 use crate::storage::error::{to_raft, RaftStorageError, StorageError};
 use crate::storage::events::{StateChange, EVENT_CHANNEL_CAPACITY};
 use crate::storage::snapshot::{self, Envelope, SnapshotMeta};
-use crate::types::{ApplyResult, LogId, StoredMembership, TypeConfig};
+use crate::types::{ApplyResult, CommandResult, LogId, StoredMembership, TypeConfig};
 
 type Entry = openraft::Entry<TypeConfig>;
 
@@ -42,7 +42,8 @@ struct Shared {
     /// position that matches the state (the snapshot builder relies on it).
     position: Mutex<Position>,
     changes: broadcast::Sender<Arc<StateChange>>,
-    applied_index: watch::Sender<u64>,
+    /// The state machine revision after the last applied entry.
+    applied_revision: watch::Sender<u64>,
     /// Serialises writes of the snapshot tree, so a snapshot built from an older state never
     /// replaces a newer one that was installed meanwhile.
     snapshot_write: tokio::sync::Mutex<()>,
@@ -74,14 +75,14 @@ impl StateMachineStore {
             None => (StateMachine::new(), Position::default()),
         };
         let (changes, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
-        let (applied_index, _) = watch::channel(index_of(position.last_applied));
+        let (applied_revision, _) = watch::channel(state.revision());
         Ok(Self {
             shared: Arc::new(Shared {
                 db,
                 state: Arc::new(RwLock::new(state)),
                 position: Mutex::new(position),
                 changes,
-                applied_index,
+                applied_revision,
                 snapshot_write: tokio::sync::Mutex::new(()),
                 snapshot_seq: AtomicU64::new(0),
             }),
@@ -98,10 +99,10 @@ impl StateMachineStore {
         self.shared.changes.subscribe()
     }
 
-    /// The log index of the last applied entry (0 before any), for waiting until the state
-    /// has caught up with a given index. Updated after the state, once per applied batch.
-    pub fn applied_index(&self) -> watch::Receiver<u64> {
-        self.shared.applied_index.subscribe()
+    /// The state machine revision (0 before any command), for waiting until the state has
+    /// caught up with a given revision. Updated after the state, once per applied batch.
+    pub fn applied_revision(&self) -> watch::Receiver<u64> {
+        self.shared.applied_revision.subscribe()
     }
 
     fn write_error(&self, e: &StorageError) -> RaftStorageError {
@@ -119,34 +120,49 @@ impl StateMachineStore {
 }
 
 impl Shared {
+    /// Applies every command of `entry`, each at the next state machine revision.
     fn apply_one(&self, entry: Entry) -> ApplyResult {
-        let revision = entry.log_id.index;
-        let (response, events) = {
+        let mut changes = Vec::new();
+        let result = {
             let mut state = self.state.write();
             let mut position = self.position.lock();
-            let outcome = match entry.payload {
-                EntryPayload::Blank => (None, Vec::new()),
+            let result = match entry.payload {
+                EntryPayload::Blank => ApplyResult::default(),
                 EntryPayload::Normal(proposal) => {
-                    let applied = state.apply(revision, proposal.now_ms, proposal.command);
-                    (Some(applied.response), applied.events)
+                    let mut commands = Vec::with_capacity(proposal.commands.len());
+                    for command in proposal.commands {
+                        let revision = state.revision() + 1;
+                        let applied = state.apply(revision, proposal.now_ms, command);
+                        if !applied.events.is_empty() {
+                            changes.push(StateChange::Applied {
+                                revision,
+                                events: applied.events,
+                            });
+                        }
+                        commands.push(CommandResult {
+                            revision,
+                            response: applied.response,
+                        });
+                    }
+                    ApplyResult { commands }
                 }
                 EntryPayload::Membership(membership) => {
                     position.last_membership =
                         StoredMembership::new(Some(entry.log_id), membership);
-                    (None, Vec::new())
+                    ApplyResult::default()
                 }
             };
             position.last_applied = Some(entry.log_id);
-            outcome
+            result
         };
         // Published after the lock is released, so a subscriber that reads the state on
         // receipt sees this revision. Sending fails only when nobody listens.
-        if !events.is_empty() && self.changes.receiver_count() > 0 {
-            let _no_subscribers = self
-                .changes
-                .send(Arc::new(StateChange::Applied { revision, events }));
+        if self.changes.receiver_count() > 0 {
+            for change in changes {
+                let _no_subscribers = self.changes.send(Arc::new(change));
+            }
         }
-        ApplyResult { revision, response }
+        result
     }
 
     /// Stores and flushes a snapshot unless the stored one is newer (see `snapshot_write`).
@@ -169,10 +185,6 @@ impl Shared {
     }
 }
 
-fn index_of(log_id: Option<LogId>) -> u64 {
-    log_id.map_or(0, |id| id.index)
-}
-
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = StateMachineStore;
 
@@ -193,9 +205,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for entry in entries {
             results.push(self.shared.apply_one(entry));
         }
-        if let Some(last) = results.last() {
-            self.shared.applied_index.send_replace(last.revision);
-        }
+        let revision = self.shared.state.read().revision();
+        self.shared.applied_revision.send_replace(revision);
         Ok(results)
     }
 
@@ -228,6 +239,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .persist_snapshot(meta, &data, false)
             .await
             .map_err(|e| self.snapshot_error(meta, ErrorVerb::Write, &e))?;
+        let revision = restored.revision();
         {
             let mut state = self.shared.state.write();
             let mut position = self.shared.position.lock();
@@ -235,12 +247,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             position.last_applied = meta.last_log_id;
             position.last_membership = meta.last_membership.clone();
         }
-        let applied_index = index_of(meta.last_log_id);
-        self.shared.applied_index.send_replace(applied_index);
+        self.shared.applied_revision.send_replace(revision);
         let _no_subscribers = self
             .shared
             .changes
-            .send(Arc::new(StateChange::SnapshotInstalled { applied_index }));
+            .send(Arc::new(StateChange::SnapshotInstalled { revision }));
         Ok(())
     }
 

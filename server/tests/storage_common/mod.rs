@@ -38,11 +38,16 @@ pub fn membership(term: u64, index: u64, voters: &[u64]) -> Entry<TypeConfig> {
 }
 
 pub fn command(term: u64, index: u64, op: Op) -> Entry<TypeConfig> {
+    batch(term, index, vec![op])
+}
+
+/// One entry carrying several commands, as the leader's group commit builds them.
+pub fn batch(term: u64, index: u64, ops: Vec<Op>) -> Entry<TypeConfig> {
     Entry {
         log_id: log_id(term, index),
         payload: EntryPayload::Normal(Proposal {
             now_ms: 1_700_000_000_000 + index,
-            command: Command::new(op),
+            commands: ops.into_iter().map(Command::new).collect(),
         }),
     }
 }

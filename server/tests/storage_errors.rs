@@ -5,8 +5,12 @@ mod storage_common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use openraft::storage::{RaftLogReader, RaftLogStorageExt, RaftSnapshotBuilder, RaftStateMachine};
-use percy_server::storage::{self, StorageError, DB_DIR_NAME, STORAGE_FORMAT_VERSION};
+use openraft::storage::{
+    RaftLogReader, RaftLogStorage, RaftLogStorageExt, RaftSnapshotBuilder, RaftStateMachine,
+};
+use percy_server::storage::{
+    self, StorageError, DB_DIR_NAME, STORAGE_FORMAT_VERSION, WAL_DIR_NAME,
+};
 use storage_common::{blank, membership, open, put_config};
 
 fn db_path(dir: &Path) -> PathBuf {
@@ -118,49 +122,84 @@ fn a_database_with_data_but_no_marker_is_not_adopted() {
     assert!(matches!(err, StorageError::MissingMarker { .. }), "{err}");
 }
 
+/// The one log file `populated` leaves behind (three entries, one segment).
+fn log_file(dir: &Path) -> PathBuf {
+    let files: Vec<PathBuf> = std::fs::read_dir(dir.join(WAL_DIR_NAME))
+        .expect("wal dir")
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files.into_iter().next().expect("one file")
+}
+
+/// Byte offsets at which each record of a log file starts, and its end.
+fn record_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut starts = vec![0];
+    let mut at = 0;
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        at += 8 + len;
+        starts.push(at);
+    }
+    starts
+}
+
 #[tokio::test]
-async fn undecodable_log_entry_is_reported_at_open_or_on_read() {
+async fn a_damaged_log_record_is_corruption_but_a_torn_tail_is_cut_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     populated(dir.path()).await;
-    let key = |index: u64| index.to_be_bytes();
-    let mut entry_3 = None;
-    // The last entry is checked at open.
-    with_raw_db(dir.path(), |db| {
-        let logs = db.open_tree("logs").expect("logs");
-        entry_3 = logs.insert(key(3), &[1, 0xff, 0xff]).expect("insert");
-    });
+    let file = log_file(dir.path());
+    let intact = std::fs::read(&file).expect("read log");
+    let starts = record_starts(&intact);
+    assert_eq!(starts.len(), 4, "three records");
+
+    // A flipped bit in the middle record (entry 2): not a torn write, refused at open.
+    let mut damaged = intact.clone();
+    damaged[starts[1] + 10] ^= 0x01;
+    std::fs::write(&file, &damaged).expect("write");
     let err = open_err(dir.path());
     assert!(
-        matches!(&err, StorageError::Corrupt { what, .. } if what == "log entry 3"),
+        matches!(&err, StorageError::Corrupt { detail, .. } if detail.contains("checksum")),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&file.display().to_string()),
         "{err}"
     );
 
-    // One in the middle surfaces when openraft reads it.
-    with_raw_db(dir.path(), |db| {
-        let logs = db.open_tree("logs").expect("logs");
-        logs.insert(key(3), entry_3.expect("entry 3 existed"))
-            .expect("restore");
-        logs.insert(key(2), &[9, 9, 9]).expect("insert");
-    });
+    // The last record cut short, as a crash during the write leaves it: the log ends at the
+    // entry before, and the file is repaired so the next append follows entry 2.
+    std::fs::write(&file, &intact[..intact.len() - 3]).expect("write");
+    {
+        let (mut log, _sm) = open(dir.path());
+        let state = log.get_log_state().await.expect("log state");
+        assert_eq!(state.last_log_id, Some(storage_common::log_id(1, 2)));
+        assert_eq!(log.try_get_log_entries(..).await.expect("entries").len(), 2);
+        log.blocking_append([blank(2, 3)])
+            .await
+            .expect("append after repair");
+    }
     let (mut log, _sm) = open(dir.path());
-    let err = log
-        .try_get_log_entries(1..=3)
-        .await
-        .expect_err("corrupt entry");
-    assert!(err.to_string().contains("log entry 2"), "{err}");
+    let entries = log.try_get_log_entries(..).await.expect("entries");
+    assert_eq!(
+        entries.last().map(|e| e.log_id),
+        Some(storage_common::log_id(2, 3))
+    );
 }
 
 #[tokio::test]
 async fn entry_stored_under_the_wrong_index_is_corrupt() {
     let dir = tempfile::tempdir().expect("tempdir");
     populated(dir.path()).await;
-    with_raw_db(dir.path(), |db| {
-        let logs = db.open_tree("logs").expect("logs");
-        let first = logs.get(1u64.to_be_bytes()).expect("get").expect("entry 1");
-        logs.insert(3u64.to_be_bytes(), first).expect("insert");
-    });
+    let file = log_file(dir.path());
+    let mut bytes = std::fs::read(&file).expect("read log");
+    let starts = record_starts(&bytes);
+    // A valid copy of entry 1 where entry 4 would go.
+    let first_record = bytes[..starts[1]].to_vec();
+    bytes.extend_from_slice(&first_record);
+    std::fs::write(&file, &bytes).expect("write");
     let err = open_err(dir.path());
-    assert!(err.to_string().contains("stored under index 3"), "{err}");
+    assert!(err.to_string().contains("where entry 4 belongs"), "{err}");
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Byte layout of every record the storage layer writes: one format-version byte, then postcard.
 //!
 //! Owns: the encoding of log entries, votes, log ids, snapshot metadata and the snapshot
-//! envelope header, and the big-endian index keys that keep the log tree sorted by index.
+//! envelope header, and nothing else.
 //! Must not: touch sled or know where a record is stored.
 
 use serde::de::DeserializeOwned;
@@ -27,8 +27,6 @@ pub enum DecodeError {
     Postcard(#[from] postcard::Error),
     #[error("{0} unexpected trailing bytes after the record")]
     TrailingBytes(usize),
-    #[error("log key must be 8 bytes, found {0}")]
-    BadKey(usize),
 }
 
 /// Encodes `value` behind the format-version byte.
@@ -72,16 +70,6 @@ pub fn decode_entry(bytes: &[u8]) -> Result<openraft::Entry<TypeConfig>, DecodeE
 /// Reads only the log id at the front of an encoded entry.
 pub fn decode_entry_log_id(bytes: &[u8]) -> Result<LogId, DecodeError> {
     decode_prefix::<LogId>(bytes).map(|(log_id, _payload)| log_id)
-}
-
-/// Big-endian, so sled's byte order is index order.
-pub fn index_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
-}
-
-pub fn key_index(key: &[u8]) -> Result<u64, DecodeError> {
-    let bytes: [u8; 8] = key.try_into().map_err(|_| DecodeError::BadKey(key.len()))?;
-    Ok(u64::from_be_bytes(bytes))
 }
 
 #[cfg(test)]
@@ -141,10 +129,5 @@ mod tests {
             decode::<LogId>(&[RECORD_FORMAT_VERSION, 0xff]),
             Err(DecodeError::Postcard(_))
         ));
-        assert!(matches!(key_index(&[1, 2, 3]), Err(DecodeError::BadKey(3))));
-        assert_eq!(
-            key_index(&index_key(u64::MAX - 3)).expect("key"),
-            u64::MAX - 3
-        );
     }
 }

@@ -18,10 +18,8 @@ use crate::storage::error::StorageError;
 pub const DB_DIR_NAME: &str = "db";
 
 /// Version of the data dir layout (trees, keys). Bump it when either changes incompatibly.
-pub const STORAGE_FORMAT_VERSION: u8 = 1;
+pub const STORAGE_FORMAT_VERSION: u8 = 2;
 
-/// Log entries, key = big-endian index.
-const TREE_LOGS: &str = "logs";
 /// Vote, committed log id, last purged log id.
 const TREE_RAFT_STATE: &str = "raft_state";
 /// The latest snapshot: its metadata and its bytes.
@@ -38,7 +36,6 @@ const KEY_STATEMACHINE_FORMAT: &[u8] = b"statemachine_format";
 #[derive(Clone)]
 pub(crate) struct Database {
     db: sled::Db,
-    pub logs: sled::Tree,
     pub raft_state: sled::Tree,
     pub snapshot: sled::Tree,
     path: Arc<Path>,
@@ -61,7 +58,6 @@ impl Database {
             })
         };
         let database = Self {
-            logs: open_tree(TREE_LOGS)?,
             raft_state: open_tree(TREE_RAFT_STATE)?,
             snapshot: open_tree(TREE_SNAPSHOT)?,
             db: db.clone(),

@@ -38,6 +38,12 @@ pub enum StorageError {
         detail: String,
     },
     #[error("{path}: I/O error while {action}: {source}")]
+    File {
+        path: PathBuf,
+        action: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{path}: I/O error while {action}: {source}")]
     Io {
         path: PathBuf,
         action: &'static str,

@@ -1,22 +1,27 @@
-//! The Raft log, vote and log pointers on sled: openraft's `RaftLogStorage`.
+//! openraft's `RaftLogStorage`: entries in the write-ahead log (`wal`), the vote and log
+//! pointers in sled.
 //!
-//! Owns: the `logs` and `raft_state` trees and when they are made durable. Appends are
-//! acknowledged (the `LogFlushed` callback) only after one flush covering the whole batch,
-//! and a vote is flushed before `save_vote` returns. Must not: touch the state machine or the
-//! snapshot tree.
+//! Owns: when things are made durable. Appends are acknowledged (the `LogFlushed` callback)
+//! only after one `fdatasync` covering the whole batch, a vote is flushed before `save_vote`
+//! returns, and the purge point is flushed before purged files are deleted. Must not: touch
+//! the state machine or the snapshot tree.
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, Vote};
+use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::storage::codec;
 use crate::storage::db::Database;
 use crate::storage::error::{to_raft, RaftStorageError, StorageError};
+use crate::storage::wal::{self, Wal};
 use crate::types::{LogId, NodeId, TypeConfig};
 
 type Entry = openraft::Entry<TypeConfig>;
@@ -25,52 +30,37 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
-/// Pre-allocation for a range read is capped: openraft may ask for a wide range of which only
-/// a few entries exist.
-const MAX_PREALLOCATED_ENTRIES: usize = 1024;
-
-/// Log storage of one node. Clones share the database; the clone openraft gets from
-/// `get_log_reader` reads while the core appends.
+/// Log storage of one node. Clones share the database and the log; the clone openraft gets
+/// from `get_log_reader` reads while the core appends.
 #[derive(Clone)]
 pub struct LogStore {
     db: Database,
+    wal: Arc<Mutex<Wal>>,
+    wal_dir: Arc<Path>,
 }
 
 impl LogStore {
     /// Reads every record that startup depends on, so a damaged one is reported by `open`.
-    pub(crate) fn new(db: Database) -> Result<Self, StorageError> {
-        let store = Self { db };
-        store.read_record::<Vote<NodeId>>(KEY_VOTE, "vote")?;
-        store.read_record::<LogId>(KEY_COMMITTED, "committed log id")?;
-        store.read_record::<LogId>(KEY_LAST_PURGED, "last purged log id")?;
-        // The ends of the log decide what openraft does at startup; entries in between are
-        // checked as openraft reads them (it replays those after the snapshot right away).
-        let ends = [store.db.logs.first(), store.db.logs.last()];
-        for end in ends {
-            let end = end.map_err(|e| store.db.io_error("reading the ends of the log", e))?;
-            if let Some((key, value)) = end {
-                store.decode_entry(&key, &value)?;
-            }
+    pub(crate) fn new(db: Database, data_dir: &Path) -> Result<Self, StorageError> {
+        let last_purged = read_record::<LogId>(&db, KEY_LAST_PURGED, "last purged log id")?;
+        let wal = Wal::open(data_dir, last_purged.map(|id| id.index))?;
+        let store = Self {
+            db,
+            wal: Arc::new(Mutex::new(wal)),
+            wal_dir: data_dir.join(wal::WAL_DIR_NAME).into(),
+        };
+        read_record::<Vote<NodeId>>(&store.db, KEY_VOTE, "vote")?;
+        read_record::<LogId>(&store.db, KEY_COMMITTED, "committed log id")?;
+        // The ends of the log decide what openraft does at startup; every record's checksum
+        // and index were checked by `Wal::open`, entries are decoded as openraft reads them.
+        let (first, last) = {
+            let wal = store.wal.lock();
+            (wal.first_index(), wal.last_index())
+        };
+        for end in [first, last].into_iter().flatten() {
+            store.entries(Bound::Included(&end), Bound::Included(&end))?;
         }
         Ok(store)
-    }
-
-    fn read_record<T: DeserializeOwned>(
-        &self,
-        key: &[u8],
-        what: &'static str,
-    ) -> Result<Option<T>, StorageError> {
-        let Some(bytes) = self
-            .db
-            .raft_state
-            .get(key)
-            .map_err(|e| self.db.io_error(what, e))?
-        else {
-            return Ok(None);
-        };
-        codec::decode(&bytes)
-            .map(Some)
-            .map_err(|e| self.db.corrupt(what, e))
     }
 
     fn write_record<T: Serialize>(
@@ -87,45 +77,20 @@ impl LogStore {
             .map_err(|e| self.db.io_error(what, e))
     }
 
-    fn decode_entry(&self, key: &[u8], value: &[u8]) -> Result<Entry, StorageError> {
-        let entry = codec::decode_entry(value).map_err(|e| self.entry_corrupt(key, e))?;
-        self.check_key(key, entry.log_id.index)?;
-        Ok(entry)
-    }
-
-    fn entry_corrupt(&self, key: &[u8], detail: impl ToString) -> StorageError {
-        let what = match codec::key_index(key) {
-            Ok(index) => format!("log entry {index}"),
-            Err(_) => format!("log key {key:?}"),
+    fn decode_entry(&self, index: u64, bytes: &[u8]) -> Result<Entry, StorageError> {
+        let corrupt = |detail: String| StorageError::Corrupt {
+            path: self.wal_dir.to_path_buf(),
+            what: format!("log entry {index}"),
+            detail,
         };
-        self.db.corrupt(what, detail)
-    }
-
-    /// The id of the newest entry in the log, ignoring purged ones.
-    fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
-        let last = self
-            .db
-            .logs
-            .last()
-            .map_err(|e| self.db.io_error("reading the last log entry", e))?;
-        let Some((key, value)) = last else {
-            return Ok(None);
-        };
-        let log_id = codec::decode_entry_log_id(&value).map_err(|e| self.entry_corrupt(&key, e))?;
-        self.check_key(&key, log_id.index)?;
-        Ok(Some(log_id))
-    }
-
-    /// An entry must sit under its own index, or reads would silently return the wrong one.
-    fn check_key(&self, key: &[u8], index: u64) -> Result<(), StorageError> {
-        let key_index = codec::key_index(key).map_err(|e| self.entry_corrupt(key, e))?;
-        if key_index != index {
-            return Err(self.entry_corrupt(
-                key,
-                format!("entry for index {index} stored under index {key_index}"),
-            ));
+        let entry = codec::decode_entry(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if entry.log_id.index != index {
+            return Err(corrupt(format!(
+                "entry for index {} stored as entry {index}",
+                entry.log_id.index
+            )));
         }
-        Ok(())
+        Ok(entry)
     }
 
     fn entries(&self, start: Bound<&u64>, end: Bound<&u64>) -> Result<Vec<Entry>, StorageError> {
@@ -143,40 +108,25 @@ impl LogStore {
             Bound::Excluded(&i) => Some(i),
             Bound::Unbounded => None,
         };
-        let iter = match past_last {
-            Some(past_last) if past_last <= first => return Ok(Vec::new()),
-            Some(past_last) => self
-                .db
-                .logs
-                .range(codec::index_key(first)..codec::index_key(past_last)),
-            None => self.db.logs.range(codec::index_key(first)..),
-        };
-        let capacity = past_last
-            .map_or(0, |p| usize::try_from(p - first).unwrap_or(usize::MAX))
-            .min(MAX_PREALLOCATED_ENTRIES);
-        let mut entries = Vec::with_capacity(capacity);
-        for item in iter {
-            let (key, value) = item.map_err(|e| self.db.io_error("reading log entries", e))?;
-            entries.push(self.decode_entry(&key, &value)?);
-        }
-        Ok(entries)
+        let encoded = self.wal.lock().read(first, past_last)?;
+        encoded
+            .iter()
+            .map(|(index, bytes)| self.decode_entry(*index, bytes))
+            .collect()
     }
+}
 
-    /// Deletes every entry in `range` in one atomic batch, so a crash never leaves a hole.
-    fn remove_range(
-        &self,
-        range: impl RangeBounds<[u8; 8]>,
-        action: &'static str,
-    ) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for key in self.db.logs.range(range).keys() {
-            batch.remove(key.map_err(|e| self.db.io_error(action, e))?);
-        }
-        self.db
-            .logs
-            .apply_batch(batch)
-            .map_err(|e| self.db.io_error(action, e))
-    }
+fn read_record<T: DeserializeOwned>(
+    db: &Database,
+    key: &[u8],
+    what: &'static str,
+) -> Result<Option<T>, StorageError> {
+    let Some(bytes) = db.raft_state.get(key).map_err(|e| db.io_error(what, e))? else {
+        return Ok(None);
+    };
+    codec::decode(&bytes)
+        .map(Some)
+        .map_err(|e| db.corrupt(what, e))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -195,9 +145,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, RaftStorageError> {
         let read = || -> Result<LogState<TypeConfig>, StorageError> {
             let last_purged_log_id =
-                self.read_record::<LogId>(KEY_LAST_PURGED, "last purged log id")?;
+                read_record::<LogId>(&self.db, KEY_LAST_PURGED, "last purged log id")?;
+            let last_index = self.wal.lock().last_index();
+            let last_log_id = match last_index {
+                Some(index) => self
+                    .entries(Bound::Included(&index), Bound::Included(&index))?
+                    .pop()
+                    .map(|entry| entry.log_id),
+                None => None,
+            };
             // After a purge of everything, the last log id is the purged one.
-            let last_log_id = self.last_log_id()?.or(last_purged_log_id);
+            let last_log_id = last_log_id.or(last_purged_log_id);
             Ok(LogState {
                 last_purged_log_id,
                 last_log_id,
@@ -221,7 +179,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, RaftStorageError> {
-        self.read_record(KEY_VOTE, "vote")
+        read_record(&self.db, KEY_VOTE, "vote")
             .map_err(|e| to_raft(ErrorSubject::Vote, ErrorVerb::Read, &e))
     }
 
@@ -242,11 +200,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, RaftStorageError> {
-        self.read_record(KEY_COMMITTED, "committed log id")
+        read_record(&self.db, KEY_COMMITTED, "committed log id")
             .map_err(|e| to_raft(ErrorSubject::Store, ErrorVerb::Read, &e))
     }
 
-    /// Writes the batch in one sled batch and acknowledges it after one flush: a group commit
+    /// Writes the batch to the log and acknowledges it after one `fdatasync`: a group commit
     /// of everything openraft handed over in this call.
     async fn append<I>(
         &mut self,
@@ -257,48 +215,54 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = sled::Batch::default();
+        let mut encoded = Vec::new();
         for entry in entries {
             let bytes = codec::encode_entry(&entry).map_err(|e| {
                 to_raft(
                     ErrorSubject::Log(entry.log_id),
                     ErrorVerb::Write,
-                    &self
-                        .db
-                        .corrupt(format!("log entry {}", entry.log_id.index), e),
+                    &StorageError::Corrupt {
+                        path: self.wal_dir.to_path_buf(),
+                        what: format!("log entry {}", entry.log_id.index),
+                        detail: e.to_string(),
+                    },
                 )
             })?;
-            batch.insert(&codec::index_key(entry.log_id.index), bytes);
+            encoded.push((entry.log_id.index, bytes));
         }
-        self.db.logs.apply_batch(batch).map_err(|e| {
-            to_raft(
-                ErrorSubject::Logs,
-                ErrorVerb::Write,
-                &self.db.io_error("appending log entries", e),
-            )
-        })?;
+        let written = self.wal.lock().append(&encoded);
+        let files = written.map_err(|e| to_raft(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
         // The entries are readable now (openraft's requirement for returning); whether they
         // are durable is reported through the callback, which is its channel for that.
-        let flushed = self.db.flush("flushing appended log entries").await;
-        callback.log_io_completed(flushed.map_err(|e| io::Error::other(e.to_string())));
+        let synced = wal::sync(files, &self.wal_dir).await;
+        callback.log_io_completed(synced.map_err(|e| io::Error::other(e.to_string())));
         Ok(())
     }
 
-    /// Not flushed: the removed entries were never committed, so if a crash brings them
-    /// back the node is merely in the state it had before the truncation. The next append's
-    /// flush makes the truncation durable together with the entries that replace them.
+    /// Durable before it returns (see `Wal::truncate_from`); rare (a new leader overwrote
+    /// entries this node had not committed).
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
-        self.remove_range(codec::index_key(log_id.index).., "truncating the log")
+        self.wal
+            .lock()
+            .truncate_from(log_id.index)
             .map_err(|e| to_raft(ErrorSubject::Logs, ErrorVerb::Delete, &e))
     }
 
-    /// Records the purge point before deleting: sled recovers writes in order, so after a
-    /// crash either nothing happened, or the pointer moved and some purged entries linger
-    /// (deleted by the next purge). Not flushed: openraft purges only entries covered by a
-    /// snapshot that was flushed when it was built or installed.
+    /// Records and flushes the purge point before deleting files, so after a crash either
+    /// nothing happened, or the pointer moved and entries it covers linger in a file (skipped
+    /// at open, deleted by a later purge). openraft purges only entries covered by a snapshot
+    /// that was flushed when it was built or installed.
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        let delete = |e: &StorageError| to_raft(ErrorSubject::Logs, ErrorVerb::Delete, e);
         self.write_record(KEY_LAST_PURGED, &log_id, "last purged log id")
-            .and_then(|()| self.remove_range(..=codec::index_key(log_id.index), "purging the log"))
-            .map_err(|e| to_raft(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+            .map_err(|e| delete(&e))?;
+        self.db
+            .flush("flushing the purge point")
+            .await
+            .map_err(|e| delete(&e))?;
+        self.wal
+            .lock()
+            .purge_through(log_id.index)
+            .map_err(|e| delete(&e))
     }
 }

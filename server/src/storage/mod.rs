@@ -1,13 +1,15 @@
-//! Durable storage of a `percyd` node: the Raft log, vote and log pointers, and the latest
-//! state machine snapshot, in one sled database under the data dir; plus the in-memory
-//! state machine that openraft applies committed entries to.
+//! Durable storage of a `percyd` node: the Raft log's entries in append-only segment files
+//! under `<data_dir>/wal`; the vote, log pointers and the latest state machine snapshot in a
+//! sled database under `<data_dir>/db`; plus the in-memory state machine that openraft
+//! applies committed entries to.
 //!
-//! Owns: everything under `<data_dir>/db` and its on-disk format. Nothing else in the server
-//! touches sled — keep it that way, so sled can be replaced.
+//! Owns: everything under `<data_dir>/db` and `<data_dir>/wal` and their on-disk formats.
+//! Nothing else in the server touches sled or the log files.
 //!
-//! Durability contract: a log append is acknowledged to openraft only after a flush (one per
-//! batch); a vote is flushed before `save_vote` returns; a snapshot is flushed before it is
-//! reported built or installed. A damaged or foreign data dir is an error, never a reset.
+//! Durability contract: a log append is acknowledged to openraft only after an `fdatasync`
+//! (one per batch); a vote is flushed before `save_vote` returns; a snapshot is flushed before
+//! it is reported built or installed. A damaged or foreign data dir is an error, never a
+//! reset; only a torn write at the very end of the log (never acknowledged) is cut off.
 //!
 //! Wiring:
 //! ```ignore
@@ -25,6 +27,7 @@ mod events;
 mod log_store;
 mod snapshot;
 mod state_machine_store;
+mod wal;
 
 use std::path::Path;
 
@@ -33,6 +36,7 @@ pub use error::StorageError;
 pub use events::{StateChange, EVENT_CHANNEL_CAPACITY};
 pub use log_store::LogStore;
 pub use state_machine_store::{SharedStateMachine, StateMachineStore};
+pub use wal::WAL_DIR_NAME;
 
 /// Opens (or creates) the storage of the node whose data dir is `data_dir`, restoring the
 /// state machine from the latest snapshot. openraft replays the log after the snapshot when
@@ -43,7 +47,7 @@ pub use state_machine_store::{SharedStateMachine, StateMachineStore};
 /// an incompatible build, or a record needed at startup cannot be decoded.
 pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
     let db = db::Database::open(data_dir)?;
-    let log_store = LogStore::new(db.clone())?;
+    let log_store = LogStore::new(db.clone(), data_dir)?;
     let sm_store = StateMachineStore::new(db)?;
     Ok((log_store, sm_store))
 }

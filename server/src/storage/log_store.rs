@@ -10,6 +10,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -37,6 +38,8 @@ pub struct LogStore {
     db: Database,
     wal: Arc<Mutex<Wal>>,
     wal_dir: Arc<Path>,
+    /// Appends whose `fdatasync` completed: what the acknowledgement of an append rests on.
+    synced_appends: Arc<AtomicU64>,
 }
 
 impl LogStore {
@@ -48,6 +51,7 @@ impl LogStore {
             db,
             wal: Arc::new(Mutex::new(wal)),
             wal_dir: data_dir.join(wal::WAL_DIR_NAME).into(),
+            synced_appends: Arc::new(AtomicU64::new(0)),
         };
         read_record::<Vote<NodeId>>(&store.db, KEY_VOTE, "vote")?;
         read_record::<LogId>(&store.db, KEY_COMMITTED, "committed log id")?;
@@ -61,6 +65,11 @@ impl LogStore {
             store.entries(Bound::Included(&end), Bound::Included(&end))?;
         }
         Ok(store)
+    }
+
+    /// How many appends were made durable with `fdatasync` since this store was opened.
+    pub fn synced_appends(&self) -> u64 {
+        self.synced_appends.load(Ordering::Relaxed)
     }
 
     fn write_record<T: Serialize>(
@@ -234,7 +243,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let files = written.map_err(|e| to_raft(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
         // The entries are readable now (openraft's requirement for returning); whether they
         // are durable is reported through the callback, which is its channel for that.
-        let synced = wal::sync(files, &self.wal_dir).await;
+        let synced = wal::sync(&files, &self.wal_dir);
+        if synced.is_ok() {
+            self.synced_appends.fetch_add(1, Ordering::Relaxed);
+        }
         callback.log_io_completed(synced.map_err(|e| io::Error::other(e.to_string())));
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! The client library against a real (in-process) Percy cluster: typed calls, error codes,
-//! waiting lock acquires, and writes that carry on through the loss of the leader.
+//! waiting lock acquires, writes that carry on through the loss of the leader, and keep-alive
+//! streams that carry on through the loss of their node.
 
 mod support;
 
@@ -225,4 +226,59 @@ async fn every_service_answers_through_the_library() {
         .await
         .expect("heartbeat after deregister");
     assert!(beat.must_reregister);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_stream_keeps_its_agent_alive_and_moves_when_its_node_goes() {
+    let mut cluster = TestCluster::start(3);
+    let follower = cluster.follower_index().expect("a follower");
+    // The follower first: the stream opens there and its beats are relayed to the leader.
+    let mut endpoints = cluster.endpoints();
+    endpoints.rotate_left(follower);
+    let client = Client::connect(&endpoints)
+        .await
+        .expect("client")
+        .with_deadline(Duration::from_secs(30));
+    let a = client
+        .register_agent(RegisterAgentRequest {
+            name: "kept".to_owned(),
+            ttl_ms: 1_500,
+            ..RegisterAgentRequest::default()
+        })
+        .await
+        .expect("register")
+        .agent
+        .expect("agent")
+        .id;
+    let mut keep_alive = client.keep_alive(a);
+    assert_eq!(keep_alive.agent_id(), a);
+    // Beats keep the agent alive well past its TTL.
+    for _ in 0..6 {
+        let beat = keep_alive.beat().await.expect("beat");
+        assert!(!beat.must_reregister, "{beat:?}");
+        assert_eq!(beat.agent_id, a);
+        let header = beat.header.expect("header");
+        assert_eq!(header.node_id, follower as u64 + 1);
+        assert!(header.forwarded);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    // The node under the stream goes away: the next beat gets through on a new stream.
+    cluster.stop(follower);
+    let beat = keep_alive
+        .beat()
+        .await
+        .expect("beat after the node stopped");
+    assert!(!beat.must_reregister, "{beat:?}");
+    assert_ne!(beat.header.expect("header").node_id, follower as u64 + 1);
+
+    client.deregister_agent(a).await.expect("deregister");
+    let beat = keep_alive.beat().await.expect("beat after deregister");
+    assert!(beat.must_reregister);
+    // A refusal comes back as such, without retrying.
+    let refused = client
+        .keep_alive(0)
+        .beat()
+        .await
+        .expect_err("agent id 0 is refused");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused}");
 }

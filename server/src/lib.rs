@@ -17,6 +17,7 @@ mod propose;
 mod raft_service;
 mod read;
 mod reflection;
+mod relay;
 mod state;
 pub mod storage;
 pub mod types;

@@ -6,7 +6,7 @@
 //! times, and `Tick` when the state machine says a deadline is due. Grace after failover: the
 //! table is emptied whenever this node starts a new term as leader, and an agent missing from
 //! it counts as seen *now*, so every agent gets a full TTL under each new leader.
-//! Followers forward heartbeats to the leader (internal `Heartbeat` RPC).
+//! Followers relay heartbeats to the leader in batches (`relay`, internal `RelayHeartbeats`).
 //!
 //! This module must not expire anyone while the node is not the leader, and never reads the
 //! wall clock for expiry decisions (only for the checkpoint values and `Tick` timing).
@@ -16,36 +16,47 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
-use percy_proto::internal::RaftBytes;
-use percy_statemachine::{AgentId, AgentStatus, Command, Op};
-use tonic::{Request, Status};
+use percy_statemachine::{AgentId, AgentStatus, Command, Op, StateMachine};
+use tonic::Status;
 
 use crate::context::NodeContext;
 use crate::propose::{now_ms, propose_local, PROPOSE_TIMEOUT};
-use crate::wire::{self, HeartbeatForward, HeartbeatReply};
+use crate::relay::{Relay, Relayed};
+use crate::wire::{AgentLiveness, RelayReply};
 
 /// How often the monitor looks at the table.
 pub const MONITOR_INTERVAL: Duration = Duration::from_millis(200);
 /// How often heartbeats seen since the last checkpoint are written to the log as `last_seen`.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
-/// How long a follower waits for the leader to record a forwarded heartbeat.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a heartbeat may wait for a leader to record it (an election, a relay).
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The leader-local heartbeat table.
+/// The leader-local heartbeat table, and the relay a follower sends heartbeats through.
 #[derive(Default)]
 pub struct Liveness {
     table: Mutex<Table>,
+    relay: Relay,
 }
 
 #[derive(Default)]
 struct Table {
     /// Term in which this node leads and the table is valid; `None` while not leading.
     term: Option<u64>,
-    last_heartbeat: HashMap<AgentId, Instant>,
-    /// Wall-clock time of the newest heartbeat per agent since the last checkpoint.
-    unsaved: HashMap<AgentId, u64>,
+    /// One entry per active agent (the monitor drops the others).
+    seen: HashMap<AgentId, Seen>,
     /// Agents whose expiry has been proposed and not yet applied.
     expiring: HashSet<AgentId>,
+    /// Number of the monitor's latest pass over the active agents.
+    pass: u64,
+}
+
+struct Seen {
+    /// The last heartbeat, on the monotonic clock.
+    at: Instant,
+    /// Whether `at` is newer than the last checkpoint.
+    unsaved: bool,
+    /// The monitor pass that last found the agent active.
+    pass: u64,
 }
 
 impl Liveness {
@@ -56,44 +67,84 @@ impl Liveness {
         f(&mut table)
     }
 
-    fn record(&self, agent_id: AgentId) {
+    /// Records a heartbeat, now, for each of `agents` (one lock and one clock read for all).
+    fn record(&self, agents: impl IntoIterator<Item = AgentId>) {
+        let now = Instant::now();
         self.with_table(|t| {
-            t.last_heartbeat.insert(agent_id, Instant::now());
-            t.unsaved.insert(agent_id, now_ms());
+            for id in agents {
+                let seen = t.seen.entry(id).or_insert(Seen {
+                    at: now,
+                    unsaved: true,
+                    pass: t.pass,
+                });
+                seen.at = now;
+                seen.unsaved = true;
+            }
         });
     }
 
     /// Number of agents tracked (for metrics).
     pub fn tracked(&self) -> usize {
-        self.with_table(|t| t.last_heartbeat.len())
+        self.with_table(|t| t.seen.len())
     }
 }
 
-/// Leader side of a heartbeat: record it and tell the agent what the state machine says.
-pub fn record_on_leader(ctx: &NodeContext, agent_id: AgentId) -> HeartbeatReply {
+/// What the state machine says about `agent_id`.
+fn look_up(sm: &StateMachine, agent_id: AgentId) -> AgentLiveness {
+    sm.agent(agent_id).map_or(
+        AgentLiveness {
+            status: None,
+            ttl_ms: 0,
+        },
+        |a| AgentLiveness {
+            status: Some(a.status),
+            ttl_ms: a.ttl_ms,
+        },
+    )
+}
+
+fn is_active(seen: &AgentLiveness) -> bool {
+    seen.status == Some(AgentStatus::Active)
+}
+
+/// Leader side of a relayed batch: record the heartbeats of active agents and answer what the
+/// state machine says about each agent, in order.
+pub fn record_relayed(ctx: &NodeContext, agent_ids: &[AgentId]) -> RelayReply {
     if !ctx.is_leader() {
-        return HeartbeatReply::NotLeader {
+        return RelayReply::NotLeader {
             leader: ctx.leader(),
         };
     }
-    let (status, ttl_ms) = ctx.state.read(|sm| {
-        sm.agent(agent_id)
-            .map(|a| (Some(a.status), a.ttl_ms))
-            .unwrap_or((None, 0))
-    });
-    if matches!(status, Some(AgentStatus::Active)) {
-        ctx.liveness.record(agent_id);
-    }
-    HeartbeatReply::Recorded { status, ttl_ms }
+    let seen: Vec<AgentLiveness> = ctx
+        .state
+        .read(|sm| agent_ids.iter().map(|id| look_up(sm, *id)).collect());
+    ctx.liveness.record(
+        agent_ids
+            .iter()
+            .zip(&seen)
+            .filter(|(_, s)| is_active(s))
+            .map(|(id, _)| *id),
+    );
+    ctx.metrics.relay_batches.inc();
+    ctx.metrics
+        .relayed_heartbeats
+        .inc_by(agent_ids.len() as u64);
+    RelayReply::Recorded(seen)
 }
 
-/// The public heartbeat: recorded on the leader, directly or through one forward.
-/// Returns the leader's reply and whether it was forwarded.
-pub async fn heartbeat(
-    ctx: &NodeContext,
-    agent_id: AgentId,
-) -> Result<(Option<AgentStatus>, u64, bool), Status> {
-    let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+/// A heartbeat recorded by the leader, as the API reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Beat {
+    pub seen: AgentLiveness,
+    /// This node's state machine revision when it answered.
+    pub revision: u64,
+    /// Whether this node relayed the heartbeat to the leader.
+    pub forwarded: bool,
+}
+
+/// The public heartbeat: recorded on the leader, directly or relayed by this follower.
+pub async fn heartbeat(ctx: &NodeContext, agent_id: AgentId) -> Result<Beat, Status> {
+    let deadline = tokio::time::Instant::now() + HEARTBEAT_TIMEOUT;
     loop {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let Some(leader) = ctx.wait_for_leader(remaining).await else {
@@ -101,48 +152,38 @@ pub async fn heartbeat(
                 "no leader to record the heartbeat; retry",
             ));
         };
-        let forwarded = leader != ctx.node_id;
-        let reply = if forwarded {
-            forward_heartbeat(ctx, leader, agent_id, remaining).await?
-        } else {
-            record_on_leader(ctx, agent_id)
-        };
-        match reply {
-            HeartbeatReply::Recorded { status, ttl_ms } => return Ok((status, ttl_ms, forwarded)),
-            HeartbeatReply::NotLeader { .. } => {
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(Status::unavailable("leadership is moving; retry"));
-                }
-                tokio::time::sleep(MONITOR_INTERVAL / 4).await;
+        if leader == ctx.node_id {
+            // Leadership was just read from the same metrics `is_leader` would read again.
+            let (seen, revision) = ctx.state.read(|sm| (look_up(sm, agent_id), sm.revision()));
+            if is_active(&seen) {
+                ctx.liveness.record([agent_id]);
             }
+            return Ok(Beat {
+                seen,
+                revision,
+                forwarded: false,
+            });
         }
+        let addr = ctx
+            .addr_of(leader)
+            .ok_or_else(|| Status::unavailable(format!("leader {leader} has no address")))?;
+        let relayed = ctx
+            .liveness
+            .relay
+            .relay(&ctx.peers, leader, &addr, agent_id, remaining)
+            .await?;
+        if let Relayed::Recorded(seen) = relayed {
+            return Ok(Beat {
+                seen,
+                revision: ctx.state.read(|sm| sm.revision()),
+                forwarded: true,
+            });
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Status::unavailable("leadership is moving; retry"));
+        }
+        tokio::time::sleep(MONITOR_INTERVAL / 4).await;
     }
-}
-
-async fn forward_heartbeat(
-    ctx: &NodeContext,
-    leader: u64,
-    agent_id: AgentId,
-    timeout: Duration,
-) -> Result<HeartbeatReply, Status> {
-    let addr = ctx
-        .addr_of(leader)
-        .ok_or_else(|| Status::unavailable(format!("leader {leader} has no address")))?;
-    let mut client = ctx
-        .peers
-        .client(leader, &addr)
-        .map_err(Status::unavailable)?;
-    let data = wire::encode(&HeartbeatForward { agent_id })
-        .map_err(|e| Status::internal(e.to_string()))?;
-    let mut request = Request::new(RaftBytes { data });
-    request.set_timeout(timeout);
-    let reply = client.heartbeat(request).await.map_err(|s| {
-        Status::unavailable(format!(
-            "forwarding heartbeat to leader {leader}: {}",
-            s.message()
-        ))
-    })?;
-    wire::decode(&reply.into_inner().data).map_err(|e| Status::internal(e.to_string()))
 }
 
 /// Proposes a monitor command on this node only. Never forwarded: a node that just lost the
@@ -216,16 +257,27 @@ async fn expire_silent(ctx: &NodeContext) {
     });
     let now = Instant::now();
     let silent: Vec<AgentId> = ctx.liveness.with_table(|t| {
-        let live: HashSet<AgentId> = active.iter().map(|(id, _)| *id).collect();
-        t.last_heartbeat.retain(|id, _| live.contains(id));
-        t.expiring.retain(|id| live.contains(id));
+        // Mark every active agent with this pass, then drop the unmarked ones: no set of the
+        // active agents has to be built on every pass.
+        t.pass += 1;
+        let pass = t.pass;
         let mut silent = Vec::new();
         for (id, ttl_ms) in &active {
-            let last = *t.last_heartbeat.entry(*id).or_insert(now);
-            if now.duration_since(last) > Duration::from_millis(*ttl_ms) && t.expiring.insert(*id) {
+            let seen = t.seen.entry(*id).or_insert(Seen {
+                at: now,
+                unsaved: false,
+                pass,
+            });
+            seen.pass = pass;
+            if now.duration_since(seen.at) > Duration::from_millis(*ttl_ms)
+                && t.expiring.insert(*id)
+            {
                 silent.push(*id);
             }
         }
+        t.seen.retain(|_, seen| seen.pass == pass);
+        let seen = &t.seen;
+        t.expiring.retain(|id| seen.contains_key(id));
         silent
     });
     if silent.is_empty() {
@@ -247,9 +299,24 @@ async fn expire_silent(ctx: &NodeContext) {
     }
 }
 
+/// Writes the wall-clock time of every heartbeat since the last checkpoint. The wall time is
+/// derived from the monotonic one here rather than read per heartbeat: one clock read per
+/// checkpoint instead of one per heartbeat, and last-seen times consistent with each other.
 async fn checkpoint(ctx: &NodeContext) {
-    let mut last_seen: Vec<(AgentId, u64)> =
-        ctx.liveness.with_table(|t| t.unsaved.drain().collect());
+    let now = Instant::now();
+    let now_wall_ms = now_ms();
+    let mut last_seen: Vec<(AgentId, u64)> = ctx.liveness.with_table(|t| {
+        t.seen
+            .iter_mut()
+            .filter(|(_, seen)| seen.unsaved)
+            .map(|(id, seen)| {
+                seen.unsaved = false;
+                let ago_ms =
+                    u64::try_from(now.duration_since(seen.at).as_millis()).unwrap_or(u64::MAX);
+                (*id, now_wall_ms.saturating_sub(ago_ms))
+            })
+            .collect()
+    });
     if last_seen.is_empty() {
         return;
     }

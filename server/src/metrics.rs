@@ -26,6 +26,8 @@ pub struct Metrics {
     pub proposal_seconds: Histogram,
     pub proposal_batch_commands: Histogram,
     pub agents_expired: IntCounter,
+    pub relayed_heartbeats: IntCounter,
+    pub relay_batches: IntCounter,
     term: IntGauge,
     leader: IntGauge,
     is_leader: IntGauge,
@@ -77,6 +79,14 @@ impl Metrics {
                 "agents_expired_total",
                 "Agents this node expired as leader",
             )?,
+            relayed_heartbeats: IntCounter::new(
+                "heartbeats_relayed_total",
+                "Heartbeats followers relayed to this node as leader",
+            )?,
+            relay_batches: IntCounter::new(
+                "heartbeat_relay_batches_total",
+                "Batches those relayed heartbeats came in",
+            )?,
             term: gauge("raft_term", "Current Raft term")?,
             leader: gauge(
                 "raft_leader_id",
@@ -106,6 +116,9 @@ impl Metrics {
         m.registry
             .register(Box::new(m.proposal_batch_commands.clone()))?;
         m.registry.register(Box::new(m.agents_expired.clone()))?;
+        m.registry
+            .register(Box::new(m.relayed_heartbeats.clone()))?;
+        m.registry.register(Box::new(m.relay_batches.clone()))?;
         for g in [
             &m.term,
             &m.leader,
@@ -125,7 +138,7 @@ impl Metrics {
     /// Counts one finished request.
     pub fn observe_request(&self, method: &str, code: tonic::Code, seconds: f64) {
         self.requests
-            .with_label_values(&[method, &format!("{code:?}")])
+            .with_label_values(&[method, code_label(code)])
             .inc();
         self.request_seconds
             .with_label_values(&[method])
@@ -158,6 +171,31 @@ impl Metrics {
     }
 }
 
+/// The label of a status code: its name as `Debug` prints it, without formatting a string on
+/// every request (heartbeats come by the thousand per second).
+fn code_label(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "Ok",
+        Cancelled => "Cancelled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}
+
 /// The commit index as far as this node can tell. openraft 0.9 does not publish it: the leader
 /// computes it from replication progress (the highest index a majority of voters has); any
 /// other node reports its applied index, which trails its commit index only briefly.
@@ -183,4 +221,17 @@ pub fn commit_index(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> u
         .collect();
     matched.sort_unstable_by(|a, b| b.cmp(a));
     matched.get(voters.len() / 2).copied().unwrap_or(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_labels_match_the_debug_names() {
+        for n in 0..=16 {
+            let code = tonic::Code::from_i32(n);
+            assert_eq!(code_label(code), format!("{code:?}"));
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! The internal gRPC server (`percy.internal.v1.RaftService`): hands openraft's RPCs to the
 //! local Raft, and serves what followers ask of the leader (forwarded writes, read index,
-//! forwarded agent heartbeats). Decoding and delegation only.
+//! relayed agent heartbeats). Decoding and delegation only.
 
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::context::NodeContext;
 use crate::propose::{propose_local, PROPOSE_TIMEOUT};
 use crate::types::{NodeId, TypeConfig};
-use crate::wire::{self, ForwardError, ForwardReply, ForwardRequest, HeartbeatForward};
+use crate::wire::{self, ForwardError, ForwardReply, ForwardRequest, HeartbeatRelay};
 
 pub struct RaftRpc {
     pub ctx: Arc<NodeContext>,
@@ -77,9 +77,12 @@ impl RaftService for RaftRpc {
         Ok(Response::new(ReadIndexResponse { read_index }))
     }
 
-    async fn heartbeat(&self, request: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        let HeartbeatForward { agent_id } =
+    async fn relay_heartbeats(
+        &self,
+        request: Request<RaftBytes>,
+    ) -> Result<Response<RaftBytes>, Status> {
+        let HeartbeatRelay { agent_ids } =
             wire::decode(&request.into_inner().data).map_err(bad_payload)?;
-        reply(&crate::liveness::record_on_leader(&self.ctx, agent_id))
+        reply(&crate::liveness::record_relayed(&self.ctx, &agent_ids))
     }
 }

@@ -72,6 +72,12 @@ impl WatchHub {
         }
     }
 
+    /// The node's shutdown signal. Long-lived streams (watches, keep-alives) end when it
+    /// fires, so that a graceful shutdown does not wait for clients to hang up.
+    pub fn closed(&self) -> watch::Receiver<bool> {
+        self.closed.clone()
+    }
+
     fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
         self.ring.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -238,7 +244,7 @@ pub fn open(ctx: Arc<NodeContext>, request: pb::WatchRequest) -> Result<WatchStr
             Plan::Start { replay, next, live }
         }
     };
-    let closed = ctx.watch.closed.clone();
+    let closed = ctx.watch.closed();
     tokio::spawn(async move {
         ctx.metrics.watchers.inc();
         serve(&ctx, plan, filter, tx, closed).await;

@@ -53,23 +53,28 @@ pub enum ForwardError {
 
 pub type ForwardReply = Result<CommandResult, ForwardError>;
 
-/// A follower relays an agent heartbeat to the leader's in-memory liveness table.
+/// A batch of agent heartbeats a follower received, relayed to the leader's in-memory
+/// liveness table (one message for many heartbeats, so the leader pays one RPC per batch).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HeartbeatForward {
-    pub agent_id: u64,
+pub struct HeartbeatRelay {
+    pub agent_ids: Vec<u64>,
 }
 
-/// The leader's view of the agent after recording the heartbeat.
+/// The leader's view of one agent after recording its heartbeat.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentLiveness {
+    /// `None`: the leader does not know the agent.
+    pub status: Option<AgentStatus>,
+    pub ttl_ms: u64,
+}
+
+/// The leader's answer to a [`HeartbeatRelay`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub enum HeartbeatReply {
-    Recorded {
-        /// `None`: the leader does not know the agent.
-        status: Option<AgentStatus>,
-        ttl_ms: u64,
-    },
-    NotLeader {
-        leader: Option<NodeId>,
-    },
+pub enum RelayReply {
+    /// One entry per relayed agent id, in the same order.
+    Recorded(Vec<AgentLiveness>),
+    /// The receiver is not the leader (any more); nothing was recorded.
+    NotLeader { leader: Option<NodeId> },
 }
 
 #[cfg(test)]
@@ -78,21 +83,24 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_other_versions() {
-        let reply = HeartbeatReply::Recorded {
-            status: Some(AgentStatus::Active),
-            ttl_ms: 10,
-        };
+        let reply = RelayReply::Recorded(vec![
+            AgentLiveness {
+                status: Some(AgentStatus::Active),
+                ttl_ms: 10,
+            },
+            AgentLiveness {
+                status: None,
+                ttl_ms: 0,
+            },
+        ]);
         let bytes = encode(&reply).unwrap();
-        assert_eq!(decode::<HeartbeatReply>(&bytes).unwrap(), reply);
+        assert_eq!(decode::<RelayReply>(&bytes).unwrap(), reply);
         let mut other = bytes.clone();
         other[0] = WIRE_VERSION + 1;
         assert!(matches!(
-            decode::<HeartbeatReply>(&other),
+            decode::<RelayReply>(&other),
             Err(WireError::Version { .. })
         ));
-        assert!(matches!(
-            decode::<HeartbeatReply>(&[]),
-            Err(WireError::Empty)
-        ));
+        assert!(matches!(decode::<RelayReply>(&[]), Err(WireError::Empty)));
     }
 }

@@ -1,6 +1,6 @@
 //! The agent-runtime side of the server, in-process: watch (initial state, resume, filters,
-//! compaction), liveness (expiry after the TTL, grace across failover), queued lock acquires,
-//! and the Prometheus endpoint.
+//! compaction), liveness (expiry after the TTL, grace across failover, keep-alive streams,
+//! relayed heartbeats), queued lock acquires, and the Prometheus endpoint.
 
 mod common;
 
@@ -301,6 +301,133 @@ async fn failover_never_expires_a_live_agent() {
         .agent
         .unwrap();
     assert_eq!(a.status, AgentStatus::Active as i32);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// A keep-alive stream on `addr`: the sender for its requests and its replies.
+async fn keep_alive(
+    addr: &str,
+) -> (
+    tokio::sync::mpsc::Sender<KeepAliveRequest>,
+    tonic::Streaming<KeepAliveResponse>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let replies = AgentServiceClient::new(channel(addr).await)
+        .keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, replies)
+}
+
+async fn next_reply(replies: &mut tonic::Streaming<KeepAliveResponse>) -> KeepAliveResponse {
+    tokio::time::timeout(SETTLE, replies.message())
+        .await
+        .expect("a keep-alive reply in time")
+        .expect("no error")
+        .expect("the stream is still open")
+}
+
+/// The value of the un-labelled metric `name` in `addr`'s /metrics.
+async fn metric(addr: &str, name: &str) -> f64 {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: percy\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_streams_answer_each_beat_in_order_on_the_leader_and_through_followers() {
+    let mut slots = slots(&[1, 2, 3]).await;
+    let peers = peers_of(&slots);
+    let mut nodes = Vec::new();
+    for slot in slots.iter_mut() {
+        nodes.push(start(slot, &peers).await);
+    }
+    let leader = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let leader_addr = nodes[leader as usize - 1].addr().to_string();
+    let index = nodes.iter().position(|n| n.node_id() != leader).unwrap();
+    let (follower_id, follower_addr) = (nodes[index].node_id(), nodes[index].addr().to_string());
+    let agent = register(&leader_addr, "streaming", 60_000).await;
+
+    // On the leader: one answer per message, in order, for known and unknown agents alike.
+    let (tx, mut replies) = keep_alive(&leader_addr).await;
+    for id in [agent, 987_654, agent] {
+        tx.send(KeepAliveRequest { agent_id: id }).await.unwrap();
+    }
+    let first = next_reply(&mut replies).await;
+    assert_eq!(first.agent_id, agent);
+    assert_eq!(first.status, AgentStatus::Active as i32);
+    assert!(!first.must_reregister);
+    assert_eq!(first.ttl_ms, 60_000);
+    assert!(!first.header.unwrap().forwarded);
+    let unknown = next_reply(&mut replies).await;
+    assert_eq!(unknown.agent_id, 987_654);
+    assert!(unknown.must_reregister);
+    assert_eq!(unknown.status, AgentStatus::Unspecified as i32);
+    assert!(!next_reply(&mut replies).await.must_reregister);
+    // The client closing its side ends the stream cleanly.
+    drop(tx);
+    assert!(replies.message().await.unwrap().is_none());
+
+    // Through a follower: relayed to the leader, in batches when heartbeats come together.
+    let relayed_before = metric(&leader_addr, "percy_heartbeats_relayed_total").await;
+    let batches_before = metric(&leader_addr, "percy_heartbeat_relay_batches_total").await;
+    let mut agents = Vec::new();
+    for i in 0..40 {
+        agents.push(register(&leader_addr, &format!("many-{i}"), 60_000).await);
+    }
+    let mut streams = Vec::new();
+    for _ in &agents {
+        streams.push(keep_alive(&follower_addr).await);
+    }
+    for ((tx, _), id) in streams.iter().zip(&agents) {
+        tx.send(KeepAliveRequest { agent_id: *id }).await.unwrap();
+    }
+    for ((_, replies), id) in streams.iter_mut().zip(&agents) {
+        let reply = next_reply(replies).await;
+        assert_eq!(reply.agent_id, *id);
+        assert!(!reply.must_reregister, "{reply:?}");
+        let header = reply.header.unwrap();
+        assert!(header.forwarded);
+        assert_eq!(header.node_id, follower_id);
+    }
+    let relayed = metric(&leader_addr, "percy_heartbeats_relayed_total").await - relayed_before;
+    let batches =
+        metric(&leader_addr, "percy_heartbeat_relay_batches_total").await - batches_before;
+    assert_eq!(relayed, 40.0);
+    assert!(
+        batches < relayed,
+        "40 simultaneous heartbeats took {batches} relay batches"
+    );
+
+    // A bad message ends the stream with its error.
+    let (tx, mut replies) = keep_alive(&follower_addr).await;
+    tx.send(KeepAliveRequest { agent_id: 0 }).await.unwrap();
+    let err = replies.message().await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // A node that shuts down ends its open streams rather than waiting for the clients.
+    let (tx, mut replies) = keep_alive(&follower_addr).await;
+    tx.send(KeepAliveRequest { agent_id: agent }).await.unwrap();
+    assert!(!next_reply(&mut replies).await.must_reregister);
+    let stopping = tokio::spawn(nodes.remove(index).shutdown());
+    let err = tokio::time::timeout(SETTLE, replies.message())
+        .await
+        .expect("the stream ends")
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("shutting down"), "{err}");
+    stopping.await.unwrap();
+    drop(streams);
     for node in nodes {
         node.shutdown().await;
     }

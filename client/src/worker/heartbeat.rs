@@ -28,19 +28,19 @@ pub fn heartbeat_interval(advertised_ms: u64, ttl_ms: u64) -> Duration {
     interval.max(MIN_HEARTBEAT_INTERVAL)
 }
 
-/// Beats every `interval` until the cluster reports the agent inactive; returns why.
-/// Transient failures are logged and the next beat tried: only the cluster can decide that
-/// the agent expired.
+/// Beats every `interval`, over one keep-alive stream, until the cluster reports the agent
+/// inactive; returns why. Transient failures are logged and the next beat tried: only the
+/// cluster can decide that the agent expired.
 pub async fn beat_until_expired(client: Client, agent_id: u64, interval: Duration) -> String {
     // One beat may retry across endpoints, but not past the next one.
-    let client = client.with_deadline(interval);
+    let mut keep_alive = client.with_deadline(interval).keep_alive(agent_id);
     let mut ticker = tokio::time::interval(interval);
     // After a pause (SIGSTOP, a stalled machine) beat once at once, not a burst.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut failing_since: Option<tokio::time::Instant> = None;
     loop {
         ticker.tick().await;
-        match client.heartbeat(agent_id).await {
+        match keep_alive.beat().await {
             Ok(reply) if reply.must_reregister => {
                 return format!(
                     "the cluster reports agent {agent_id} as {}",

@@ -1,11 +1,14 @@
-//! `percy.v1.AgentService`: registration, leader-local heartbeats, deregistration, lookups.
+//! `percy.v1.AgentService`: registration, leader-local heartbeats (one per call, or a stream
+//! of them), deregistration, lookups.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::Stream;
 use percy_proto::v1::agent_service_server::AgentService;
 use percy_proto::v1::*;
 use percy_statemachine::{AgentStatus as SmStatus, Op, Outcome};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::{observe, read, required_id, unexpected, write};
 use crate::context::NodeContext;
@@ -61,18 +64,67 @@ impl AgentService for AgentApi {
         observe(ctx, "AgentService/Heartbeat", async {
             let r = request.into_inner();
             let agent_id = required_id(r.agent_id, "agent_id")?;
-            let (status, ttl_ms, forwarded) = liveness::heartbeat(ctx, agent_id).await?;
-            let revision = ctx.state.read(|sm| sm.revision());
+            let beat = liveness::heartbeat(ctx, agent_id).await?;
+            let (status, must_reregister) = status_of(&beat);
             Ok(HeartbeatResponse {
-                header: ctx.header(revision, forwarded),
-                status: status
-                    .map(|s| agent_status_to_proto(s).into())
-                    .unwrap_or(AgentStatus::Unspecified.into()),
-                must_reregister: status != Some(SmStatus::Active),
-                ttl_ms,
+                header: ctx.header(beat.revision, beat.forwarded),
+                status,
+                must_reregister,
+                ttl_ms: beat.seen.ttl_ms,
             })
         })
         .await
+    }
+
+    type KeepAliveStream =
+        Pin<Box<dyn Stream<Item = Result<KeepAliveResponse, Status>> + Send + 'static>>;
+
+    /// Answers each message in order, as `heartbeat` would. The first error ends the stream
+    /// with that status (the client opens a new one), and so does this node's shutdown; each
+    /// message counts in the request metrics as one `AgentService/KeepAlive`.
+    async fn keep_alive(
+        &self,
+        request: Request<Streaming<KeepAliveRequest>>,
+    ) -> Result<Response<Self::KeepAliveStream>, Status> {
+        let open = Some(KeepAliveState {
+            closed: self.ctx.watch.closed(),
+            ctx: self.ctx.clone(),
+            inbound: request.into_inner(),
+        });
+        let replies = futures::stream::unfold(open, |state| async move {
+            let KeepAliveState {
+                ctx,
+                mut inbound,
+                mut closed,
+            } = state?;
+            let message = tokio::select! {
+                message = inbound.message() => message,
+                _ = closed.changed() => {
+                    let status = Status::unavailable("this node is shutting down; reconnect");
+                    return Some((Err(status), None));
+                }
+            };
+            let request = match message {
+                Ok(Some(request)) => request,
+                // The client closed its side: the stream ends with OK.
+                Ok(None) => return None,
+                Err(status) => return Some((Err(status), None)),
+            };
+            let reply = observe(
+                &ctx,
+                "AgentService/KeepAlive",
+                keep_alive_reply(&ctx, request),
+            )
+            .await
+            .map(Response::into_inner);
+            let next = reply.is_ok().then_some(KeepAliveState {
+                ctx,
+                inbound,
+                closed,
+            });
+            Some((reply, next))
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn deregister(
@@ -148,4 +200,39 @@ impl AgentService for AgentApi {
         })
         .await
     }
+}
+
+/// An open keep-alive stream between two messages.
+struct KeepAliveState {
+    ctx: Arc<NodeContext>,
+    inbound: Streaming<KeepAliveRequest>,
+    /// The node's shutdown signal.
+    closed: tokio::sync::watch::Receiver<bool>,
+}
+
+async fn keep_alive_reply(
+    ctx: &NodeContext,
+    request: KeepAliveRequest,
+) -> Result<KeepAliveResponse, Status> {
+    let agent_id = required_id(request.agent_id, "agent_id")?;
+    let beat = liveness::heartbeat(ctx, agent_id).await?;
+    let (status, must_reregister) = status_of(&beat);
+    Ok(KeepAliveResponse {
+        header: ctx.header(beat.revision, beat.forwarded),
+        agent_id,
+        status,
+        must_reregister,
+        ttl_ms: beat.seen.ttl_ms,
+    })
+}
+
+/// The agent's status on the wire, and whether it must register again (it is not active).
+fn status_of(beat: &liveness::Beat) -> (i32, bool) {
+    let status = beat.seen.status;
+    (
+        status
+            .map_or(AgentStatus::Unspecified, agent_status_to_proto)
+            .into(),
+        status != Some(SmStatus::Active),
+    )
 }

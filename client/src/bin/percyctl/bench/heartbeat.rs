@@ -1,14 +1,16 @@
 //! `heartbeat`: `--agents` agents heartbeat at `--rate` Hz each, spread evenly over
-//! `--connections` connections. Reports heartbeats/s accepted, the Raft log entries written
-//! meanwhile (the leader's last log index before and after the window: heartbeats should cost
-//! none) and the leader process's CPU.
+//! `--connections` connections. Each agent beats the way a worker does: over its own
+//! keep-alive stream (`--unary-heartbeats`: one unary `Heartbeat` call per beat), one beat at
+//! a time. Reports heartbeats/s accepted, the Raft log entries written meanwhile (the leader's
+//! last log index before and after the window: heartbeats should cost none) and the leader
+//! process's CPU.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
-use percy_client::{Client, Consistency};
+use percy_client::{Client, Consistency, KeepAlive};
 use serde_json::{json, Map};
 
 use super::local_cluster::probe_client;
@@ -18,8 +20,9 @@ use super::{leader_of, Env};
 
 /// How often each connection releases the heartbeats that fell due.
 const TICK: Duration = Duration::from_millis(10);
-/// Heartbeats in flight per connection at most; beyond that the generator falls behind and
-/// counts the heartbeats it could not send.
+/// Heartbeats in flight per connection at most; beyond that (or when an agent's previous
+/// beat is still unanswered) the generator falls behind and counts the heartbeats it could
+/// not send.
 const MAX_IN_FLIGHT: usize = 512;
 /// Registrations in flight during setup.
 const REGISTER_PARALLEL: usize = 64;
@@ -58,8 +61,21 @@ pub async fn run(env: &Env) -> Result<Outcome> {
     let w = env.window();
     let per_conn_rate = rate * n as f64 / conns as f64;
     let mut handles = Vec::with_capacity(conns);
-    for (j, client) in clients.iter().cloned().enumerate() {
-        let mine: Vec<u64> = agents.iter().copied().skip(j).step_by(conns).collect();
+    let unary = env.args.unary_heartbeats;
+    for (j, client) in clients.iter().enumerate() {
+        // An agent is taken out of its slot while its beat is in flight.
+        let mut mine: Vec<Option<Agent>> = agents
+            .iter()
+            .skip(j)
+            .step_by(conns)
+            .map(|&id| {
+                Some(if unary {
+                    Agent::Unary(client.clone(), id)
+                } else {
+                    Agent::Stream(Box::new(client.keep_alive(id)))
+                })
+            })
+            .collect();
         let mut stats = env.stats()?;
         handles.push(tokio::spawn(async move {
             let started = Instant::now();
@@ -75,21 +91,26 @@ pub async fn run(env: &Env) -> Result<Outcome> {
                         let due = (started.elapsed().as_secs_f64() * per_conn_rate) as u64;
                         while sent < due {
                             sent += 1;
+                            let slot = next % mine.len();
+                            next += 1;
                             if in_flight.len() >= MAX_IN_FLIGHT {
                                 behind += 1;
                                 continue;
                             }
-                            let agent = mine[next % mine.len()];
-                            next += 1;
-                            in_flight.push(beat(client.clone(), agent));
+                            let Some(agent) = mine[slot].take() else {
+                                behind += 1;
+                                continue;
+                            };
+                            in_flight.push(beat(slot, agent));
                         }
                     }
-                    Some((t0, t1, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    Some((slot, agent, (t0, t1, result))) = in_flight.next(), if !in_flight.is_empty() => {
+                        mine[slot] = Some(agent);
                         record(&mut stats, &w, t0, t1, result);
                     }
                 }
             }
-            while let Some((t0, t1, result)) = in_flight.next().await {
+            while let Some((_, _, (t0, t1, result))) = in_flight.next().await {
                 record(&mut stats, &w, t0, t1, result);
             }
             (stats, behind)
@@ -115,6 +136,10 @@ pub async fn run(env: &Env) -> Result<Outcome> {
     extra.insert("agents".into(), json!(n));
     extra.insert("rate_hz".into(), json!(rate));
     extra.insert("connections".into(), json!(conns));
+    extra.insert(
+        "heartbeat_rpc".into(),
+        json!(if unary { "unary" } else { "keep_alive" }),
+    );
     extra.insert(
         "offered_heartbeats_per_s".into(),
         json!(r3(rate * n as f64)),
@@ -145,15 +170,22 @@ pub async fn run(env: &Env) -> Result<Outcome> {
 
 type Beat = (Instant, Instant, Result<bool, String>);
 
-/// One heartbeat: Ok(true) when the agent is still active.
-async fn beat(client: Client, agent: u64) -> Beat {
+/// One simulated agent and how it heartbeats.
+enum Agent {
+    Unary(Client, u64),
+    Stream(Box<KeepAlive>),
+}
+
+/// One heartbeat of the agent in `slot`: Ok(true) when the agent is still active. Hands the
+/// agent back for its next beat.
+async fn beat(slot: usize, mut agent: Agent) -> (usize, Agent, Beat) {
     let t0 = Instant::now();
-    let result = client
-        .heartbeat(agent)
-        .await
-        .map(|r| !r.must_reregister)
-        .map_err(|e| e.to_string());
-    (t0, Instant::now(), result)
+    let result = match &mut agent {
+        Agent::Unary(client, id) => client.heartbeat(*id).await.map(|r| !r.must_reregister),
+        Agent::Stream(keep_alive) => keep_alive.beat().await.map(|r| !r.must_reregister),
+    }
+    .map_err(|e| e.to_string());
+    (slot, agent, (t0, Instant::now(), result))
 }
 
 fn record(

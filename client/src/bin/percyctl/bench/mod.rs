@@ -141,6 +141,10 @@ pub struct Args {
     /// Heartbeat workload: connections the agents share.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
+    /// Heartbeat workload: one unary Heartbeat call per beat instead of each agent's
+    /// keep-alive stream (what the worker runtime uses).
+    #[arg(long)]
+    pub unary_heartbeats: bool,
     /// Heartbeat workload: TTL the agents register with.
     #[arg(long, default_value = "60s", value_parser = crate::args::duration)]
     pub agent_ttl: Duration,

@@ -106,9 +106,8 @@ impl Node {
         })?;
         let (log_store, sm_store) = storage::open(&config.data_dir)?;
         let state = StateView::new(sm_store.state(), sm_store.applied_revision());
-        // Subscribe before reading the revision: no change can fall between the two.
-        let changes = sm_store.subscribe();
-        let floor = state.read(|sm| sm.revision()) + 1;
+        // Raft::new takes the store; this handle subscribes to its changes afterwards.
+        let change_feed = sm_store.clone();
 
         let peers = PeerClients::new(config.peers.clone());
         let raft = Raft::new(
@@ -122,6 +121,14 @@ impl Node {
         )
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
+        // Raft::new has replayed the log after the snapshot. Subscribing only now means the
+        // replay's events are dropped as they are made instead of piling up in the channel
+        // (a million tasks' worth after a big load, which made a restart allocate twice the
+        // state); watchers see history from here on, as after a snapshot install.
+        // Subscribe before reading the revision: no change can fall between the two.
+        let changes = change_feed.subscribe();
+        drop(change_feed);
+        let floor = state.read(|sm| sm.revision()) + 1;
 
         if config.is_bootstrapper()
             && !raft

@@ -13,6 +13,7 @@ use crate::task::Task;
 
 use super::messages::Mailbox;
 use super::sessions::{Session, SessionTable};
+use super::task_store::TaskStore;
 use super::StateMachine;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -69,16 +70,7 @@ impl StateImage {
             }
             machine.agents.insert(agent);
         }
-        let mut seqs = Vec::with_capacity(self.tasks.len());
-        for task in self.tasks {
-            if machine.tasks.contains(&task.id) {
-                return Err(corrupt(format!("task {} appears twice", task.id)));
-            }
-            seqs.push(machine.tasks.insert(task));
-        }
-        for seq in seqs {
-            machine.tasks.link_dependencies(seq);
-        }
+        machine.tasks = TaskStore::from_tasks(self.tasks).map_err(corrupt)?;
         for lock in self.locks {
             if machine.locks.get(&lock.path).is_some() {
                 return Err(corrupt(format!("lock {} appears twice", lock.path)));

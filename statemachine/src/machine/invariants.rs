@@ -200,11 +200,13 @@ fn check_tasks(machine: &StateMachine) -> Result<(), String> {
         }
         if let Some(plan) = &task.plan_id {
             in_plans += 1;
+            // A plan lists its tasks in creation order (checked below), so a binary search
+            // finds the task: a linear scan would make this check quadratic in the plan size.
             ensure!(
                 tasks
                     .plan_index()
                     .get(plan)
-                    .is_some_and(|p| p.contains(&seq)),
+                    .is_some_and(|p| p.binary_search(&seq).is_ok()),
                 "task {id} is missing from the index of plan {plan}"
             );
         }
@@ -228,6 +230,13 @@ fn check_tasks(machine: &StateMachine) -> Result<(), String> {
     ensure!(
         indexed_held == held && tasks.held_index().values().all(|s| !s.is_empty()),
         "held index holds {indexed_held} for {held} held tasks"
+    );
+    ensure!(
+        tasks
+            .plan_index()
+            .values()
+            .all(|p| p.windows(2).all(|pair| pair[0] < pair[1])),
+        "a plan index is not in creation order"
     );
     let indexed_plans: usize = tasks.plan_index().values().map(Vec::len).sum();
     ensure!(

@@ -26,6 +26,11 @@ impl Shape {
         }
     }
 
+    /// Whether `task` has this shape (without building one to compare).
+    pub fn is_of(&self, task: &Task) -> bool {
+        self.requires == task.requires && self.selector == task.selector
+    }
+
     pub fn admits(&self, agent: &Agent) -> bool {
         agent_can_run(agent, &self.requires, &self.selector)
     }
@@ -66,6 +71,18 @@ pub(crate) struct ReadyIndex {
 }
 
 impl ReadyIndex {
+    /// Builds the index from each shape's keys (in any order; duplicates count once).
+    /// Each group's B-tree is built in bulk from its sorted keys.
+    pub fn from_groups(groups: BTreeMap<Shape, Vec<ReadyKey>>) -> Self {
+        let groups: BTreeMap<Shape, BTreeSet<ReadyKey>> = groups
+            .into_iter()
+            .filter(|(_, keys)| !keys.is_empty())
+            .map(|(shape, keys)| (shape, keys.into_iter().collect()))
+            .collect();
+        let len = groups.values().map(BTreeSet::len).sum();
+        Self { groups, len }
+    }
+
     pub fn insert(&mut self, shape: Shape, key: ReadyKey) {
         if self.groups.entry(shape).or_default().insert(key) {
             self.len += 1;

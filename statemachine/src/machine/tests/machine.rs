@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::codec::{CodecError, FORMAT_VERSION};
-use crate::task::TaskStatus;
+use crate::task::{Task, TaskStatus};
 
 #[test]
 fn stale_revision_is_refused_without_change() {
@@ -118,6 +118,106 @@ fn snapshot_then_continue_equals_never_snapshotting() {
     }
     assert_eq!(original.machine, restored.machine);
     assert_eq!(original.machine.snapshot(), restored.machine.snapshot());
+}
+
+/// Restore builds the task indexes in bulk; claim-next must then pick exactly what the machine
+/// that inserted the tasks one by one would. The tasks interleave shapes, priorities and plans
+/// (so no group is one contiguous run of the image) and include blocked, held and finished
+/// ones.
+#[test]
+fn restored_indexes_claim_in_the_same_order() {
+    let mut h = Harness::new();
+    let agents = [
+        h.register("any", &[], &[], 100),
+        h.register("rust", &["rust"], &[], 100),
+        h.register("both", &["rust", "go"], &[("os", "linux")], 100),
+    ];
+    let shape = |i: usize, spec: &mut TaskSpec| match i % 4 {
+        0 => {}
+        1 => spec.requires = ["rust".to_string()].into(),
+        2 => spec.requires = ["rust".to_string(), "go".to_string()].into(),
+        _ => spec.selector = [("os".to_string(), "linux".to_string())].into(),
+    };
+    for plan in 0..3 {
+        let tasks = (0..20)
+            .map(|i| {
+                let mut task = spec(&format!("p{plan}-{i:02}"));
+                task.priority = ((i * 7 + plan) % 3) as i32;
+                shape(i + plan, &mut task);
+                if i % 5 == 4 {
+                    task.depends_on = vec![format!("p{plan}-{:02}", i - 1)];
+                }
+                task
+            })
+            .collect();
+        h.ok(Op::SubmitPlan {
+            plan_id: Some(format!("plan-{plan}")),
+            tasks,
+        });
+        let mut single = spec(&format!("single-{plan}"));
+        shape(plan, &mut single);
+        h.submit(single);
+    }
+    let held = h.claim("p0-03", agents[2]);
+    h.complete(&held);
+    h.claim("p1-03", agents[0]);
+
+    let bytes = h.machine.snapshot();
+    let mut restored = Harness {
+        machine: crate::StateMachine::restore(&bytes).unwrap(),
+        revision: h.revision,
+        now_ms: h.now_ms,
+    };
+    assert_eq!(restored.machine, h.machine);
+    assert_eq!(
+        restored.machine.tasks.ready_index(),
+        h.machine.tasks.ready_index()
+    );
+    loop {
+        let mut claimed = Vec::new();
+        for &agent in &agents {
+            let original = h.claim_next(agent).map(|t| t.id);
+            assert_eq!(restored.claim_next(agent).map(|t| t.id), original);
+            claimed.extend(original);
+        }
+        if claimed.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(restored.machine, h.machine);
+}
+
+/// The bulk build equals one insert per task for any order of tasks, including plans and
+/// shapes that are not contiguous (which the snapshot of a live machine never produces), and
+/// refuses a duplicate id.
+#[test]
+fn bulk_built_task_store_equals_inserting_one_by_one() {
+    use super::super::task_store::TaskStore;
+
+    let mut h = busy_machine();
+    h.ok(Op::SubmitPlan {
+        plan_id: Some("q".into()),
+        tasks: vec![spec("q1"), spec_deps("q2", &["q1", "t1"])],
+    });
+    let mut tasks: Vec<Task> = h.machine.tasks.iter().cloned().collect();
+    // Interleave: every other task moved to the end.
+    let (even, odd): (Vec<_>, Vec<_>) = tasks.drain(..).enumerate().partition(|(i, _)| i % 2 == 0);
+    tasks = even.into_iter().chain(odd).map(|(_, task)| task).collect();
+
+    let mut one_by_one = TaskStore::default();
+    let seqs: Vec<usize> = tasks
+        .iter()
+        .map(|task| one_by_one.insert(task.clone()))
+        .collect();
+    for seq in seqs {
+        one_by_one.link_dependencies(seq);
+    }
+    assert_eq!(TaskStore::from_tasks(tasks.clone()).unwrap(), one_by_one);
+
+    let duplicate = tasks[1].clone();
+    tasks.push(duplicate);
+    let error = TaskStore::from_tasks(tasks).unwrap_err();
+    assert!(error.contains("appears twice"), "{error}");
 }
 
 #[test]

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
+use crate::client::back_off_or_give_up;
 use crate::retry::is_retryable;
 use crate::{Client, ClientError};
 
@@ -85,23 +86,8 @@ impl KeepAlive {
             // the next endpoint.
             self.stream = None;
             self.client.rotate_from(self.endpoint);
-            let pause = retry.backoff(attempts - 1, rand::random::<f64>());
-            if Instant::now() + pause >= deadline {
-                return Err(ClientError::Unavailable {
-                    attempts,
-                    elapsed: started.elapsed(),
-                    last: Box::new(error),
-                });
-            }
-            tracing::debug!(
-                agent_id = self.agent_id,
-                endpoint = self.client.endpoint_addr(self.endpoint),
-                attempts,
-                ?pause,
-                %error,
-                "keep-alive failed; retrying on a new stream"
-            );
-            tokio::time::sleep(pause).await;
+            let endpoint = self.client.endpoint_addr(self.endpoint);
+            back_off_or_give_up(&retry, attempts, started, deadline, error, endpoint).await?;
         }
     }
 

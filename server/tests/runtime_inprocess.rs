@@ -243,11 +243,7 @@ async fn silent_agents_expire_their_work_is_requeued_and_they_must_reregister() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_never_expires_a_live_agent() {
     let mut slots = slots(&[1, 2, 3]).await;
-    let peers = peers_of(&slots);
-    let mut nodes = Vec::new();
-    for slot in slots.iter_mut() {
-        nodes.push(start(slot, &peers).await);
-    }
+    let mut nodes = start_all(&mut slots).await;
     let leader = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
     let followers: Vec<String> = nodes
         .iter()
@@ -347,11 +343,7 @@ async fn metric(addr: &str, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_streams_answer_each_beat_in_order_on_the_leader_and_through_followers() {
     let mut slots = slots(&[1, 2, 3]).await;
-    let peers = peers_of(&slots);
-    let mut nodes = Vec::new();
-    for slot in slots.iter_mut() {
-        nodes.push(start(slot, &peers).await);
-    }
+    let mut nodes = start_all(&mut slots).await;
     let leader = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
     let leader_addr = nodes[leader as usize - 1].addr().to_string();
     let index = nodes.iter().position(|n| n.node_id() != leader).unwrap();
@@ -533,11 +525,7 @@ const QUEUED_ACQUIRE_ROUNDS: usize = 20;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_acquire_through_a_follower_waits_for_the_grant() {
     let mut slots = slots(&[1, 2, 3]).await;
-    let peers = peers_of(&slots);
-    let mut nodes = Vec::new();
-    for slot in slots.iter_mut() {
-        nodes.push(start(slot, &peers).await);
-    }
+    let mut nodes = start_all(&mut slots).await;
     let leader = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
     let leader_addr = nodes
         .iter()

@@ -132,12 +132,16 @@ fn log_file(dir: &Path) -> PathBuf {
     files.into_iter().next().expect("one file")
 }
 
-/// Byte offsets at which each record of a log file starts, and its end.
+/// Byte offsets at which each record of a log file starts, and the end of the last one (the
+/// file continues with preallocated zeros).
 fn record_starts(bytes: &[u8]) -> Vec<usize> {
     let mut starts = vec![0];
     let mut at = 0;
-    while at < bytes.len() {
+    while at + 8 <= bytes.len() {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        if len == 0 {
+            break;
+        }
         at += 8 + len;
         starts.push(at);
     }
@@ -167,9 +171,12 @@ async fn a_damaged_log_record_is_corruption_but_a_torn_tail_is_cut_off() {
         "{err}"
     );
 
-    // The last record cut short, as a crash during the write leaves it: the log ends at the
-    // entry before, and the file is repaired so the next append follows entry 2.
-    std::fs::write(&file, &intact[..intact.len() - 3]).expect("write");
+    // The last record's end never reached the disk (zeros, as in preallocated space), as a
+    // crash during the write leaves it: the log ends at the entry before, and the file is
+    // repaired so the next append follows entry 2.
+    let mut torn = intact.clone();
+    torn[starts[3] - 3..starts[3]].fill(0);
+    std::fs::write(&file, &torn).expect("write");
     {
         let (mut log, _sm) = open(dir.path());
         let state = log.get_log_state().await.expect("log state");
@@ -196,7 +203,8 @@ async fn entry_stored_under_the_wrong_index_is_corrupt() {
     let starts = record_starts(&bytes);
     // A valid copy of entry 1 where entry 4 would go.
     let first_record = bytes[..starts[1]].to_vec();
-    bytes.extend_from_slice(&first_record);
+    let end = starts[3];
+    bytes[end..end + first_record.len()].copy_from_slice(&first_record);
     std::fs::write(&file, &bytes).expect("write");
     let err = open_err(dir.path());
     assert!(err.to_string().contains("where entry 4 belongs"), "{err}");

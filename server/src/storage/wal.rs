@@ -34,6 +34,12 @@ pub const WAL_DIR_NAME: &str = "wal";
 const SEGMENT_EXTENSION: &str = "wal";
 /// A segment stops taking appends once it is this big; purging deletes whole segments.
 pub const SEGMENT_TARGET_BYTES: u64 = 64 << 20;
+/// Space allocated ahead of the write position, a chunk at a time. Writing into allocated space
+/// does not change the file's size, so an `fdatasync` need not commit a metadata change: on
+/// this machine's ext4 that is 0.105 ms instead of 0.167 ms per sync (p50), and every write
+/// waits for two syncs in a row (leader, then follower). The unused tail reads as zeros, which
+/// recovery recognises as the end of the log.
+const PREALLOCATE_BYTES: u64 = 4 << 20;
 const RECORD_HEADER_BYTES: u64 = 8;
 /// Larger lengths are read as corruption, so a damaged header cannot allocate gigabytes.
 const MAX_RECORD_BYTES: u32 = 256 << 20;
@@ -51,7 +57,10 @@ struct RecordPosition {
 struct Segment {
     file: Arc<File>,
     path: PathBuf,
+    /// Where the next record goes: the end of the last record.
     bytes: u64,
+    /// The file's length, `bytes` plus preallocated zeros.
+    allocated: u64,
 }
 
 /// The open log. Not synchronised itself: `LogStore` holds it behind a mutex, and never holds
@@ -140,6 +149,10 @@ impl Wal {
         let mut offset = 0u64;
         let mut expected_index = first;
         while offset < data.len() as u64 {
+            if data[offset as usize] == 0 && data[offset as usize..].iter().all(|&b| b == 0) {
+                // Preallocated space: the clean end of this segment.
+                break;
+            }
             match parse_record(&data, offset) {
                 Ok((payload_offset, payload)) => {
                     let log_id = codec::decode_entry_log_id(payload)
@@ -174,7 +187,16 @@ impl Wal {
                     file.set_len(offset)
                         .and_then(|()| file.sync_data())
                         .map_err(|e| file_error(&path, "cutting off a torn write", e))?;
-                    break;
+                    self.segments.insert(
+                        first,
+                        Segment {
+                            file: Arc::new(file),
+                            path,
+                            bytes: offset,
+                            allocated: offset,
+                        },
+                    );
+                    return Ok(expected_index);
                 }
                 Err(why) => {
                     return Err(corrupt(&path, format!("log record at byte {offset}"), why));
@@ -187,6 +209,7 @@ impl Wal {
                 file: Arc::new(file),
                 path,
                 bytes: offset,
+                allocated: data.len() as u64,
             },
         );
         Ok(expected_index)
@@ -231,6 +254,13 @@ impl Wal {
                     "the segment being written is gone",
                 ));
             };
+            let end = segment_entry.bytes + record.len() as u64;
+            if end > segment_entry.allocated {
+                let allocated = end.max(segment_entry.allocated + PREALLOCATE_BYTES);
+                preallocate(&segment_entry.file, allocated)
+                    .map_err(|e| file_error(&segment_entry.path, "preallocating the log", e))?;
+                segment_entry.allocated = allocated;
+            }
             segment_entry
                 .file
                 .write_all_at(&record, segment_entry.bytes)
@@ -274,6 +304,7 @@ impl Wal {
                 file: Arc::new(file),
                 path,
                 bytes: 0,
+                allocated: 0,
             },
         );
         Ok(index)
@@ -355,6 +386,7 @@ impl Wal {
             ));
         };
         segment.bytes = position.offset - RECORD_HEADER_BYTES;
+        segment.allocated = segment.bytes;
         segment
             .file
             .set_len(segment.bytes)
@@ -385,18 +417,44 @@ impl Wal {
     }
 }
 
-/// Whether a bad record at `offset` looks like a write a crash interrupted: the record runs
-/// past the end of the file, or it is the last record, or only zeros follow (space the file
-/// system allocated but never wrote). Anything else — a bad record with data after it — may
-/// be damage to acknowledged entries, and is reported instead of cut off.
+/// Whether a bad record at `offset` looks like a write a crash interrupted: its header is cut
+/// off by the end of the file, or its header is sound and nothing but zeros (preallocated space)
+/// or the end of the file follows where it ends. Anything else — a nonsensical header, or a bad
+/// record with data after it — may be damage to acknowledged entries, and is reported instead
+/// of cut off. (A run of zeros where a record should start is the clean end of the log, and is
+/// handled before this is asked.)
 fn is_torn_tail(data: &[u8], offset: u64) -> bool {
-    let start = offset as usize;
-    let rest = &data[start.min(data.len())..];
-    if rest.len() < RECORD_HEADER_BYTES as usize || rest.iter().all(|&b| b == 0) {
+    let rest = &data[(offset as usize).min(data.len())..];
+    if rest.len() < RECORD_HEADER_BYTES as usize {
         return true;
     }
-    let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as u64;
-    RECORD_HEADER_BYTES + len >= rest.len() as u64
+    let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+    if len == 0 || len > MAX_RECORD_BYTES {
+        return false;
+    }
+    let end = RECORD_HEADER_BYTES as usize + len as usize;
+    end >= rest.len() || rest[end..].iter().all(|&b| b == 0)
+}
+
+/// Makes sure `file` has `len` bytes allocated (zeros where nothing was written).
+#[cfg(target_os = "linux")]
+fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len).map_err(std::io::Error::other)?;
+    // SAFETY: `fallocate` only reads its integer arguments; the descriptor is owned by `file`,
+    // which outlives the call.
+    let result = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere, growing the file with zeros gives the same layout (without the faster syncs).
+#[cfg(not(target_os = "linux"))]
+fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
+    file.set_len(len)
 }
 
 /// Parses the record at `offset`: the payload's offset and bytes, or why it is not a record.
@@ -525,10 +583,14 @@ mod tests {
         let mut last_damaged = two.clone();
         last_damaged[second_at as usize + 9] ^= 1;
         assert!(is_torn_tail(&last_damaged, second_at));
-        // Zeros the file system allocated but never wrote: torn.
-        let mut zeros = two.clone();
-        zeros.extend([0u8; 64]);
-        assert!(is_torn_tail(&zeros, two.len() as u64));
+        // A damaged last record followed by preallocated zeros: torn.
+        let mut before_zeros = last_damaged.clone();
+        before_zeros.extend([0u8; 64]);
+        assert!(is_torn_tail(&before_zeros, second_at));
+        // A header that makes no sense is damage, not a torn write.
+        let mut nonsense = two.clone();
+        nonsense.extend([0xffu8; 12]);
+        assert!(!is_torn_tail(&nonsense, two.len() as u64));
         // A damaged record with a good one after it: not torn.
         let mut first_damaged = two.clone();
         first_damaged[9] ^= 1;

@@ -56,6 +56,16 @@ pub async fn start(slot: &mut Slot, peers: &BTreeMap<u64, String>) -> NodeHandle
         .unwrap()
 }
 
+/// Starts a node in every slot, all knowing each other as peers.
+pub async fn start_all(slots: &mut [Slot]) -> Vec<NodeHandle> {
+    let peers = peers_of(slots);
+    let mut nodes = Vec::new();
+    for slot in slots.iter_mut() {
+        nodes.push(start(slot, &peers).await);
+    }
+    nodes
+}
+
 pub fn peers_of(slots: &[Slot]) -> BTreeMap<u64, String> {
     slots.iter().map(|s| (s.id, s.addr.clone())).collect()
 }

@@ -525,7 +525,7 @@ const QUEUED_ACQUIRE_ROUNDS: usize = 20;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_acquire_through_a_follower_waits_for_the_grant() {
     let mut slots = slots(&[1, 2, 3]).await;
-    let mut nodes = start_all(&mut slots).await;
+    let nodes = start_all(&mut slots).await;
     let leader = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
     let leader_addr = nodes
         .iter()

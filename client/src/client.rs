@@ -176,6 +176,31 @@ impl Client {
     }
 }
 
+/// After failed attempt number `attempts` of a call that started at `started`: sleeps the
+/// jittered backoff and returns, so the caller tries again (on the next endpoint), or — when
+/// that pause would run past `deadline` — returns the error that ends the call, carrying the
+/// last attempt's failure.
+pub(crate) async fn back_off_or_give_up(
+    retry: &RetryPolicy,
+    attempts: u32,
+    started: Instant,
+    deadline: Instant,
+    error: ClientError,
+    endpoint: &str,
+) -> Result<(), ClientError> {
+    let pause = retry.backoff(attempts - 1, rand::random::<f64>());
+    if Instant::now() + pause >= deadline {
+        return Err(ClientError::Unavailable {
+            attempts,
+            elapsed: started.elapsed(),
+            last: Box::new(error),
+        });
+    }
+    tracing::debug!(endpoint, attempts, ?pause, %error, "retrying on the next endpoint");
+    tokio::time::sleep(pause).await;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -341,29 +366,4 @@ mod tests {
         assert_eq!(clone.retry_policy().deadline, Duration::from_secs(1));
         assert_eq!(client.endpoints(), ["a:1", "b:2", "c:3"]);
     }
-}
-
-/// After failed attempt number `attempts` of a call that started at `started`: sleeps the
-/// jittered backoff and returns, so the caller tries again (on the next endpoint), or — when
-/// that pause would run past `deadline` — returns the error that ends the call, carrying the
-/// last attempt's failure.
-pub(crate) async fn back_off_or_give_up(
-    retry: &RetryPolicy,
-    attempts: u32,
-    started: Instant,
-    deadline: Instant,
-    error: ClientError,
-    endpoint: &str,
-) -> Result<(), ClientError> {
-    let pause = retry.backoff(attempts - 1, rand::random::<f64>());
-    if Instant::now() + pause >= deadline {
-        return Err(ClientError::Unavailable {
-            attempts,
-            elapsed: started.elapsed(),
-            last: Box::new(error),
-        });
-    }
-    tracing::debug!(endpoint, attempts, ?pause, %error, "retrying on the next endpoint");
-    tokio::time::sleep(pause).await;
-    Ok(())
 }

@@ -148,6 +148,7 @@ impl Wal {
         let data = std::fs::read(&path).map_err(|e| file_error(&path, "reading a log file", e))?;
         let mut offset = 0u64;
         let mut expected_index = first;
+        let mut allocated = data.len() as u64;
         while offset < data.len() as u64 {
             if data[offset as usize] == 0 && data[offset as usize..].iter().all(|&b| b == 0) {
                 // Preallocated space: the clean end of this segment.
@@ -187,16 +188,8 @@ impl Wal {
                     file.set_len(offset)
                         .and_then(|()| file.sync_data())
                         .map_err(|e| file_error(&path, "cutting off a torn write", e))?;
-                    self.segments.insert(
-                        first,
-                        Segment {
-                            file: Arc::new(file),
-                            path,
-                            bytes: offset,
-                            allocated: offset,
-                        },
-                    );
-                    return Ok(expected_index);
+                    allocated = offset;
+                    break;
                 }
                 Err(why) => {
                     return Err(corrupt(&path, format!("log record at byte {offset}"), why));
@@ -209,7 +202,7 @@ impl Wal {
                 file: Arc::new(file),
                 path,
                 bytes: offset,
-                allocated: data.len() as u64,
+                allocated,
             },
         );
         Ok(expected_index)

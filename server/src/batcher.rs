@@ -28,8 +28,12 @@ use crate::wire::ForwardError;
 /// Most commands in one entry. Bounds apply time per entry (readers wait while it runs) and the
 /// entry's size on the wire for followers.
 pub const MAX_BATCH_COMMANDS: usize = 256;
-/// Most encoded command bytes in one entry; a single larger command still goes alone.
-pub const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Most encoded command bytes in one entry; a single larger command still goes alone. Kept
+/// well below what one AppendEntries can carry in time: openraft 0.9 sends up to
+/// `MAX_PAYLOAD_ENTRIES` (32) entries per RPC to a follower that is catching up and times the RPC
+/// out after about one heartbeat interval, so 32 × 256 KiB = 8 MiB is the most batching adds to
+/// one RPC. (Small commands are ~100–300 bytes, so 256 of them are far below this.)
+pub const MAX_BATCH_BYTES: usize = 256 << 10;
 /// Entries proposed and not yet applied. One is appended and flushed while the one before it
 /// replicates; everything else waits in the queue and joins the next entry. More would hand
 /// openraft small entries that it flushes one at a time again.

@@ -87,11 +87,8 @@ impl LogStore {
     }
 
     fn decode_entry(&self, index: u64, bytes: &[u8]) -> Result<Entry, StorageError> {
-        let corrupt = |detail: String| StorageError::Corrupt {
-            path: self.wal_dir.to_path_buf(),
-            what: format!("log entry {index}"),
-            detail,
-        };
+        let corrupt =
+            |detail: String| wal::corrupt(&self.wal_dir, format!("log entry {index}"), detail);
         let entry = codec::decode_entry(bytes).map_err(|e| corrupt(e.to_string()))?;
         if entry.log_id.index != index {
             return Err(corrupt(format!(
@@ -230,11 +227,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 to_raft(
                     ErrorSubject::Log(entry.log_id),
                     ErrorVerb::Write,
-                    &StorageError::Corrupt {
-                        path: self.wal_dir.to_path_buf(),
-                        what: format!("log entry {}", entry.log_id.index),
-                        detail: e.to_string(),
-                    },
+                    &wal::corrupt(
+                        &self.wal_dir,
+                        format!("log entry {}", entry.log_id.index),
+                        e,
+                    ),
                 )
             })?;
             encoded.push((entry.log_id.index, bytes));

@@ -330,23 +330,16 @@ impl Wal {
                     "its log file is gone",
                 )
             })?;
-            let mut payload = vec![0u8; position.len as usize];
+            // Header and payload in one read, checked as at open.
+            let mut record = vec![0u8; RECORD_HEADER_BYTES as usize + position.len as usize];
             segment
                 .file
-                .read_exact_at(&mut payload, position.offset)
+                .read_exact_at(&mut record, position.offset - RECORD_HEADER_BYTES)
                 .map_err(|e| file_error(&segment.path, "reading the log", e))?;
-            let mut crc = [0u8; 4];
-            segment
-                .file
-                .read_exact_at(&mut crc, position.offset - 4)
-                .map_err(|e| file_error(&segment.path, "reading the log", e))?;
-            if crc32fast::hash(&payload) != u32::from_le_bytes(crc) {
-                return Err(corrupt(
-                    &segment.path,
-                    format!("log entry {index}"),
-                    "checksum mismatch",
-                ));
-            }
+            let payload = parse_record(&record, 0)
+                .map_err(|why| corrupt(&segment.path, format!("log entry {index}"), why))?
+                .1
+                .to_vec();
             out.push((*index, payload));
         }
         Ok(out)
@@ -479,7 +472,7 @@ fn file_error(path: &Path, action: &'static str, source: std::io::Error) -> Stor
     }
 }
 
-fn corrupt(path: &Path, what: impl Into<String>, detail: impl ToString) -> StorageError {
+pub(crate) fn corrupt(path: &Path, what: impl Into<String>, detail: impl ToString) -> StorageError {
     StorageError::Corrupt {
         path: path.to_path_buf(),
         what: what.into(),

@@ -11,6 +11,7 @@ use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::network::PeerClients;
 use crate::state::StateView;
+use crate::storage::DurableLog;
 use crate::types::{NodeId, Raft};
 use crate::watch::WatchHub;
 
@@ -21,6 +22,8 @@ pub struct NodeContext {
     /// The leader's proposal queue (group commit); see `batcher`.
     pub batcher: Batcher,
     pub state: StateView,
+    /// This node's log durability watermark (see `storage::durable_log`).
+    pub durable: DurableLog,
     pub peers: PeerClients,
     pub liveness: Liveness,
     pub watch: WatchHub,

@@ -9,6 +9,8 @@ mod batcher;
 pub mod config;
 mod context;
 mod convert;
+#[cfg(test)]
+mod durability_tests;
 mod liveness;
 mod metrics;
 mod network;
@@ -20,6 +22,8 @@ mod reflection;
 mod relay;
 mod state;
 pub mod storage;
+#[cfg(test)]
+mod test_cluster;
 pub mod types;
 mod watch;
 mod wire;

@@ -28,6 +28,9 @@ pub struct Metrics {
     pub agents_expired: IntCounter,
     pub relayed_heartbeats: IntCounter,
     pub relay_batches: IntCounter,
+    /// Read indexes this node gave followers as leader, by what confirmed the leadership.
+    pub read_index_by_follower: IntCounter,
+    pub read_index_by_heartbeats: IntCounter,
     term: IntGauge,
     leader: IntGauge,
     is_leader: IntGauge,
@@ -87,6 +90,14 @@ impl Metrics {
                 "heartbeat_relay_batches_total",
                 "Batches those relayed heartbeats came in",
             )?,
+            read_index_by_follower: IntCounter::new(
+                "read_index_confirmed_by_follower_total",
+                "Read indexes given to followers whose own request confirmed the leadership",
+            )?,
+            read_index_by_heartbeats: IntCounter::new(
+                "read_index_confirmed_by_heartbeats_total",
+                "Read indexes given to followers after a heartbeat round to a quorum",
+            )?,
             term: gauge("raft_term", "Current Raft term")?,
             leader: gauge(
                 "raft_leader_id",
@@ -119,6 +130,10 @@ impl Metrics {
         m.registry
             .register(Box::new(m.relayed_heartbeats.clone()))?;
         m.registry.register(Box::new(m.relay_batches.clone()))?;
+        m.registry
+            .register(Box::new(m.read_index_by_follower.clone()))?;
+        m.registry
+            .register(Box::new(m.read_index_by_heartbeats.clone()))?;
         for g in [
             &m.term,
             &m.leader,

@@ -1,9 +1,11 @@
 //! Outgoing node-to-node traffic: openraft's `RaftNetworkFactory` over the internal tonic
 //! client, plus the shared per-peer channel cache that forwarding (writes, read-index,
-//! heartbeats) reuses. One HTTP/2 channel per peer, created lazily and kept.
+//! heartbeats) reuses. One HTTP/2 channel per peer, created lazily and kept. Also the
+//! leader's commit gate ([`CommitGate`]): the one field of an outgoing request it changes.
 //! This module never interprets replies beyond decoding them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,7 +25,8 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
 
-use crate::types::{NodeId, TypeConfig};
+use crate::storage::DurableLog;
+use crate::types::{LogId, NodeId, Raft, TypeConfig};
 use crate::wire;
 
 /// How long dialing a peer may take before the attempt counts as "unreachable".
@@ -87,9 +90,79 @@ impl PeerClients {
     }
 }
 
+/// The leader's commit gate (one of the gates in `storage::durable_log`): openraft may count
+/// the leader's own copy of an entry before it is durable, so the commit index it sends is
+/// clamped to the leader's durable watermark — a follower never applies an entry that only a
+/// minority holds durably. When a commit index was held back, [`CommitGate::announce`] sends
+/// a heartbeat as soon as the watermark passes it, so followers learn it then rather than
+/// with the next write or the next regular heartbeat.
+#[derive(Clone)]
+pub struct CommitGate {
+    durable: DurableLog,
+    /// The highest commit index held back and not yet announced; 0 when none is.
+    withheld_through: Arc<AtomicU64>,
+}
+
+impl CommitGate {
+    pub fn new(durable: DurableLog) -> Self {
+        Self {
+            durable,
+            withheld_through: Arc::default(),
+        }
+    }
+
+    /// The commit index a follower may be told: `commit`, or less when this node's log is not
+    /// durable that far yet.
+    fn clamp(&self, commit: Option<LogId>) -> Option<LogId> {
+        let wanted = commit?;
+        let reaches = |durable: Option<LogId>| durable.is_some_and(|d| d.index >= wanted.index);
+        let durable = self.durable.watermark().durable;
+        if reaches(durable) {
+            return commit;
+        }
+        self.withheld_through
+            .fetch_max(wanted.index, Ordering::SeqCst);
+        // Look again after recording it: if the watermark moved in between, `announce` may
+        // have checked before the record, so use the new watermark now.
+        let durable = self.durable.watermark().durable;
+        if reaches(durable) {
+            commit
+        } else {
+            durable
+        }
+    }
+
+    /// Runs until the log closes: after each move of the watermark that passes the withheld
+    /// commit index, a heartbeat carries it to the followers.
+    pub async fn announce(self, raft: Raft) {
+        let mut watermarks = self.durable.subscribe();
+        while watermarks.changed().await.is_ok() {
+            let durable = watermarks
+                .borrow_and_update()
+                .durable
+                .map_or(0, |d| d.index);
+            let withheld = self.withheld_through.load(Ordering::SeqCst);
+            if withheld == 0 || durable < withheld {
+                continue;
+            }
+            let announced = self.withheld_through.compare_exchange(
+                withheld,
+                0,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+            // Lost the exchange: a higher index was withheld meanwhile; announce that one.
+            if announced.is_ok() && raft.trigger().heartbeat().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// openraft's factory: one [`PeerConnection`] per replication target.
 pub struct NetworkFactory {
     pub peers: PeerClients,
+    pub commit_gate: CommitGate,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -99,6 +172,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         PeerConnection {
             target,
             client: self.peers.client(target, &node.addr),
+            commit_gate: self.commit_gate.clone(),
         }
     }
 }
@@ -108,6 +182,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct PeerConnection {
     target: NodeId,
     client: Result<RaftServiceClient<Channel>, String>,
+    commit_gate: CommitGate,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -172,9 +247,10 @@ impl std::error::Error for AnyMessage {}
 impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        rpc.leader_commit = self.commit_gate.clamp(rpc.leader_commit);
         self.call(Method::AppendEntries, &rpc, &option).await
     }
 

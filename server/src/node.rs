@@ -32,10 +32,10 @@ use crate::config::{ConfigError, NodeConfig};
 use crate::context::NodeContext;
 use crate::liveness::{run_monitor, Liveness};
 use crate::metrics::{Metrics, MetricsError};
-use crate::network::{NetworkFactory, PeerClients, INTERNAL_MAX_MESSAGE_BYTES};
+use crate::network::{CommitGate, NetworkFactory, PeerClients, INTERNAL_MAX_MESSAGE_BYTES};
 use crate::raft_service::RaftRpc;
 use crate::state::StateView;
-use crate::storage::{self, StorageError};
+use crate::storage::{self, DurableLog, StorageError};
 use crate::types::{NodeId, Raft};
 use crate::watch::{run_pump, WatchHub};
 
@@ -106,6 +106,8 @@ impl Node {
         })?;
         let (log_store, sm_store) = storage::open(&config.data_dir)?;
         let state = StateView::new(sm_store.state(), sm_store.applied_revision());
+        let durable = log_store.durable_log();
+        let commit_gate = CommitGate::new(durable.clone());
         // Raft::new takes the store; this handle subscribes to its changes afterwards.
         let change_feed = sm_store.clone();
 
@@ -115,6 +117,7 @@ impl Node {
             Arc::new(raft_config(&config)?),
             NetworkFactory {
                 peers: peers.clone(),
+                commit_gate: commit_gate.clone(),
             },
             log_store,
             sm_store,
@@ -157,6 +160,7 @@ impl Node {
             raft,
             batcher,
             state,
+            durable,
             peers,
             liveness: Liveness::default(),
             metrics,
@@ -166,6 +170,7 @@ impl Node {
             batching,
             tokio::spawn(run_pump(ctx.clone(), changes)),
             tokio::spawn(run_monitor(ctx.clone(), shutdown_rx.clone())),
+            tokio::spawn(commit_gate.announce(ctx.raft.clone())),
         ];
         let server = tokio::spawn(serve(ctx.clone(), listener, shutdown_rx));
         tracing::info!(node_id = ctx.node_id, %addr, "percyd serving");
@@ -331,6 +336,17 @@ impl NodeHandle {
     /// The leader as this node knows it.
     pub fn leader(&self) -> Option<NodeId> {
         self.ctx.leader()
+    }
+
+    /// Everything the node's handlers share, for the server's own unit tests.
+    #[cfg(test)]
+    pub(crate) fn context(&self) -> &NodeContext {
+        &self.ctx
+    }
+
+    /// How far this node's log is durable (see `storage::durable_log`).
+    pub fn durable_log(&self) -> &DurableLog {
+        &self.ctx.durable
     }
 
     pub fn is_leader(&self) -> bool {

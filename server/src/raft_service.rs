@@ -1,10 +1,13 @@
 //! The internal gRPC server (`percy.internal.v1.RaftService`): hands openraft's RPCs to the
 //! local Raft, and serves what followers ask of the leader (forwarded writes, read index,
-//! relayed agent heartbeats). Decoding and delegation only.
+//! relayed agent heartbeats). Decoding and delegation, plus the follower's acknowledgement
+//! gate (see `storage::durable_log`).
 
 use std::sync::Arc;
 
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use percy_proto::internal::raft_service_server::RaftService;
 use percy_proto::internal::{RaftBytes, ReadIndexRequest, ReadIndexResponse};
 use serde::Serialize;
@@ -37,7 +40,26 @@ impl RaftService for RaftRpc {
     ) -> Result<Response<RaftBytes>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> =
             wire::decode(&request.into_inner().data).map_err(bad_payload)?;
-        reply(&self.ctx.raft.append_entries(rpc).await)
+        // The leader takes a success as "these entries are durable here", but openraft answers
+        // as soon as they are written. So the answer waits here until they are durable, and
+        // is withheld (the leader retries) if the log is truncated meanwhile, because the
+        // entries now at those indexes may not be the ones this request carried.
+        let claimed = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+        let epoch = self.ctx.durable.watermark().epoch;
+        let result = self.ctx.raft.append_entries(rpc).await;
+        let acknowledged = match &result {
+            Ok(AppendEntriesResponse::Success) => claimed,
+            Ok(AppendEntriesResponse::PartialSuccess(matching)) => *matching,
+            _ => None,
+        };
+        if let Some(acknowledged) = acknowledged {
+            self.ctx
+                .durable
+                .wait_durable_in_epoch(acknowledged.index, epoch)
+                .await
+                .map_err(|e| Status::unavailable(format!("entries not acknowledged: {e}")))?;
+        }
+        reply(&result)
     }
 
     async fn vote(&self, request: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
@@ -71,9 +93,9 @@ impl RaftService for RaftRpc {
 
     async fn read_index(
         &self,
-        _request: Request<ReadIndexRequest>,
+        request: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
-        let read_index = crate::read::read_index(&self.ctx).await?;
+        let read_index = crate::read::read_index(&self.ctx, request.get_ref()).await?;
         Ok(Response::new(ReadIndexResponse { read_index }))
     }
 

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
 
+use crate::storage::durable_log::NotDurable;
 use crate::types::NodeId;
 
 /// openraft's error type for storage operations, as the Raft core sees it.
@@ -49,6 +50,8 @@ pub enum StorageError {
         action: &'static str,
         source: sled::Error,
     },
+    #[error(transparent)]
+    NotDurable(#[from] NotDurable),
 }
 
 /// Wraps one of our errors for the Raft core, tagged with what was being done to what.

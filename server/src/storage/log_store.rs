@@ -1,16 +1,15 @@
 //! openraft's `RaftLogStorage`: entries in the write-ahead log (`wal`), the vote and log
 //! pointers in sled.
 //!
-//! Owns: when things are made durable. Appends are acknowledged (the `LogFlushed` callback)
-//! only after one `fdatasync` covering the whole batch, a vote is flushed before `save_vote`
-//! returns, and the purge point is flushed before purged files are deleted. Must not: touch
-//! the state machine or the snapshot tree.
+//! Owns: when things are made durable. Appends are written and reported to openraft at once;
+//! `durable_log` syncs them in the background and the gates listed there keep anything from
+//! counting outside this node before it is durable (membership entries are waited for here).
+//! A vote is flushed before `save_vote` returns, and the purge point is flushed before purged
+//! files are deleted. Must not: touch the state machine or the snapshot tree.
 
 use std::fmt::Debug;
-use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -21,6 +20,7 @@ use serde::Serialize;
 
 use crate::storage::codec;
 use crate::storage::db::Database;
+use crate::storage::durable_log::DurableLog;
 use crate::storage::error::{to_raft, RaftStorageError, StorageError};
 use crate::storage::wal::{self, Wal};
 use crate::types::{LogId, NodeId, TypeConfig};
@@ -38,8 +38,7 @@ pub struct LogStore {
     db: Database,
     wal: Arc<Mutex<Wal>>,
     wal_dir: Arc<Path>,
-    /// Appends whose `fdatasync` completed: what the acknowledgement of an append rests on.
-    synced_appends: Arc<AtomicU64>,
+    durable: DurableLog,
 }
 
 impl LogStore {
@@ -47,29 +46,33 @@ impl LogStore {
     pub(crate) fn new(db: Database, data_dir: &Path) -> Result<Self, StorageError> {
         let last_purged = read_record::<LogId>(&db, KEY_LAST_PURGED, "last purged log id")?;
         let wal = Wal::open(data_dir, last_purged.map(|id| id.index))?;
-        let store = Self {
-            db,
-            wal: Arc::new(Mutex::new(wal)),
-            wal_dir: data_dir.join(wal::WAL_DIR_NAME).into(),
-            synced_appends: Arc::new(AtomicU64::new(0)),
-        };
-        read_record::<Vote<NodeId>>(&store.db, KEY_VOTE, "vote")?;
-        read_record::<LogId>(&store.db, KEY_COMMITTED, "committed log id")?;
+        let wal_dir: Arc<Path> = data_dir.join(wal::WAL_DIR_NAME).into();
+        read_record::<Vote<NodeId>>(&db, KEY_VOTE, "vote")?;
+        read_record::<LogId>(&db, KEY_COMMITTED, "committed log id")?;
         // The ends of the log decide what openraft does at startup; every record's checksum
         // and index were checked by `Wal::open`, entries are decoded as openraft reads them.
-        let (first, last) = {
-            let wal = store.wal.lock();
-            (wal.first_index(), wal.last_index())
-        };
+        let (first, last) = (wal.first_index(), wal.last_index());
+        let wal = Arc::new(Mutex::new(wal));
+        let mut ends = Vec::new();
         for end in [first, last].into_iter().flatten() {
-            store.entries(Bound::Included(&end), Bound::Included(&end))?;
+            ends.extend(read_entries(&wal, &wal_dir, end, Some(end + 1))?);
         }
-        Ok(store)
+        // `Wal::open` synced what it found, so the whole log is durable now.
+        let last_log_id = ends.last().map(|entry| entry.log_id).or(last_purged);
+        let durable = DurableLog::start(&wal_dir, last_log_id)
+            .map_err(|e| wal::file_error(&wal_dir, "starting the log sync thread", e))?;
+        Ok(Self {
+            db,
+            wal,
+            wal_dir,
+            durable,
+        })
     }
 
-    /// How many appends were made durable with `fdatasync` since this store was opened.
-    pub fn synced_appends(&self) -> u64 {
-        self.synced_appends.load(Ordering::Relaxed)
+    /// The durable watermark of this log, for the gates that must wait for it (see
+    /// `durable_log`).
+    pub fn durable_log(&self) -> DurableLog {
+        self.durable.clone()
     }
 
     fn write_record<T: Serialize>(
@@ -84,19 +87,6 @@ impl LogStore {
             .insert(key, bytes)
             .map(drop)
             .map_err(|e| self.db.io_error(what, e))
-    }
-
-    fn decode_entry(&self, index: u64, bytes: &[u8]) -> Result<Entry, StorageError> {
-        let corrupt =
-            |detail: String| wal::corrupt(&self.wal_dir, format!("log entry {index}"), detail);
-        let entry = codec::decode_entry(bytes).map_err(|e| corrupt(e.to_string()))?;
-        if entry.log_id.index != index {
-            return Err(corrupt(format!(
-                "entry for index {} stored as entry {index}",
-                entry.log_id.index
-            )));
-        }
-        Ok(entry)
     }
 
     fn entries(&self, start: Bound<&u64>, end: Bound<&u64>) -> Result<Vec<Entry>, StorageError> {
@@ -114,12 +104,45 @@ impl LogStore {
             Bound::Excluded(&i) => Some(i),
             Bound::Unbounded => None,
         };
-        let encoded = self.wal.lock().read(first, past_last)?;
-        encoded
-            .iter()
-            .map(|(index, bytes)| self.decode_entry(*index, bytes))
-            .collect()
+        read_entries(&self.wal, &self.wal_dir, first, past_last)
     }
+
+    /// The log id of the entry at `index`, or the purge point when the log no longer holds it.
+    fn log_id_at(&self, index: u64) -> Result<Option<LogId>, StorageError> {
+        match self
+            .entries(Bound::Included(&index), Bound::Included(&index))?
+            .pop()
+        {
+            Some(entry) => Ok(Some(entry.log_id)),
+            None => read_record::<LogId>(&self.db, KEY_LAST_PURGED, "last purged log id"),
+        }
+    }
+}
+
+/// Decodes the entries with indexes in `first..past_last` that the log holds.
+fn read_entries(
+    wal: &Mutex<Wal>,
+    wal_dir: &Path,
+    first: u64,
+    past_last: Option<u64>,
+) -> Result<Vec<Entry>, StorageError> {
+    let encoded = wal.lock().read(first, past_last)?;
+    encoded
+        .iter()
+        .map(|(index, bytes)| decode_entry(wal_dir, *index, bytes))
+        .collect()
+}
+
+fn decode_entry(wal_dir: &Path, index: u64, bytes: &[u8]) -> Result<Entry, StorageError> {
+    let corrupt = |detail: String| wal::corrupt(wal_dir, format!("log entry {index}"), detail);
+    let entry = codec::decode_entry(bytes).map_err(|e| corrupt(e.to_string()))?;
+    if entry.log_id.index != index {
+        return Err(corrupt(format!(
+            "entry for index {} stored as entry {index}",
+            entry.log_id.index
+        )));
+    }
+    Ok(entry)
 }
 
 fn read_record<T: DeserializeOwned>(
@@ -191,9 +214,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     /// Not flushed: the next append or vote flush carries it, and losing it in a crash only
     /// means the restarted node re-applies fewer entries until the leader tells it the commit
-    /// index again.
+    /// index again. Never stored past the durable watermark: openraft may call this before
+    /// its own copy is durable (see `durable_log`), and a restart must not find a commit index
+    /// beyond the end of the log that survived.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
-        let result = match committed {
+        let durable = self.durable.watermark().durable;
+        let stored = match (committed, durable) {
+            (Some(c), Some(d)) if d.index < c.index => Some(d),
+            (Some(_), None) => return Ok(()),
+            (committed, _) => committed,
+        };
+        let result = match stored {
             Some(log_id) => self.write_record(KEY_COMMITTED, &log_id, "committed log id"),
             None => self
                 .db
@@ -210,8 +241,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| to_raft(ErrorSubject::Store, ErrorVerb::Read, &e))
     }
 
-    /// Writes the batch to the log and acknowledges it after one `fdatasync`: a group commit
-    /// of everything openraft handed over in this call.
+    /// Writes the batch to the log and reports it flushed at once: `durable_log` makes it
+    /// durable in the background, while openraft already replicates it. A batch holding a
+    /// membership entry is waited for, because openraft acts on a membership entry's commit
+    /// inside its core, beyond the reach of the other gates.
     async fn append<I>(
         &mut self,
         entries: I,
@@ -222,6 +255,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut encoded = Vec::new();
+        let mut last = None;
+        let mut has_membership = false;
         for entry in entries {
             let bytes = codec::encode_entry(&entry).map_err(|e| {
                 to_raft(
@@ -234,27 +269,48 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     ),
                 )
             })?;
+            has_membership |= matches!(entry.payload, openraft::EntryPayload::Membership(_));
+            last = Some(entry.log_id);
             encoded.push((entry.log_id.index, bytes));
         }
-        let written = self.wal.lock().append(&encoded);
-        let files = written.map_err(|e| to_raft(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
-        // The entries are readable now (openraft's requirement for returning); whether they
-        // are durable is reported through the callback, which is its channel for that.
-        let synced = wal::sync(&files, &self.wal_dir);
-        if synced.is_ok() {
-            self.synced_appends.fetch_add(1, Ordering::Relaxed);
+        let write_error = |e: &StorageError| to_raft(ErrorSubject::Logs, ErrorVerb::Write, e);
+        let Some(last) = last else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        let files = self
+            .wal
+            .lock()
+            .append(&encoded)
+            .map_err(|e| write_error(&e))?;
+        let epoch = self.durable.watermark().epoch;
+        self.durable
+            .written(last, files)
+            .map_err(|e| write_error(&e.into()))?;
+        if has_membership {
+            self.durable
+                .wait_durable_in_epoch(last.index, epoch)
+                .await
+                .map_err(|e| write_error(&e.into()))?;
         }
-        callback.log_io_completed(synced.map_err(|e| io::Error::other(e.to_string())));
+        callback.log_io_completed(Ok(()));
         Ok(())
     }
 
     /// Durable before it returns (see `Wal::truncate_from`); rare (a new leader overwrote
     /// entries this node had not committed).
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        let delete = |e: &StorageError| to_raft(ErrorSubject::Logs, ErrorVerb::Delete, e);
         self.wal
             .lock()
             .truncate_from(log_id.index)
-            .map_err(|e| to_raft(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+            .map_err(|e| delete(&e))?;
+        let last_kept = match log_id.index.checked_sub(1) {
+            Some(index) => self.log_id_at(index).map_err(|e| delete(&e))?,
+            None => None,
+        };
+        self.durable.truncated(last_kept);
+        Ok(())
     }
 
     /// Records and flushes the purge point before deleting files, so after a crash either

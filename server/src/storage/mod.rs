@@ -6,10 +6,12 @@
 //! Owns: everything under `<data_dir>/db` and `<data_dir>/wal` and their on-disk formats.
 //! Nothing else in the server touches sled or the log files.
 //!
-//! Durability contract: a log append is acknowledged to openraft only after an `fdatasync`
-//! (one per batch); a vote is flushed before `save_vote` returns; a snapshot is flushed before
-//! it is reported built or installed. A damaged or foreign data dir is an error, never a
-//! reset; only a torn write at the very end of the log (never acknowledged) is cut off.
+//! Durability contract: log entries are made durable by `fdatasync` on a thread of their own
+//! (`durable_log`), and nothing lets an entry count outside this node before then: it is not
+//! applied, not acknowledged to a leader, and no commit index past it is sent or stored. A
+//! vote is flushed before `save_vote` returns; a snapshot is flushed before it is reported
+//! built or installed. A damaged or foreign data dir is an error, never a reset; only a torn
+//! write at the very end of the log (never acknowledged) is cut off.
 //!
 //! Wiring:
 //! ```ignore
@@ -22,6 +24,7 @@
 
 mod codec;
 mod db;
+mod durable_log;
 mod error;
 mod events;
 mod log_store;
@@ -32,6 +35,7 @@ mod wal;
 use std::path::Path;
 
 pub use db::{DB_DIR_NAME, STORAGE_FORMAT_VERSION};
+pub use durable_log::{DurableLog, NotDurable, Watermark};
 pub use error::StorageError;
 pub use events::{StateChange, EVENT_CHANNEL_CAPACITY};
 pub use log_store::LogStore;
@@ -48,6 +52,6 @@ pub use wal::WAL_DIR_NAME;
 pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
     let db = db::Database::open(data_dir)?;
     let log_store = LogStore::new(db.clone(), data_dir)?;
-    let sm_store = StateMachineStore::new(db)?;
+    let sm_store = StateMachineStore::new(db, log_store.durable_log())?;
     Ok((log_store, sm_store))
 }

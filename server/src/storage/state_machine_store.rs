@@ -4,7 +4,9 @@
 //! the last applied log id and membership, the change feed and the applied-revision watch, and
 //! building/installing/persisting snapshots. The state itself is not persisted between
 //! snapshots: on start it is restored from the latest snapshot and openraft replays the log
-//! after it. Must not: hold the state lock across an `.await`, or touch the log trees.
+//! after it. Nothing is applied before this node's log holds it durably (one of the gates in
+//! `durable_log`), so neither an answer to a client nor a read nor a snapshot runs ahead of
+//! the disk. Must not: hold the state lock across an `.await`, or touch the log trees.
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +19,7 @@ use percy_statemachine::StateMachine;
 use tokio::sync::{broadcast, watch};
 
 use crate::storage::db::Database;
+use crate::storage::durable_log::DurableLog;
 use crate::storage::error::{to_raft, RaftStorageError, StorageError};
 use crate::storage::events::{StateChange, EVENT_CHANNEL_CAPACITY};
 use crate::storage::snapshot::{self, Envelope, SnapshotMeta};
@@ -37,6 +40,8 @@ pub struct StateMachineStore {
 
 struct Shared {
     db: Database,
+    /// The log's durable watermark, which apply waits for.
+    durable: DurableLog,
     state: SharedStateMachine,
     /// Changed only while `state` is write-locked, so whoever holds the read lock sees the
     /// position that matches the state (the snapshot builder relies on it).
@@ -60,7 +65,7 @@ struct Position {
 
 impl StateMachineStore {
     /// Restores the state from the stored snapshot, or starts empty.
-    pub(crate) fn new(db: Database) -> Result<Self, StorageError> {
+    pub(crate) fn new(db: Database, durable: DurableLog) -> Result<Self, StorageError> {
         let (state, position) = match snapshot::load(&db)? {
             Some((meta, data)) => {
                 let envelope = Envelope::decode(&data).map_err(|e| db.corrupt("snapshot", e))?;
@@ -79,6 +84,7 @@ impl StateMachineStore {
         Ok(Self {
             shared: Arc::new(Shared {
                 db,
+                durable,
                 state: Arc::new(RwLock::new(state)),
                 position: Mutex::new(position),
                 changes,
@@ -200,8 +206,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let entries = entries.into_iter();
-        let mut results = Vec::with_capacity(entries.size_hint().0);
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let Some(last) = entries.last() {
+            self.shared
+                .durable
+                .wait_covered(last.log_id.index)
+                .await
+                .map_err(|e| self.write_error(&e.into()))?;
+        }
+        let mut results = Vec::with_capacity(entries.len());
         for entry in entries {
             results.push(self.shared.apply_one(entry));
         }

@@ -3,9 +3,8 @@
 //! Why not sled (which keeps everything else): sled made an append durable with several
 //! `sync_file_range` calls on its own thread pool — slow (three waits per flush, and its I/O
 //! threads were over half of the leader's CPU samples) and weaker than it looks, because
-//! `sync_file_range` does not flush the device's write cache. Every write waits for this
-//! append (openraft 0.9 flushes each entry before it replicates it), so one `fdatasync` per
-//! append is both the honest and the fast choice.
+//! `sync_file_range` does not flush the device's write cache. Here a plain `fdatasync` per
+//! file makes records durable; `durable_log` decides when, off the Raft core's path.
 //!
 //! Layout: `<data_dir>/wal/<first index, 20 digits>.wal`; a file is a sequence of records
 //! `[payload length: u32 LE][CRC-32 of payload: u32 LE][payload]`, the payload being
@@ -14,7 +13,8 @@
 //! Recovery: every record is read and checked at open. A bad or incomplete record at the very
 //! end of the last file is a torn write from a crash (never acknowledged: acknowledgement
 //! waits for `fdatasync`) and is cut off; a bad record anywhere else is corruption and an
-//! error.
+//! error. What survives is then synced ([`Wal::sync_all`]): a previous process may have left
+//! records in the page cache only, and this one must not build on them as if durable.
 //!
 //! Owns: the segment files and the in-memory map from log index to record position. Must not:
 //! decode payloads beyond their log id, or store anything but entries (vote, purge point and
@@ -37,8 +37,8 @@ pub const SEGMENT_TARGET_BYTES: u64 = 64 << 20;
 /// Space allocated ahead of the write position, a chunk at a time. Writing into allocated space
 /// does not change the file's size, so an `fdatasync` need not commit a metadata change: on
 /// this machine's ext4 that is 0.105 ms instead of 0.167 ms per sync (p50), and every write
-/// waits for two syncs in a row (leader, then follower). The unused tail reads as zeros, which
-/// recovery recognises as the end of the log.
+/// waits for a sync on the leader and one on a follower. The unused tail reads as zeros,
+/// which recovery recognises as the end of the log.
 const PREALLOCATE_BYTES: u64 = 4 << 20;
 const RECORD_HEADER_BYTES: u64 = 8;
 /// Larger lengths are read as corruption, so a damaged header cannot allocate gigabytes.
@@ -63,8 +63,8 @@ struct Segment {
     allocated: u64,
 }
 
-/// The open log. Not synchronised itself: `LogStore` holds it behind a mutex, and never holds
-/// that across an `fdatasync` (see [`Wal::append`]).
+/// The open log. Not synchronised itself: `LogStore` holds it behind a mutex; the files
+/// [`Wal::append`] returns are synced by `durable_log` without that lock.
 pub(crate) struct Wal {
     dir: PathBuf,
     segments: BTreeMap<u64, Segment>,
@@ -106,6 +106,7 @@ impl Wal {
             let is_last = position + 1 == firsts.len();
             next_index = Some(wal.load_segment(first, is_last, last_purged)?);
         }
+        wal.sync_all()?;
         Ok(wal)
     }
 
@@ -221,8 +222,8 @@ impl Wal {
     }
 
     /// Writes `entries` (index, encoded entry; contiguous, following the last index) and
-    /// returns the files that must be synced before they count as durable. The caller syncs
-    /// them without holding the lock, so readers are not held up by the disk.
+    /// returns the files that must be synced before they count as durable. They are synced
+    /// without the log's lock, so readers are not held up by the disk.
     pub fn append(&mut self, entries: &[(u64, Vec<u8>)]) -> Result<Vec<Arc<File>>, StorageError> {
         let mut to_sync: Vec<Arc<File>> = Vec::new();
         for (index, payload) in entries {
@@ -307,6 +308,17 @@ impl Wal {
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
             .map_err(|e| file_error(&self.dir, "syncing the log dir", e))
+    }
+
+    /// Makes every record in the log durable, and the directory listing with them.
+    fn sync_all(&self) -> Result<(), StorageError> {
+        for segment in self.segments.values() {
+            segment
+                .file
+                .sync_data()
+                .map_err(|e| file_error(&segment.path, "syncing the log", e))?;
+        }
+        self.sync_dir()
     }
 
     /// The encoded entries with indexes in `first..past_last` that exist, in order, with
@@ -464,7 +476,11 @@ fn parse_record(data: &[u8], offset: u64) -> Result<(u64, &[u8]), String> {
     Ok((payload_start as u64, payload))
 }
 
-fn file_error(path: &Path, action: &'static str, source: std::io::Error) -> StorageError {
+pub(crate) fn file_error(
+    path: &Path,
+    action: &'static str,
+    source: std::io::Error,
+) -> StorageError {
     StorageError::File {
         path: path.to_path_buf(),
         action,
@@ -478,18 +494,6 @@ pub(crate) fn corrupt(path: &Path, what: impl Into<String>, detail: impl ToStrin
         what: what.into(),
         detail: detail.to_string(),
     }
-}
-
-/// Syncs the files an append wrote to. Called on the Raft core's task, which waits for this
-/// sync before it does anything else anyway (openraft 0.9), so the `fdatasync` runs right
-/// there: handing it to a blocking-pool thread and back cost two thread wake-ups per write,
-/// which showed in single-client latency on a two-core machine.
-pub fn sync(files: &[Arc<File>], dir: &Path) -> Result<(), StorageError> {
-    for file in files {
-        file.sync_data()
-            .map_err(|e| file_error(dir, "syncing the log", e))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

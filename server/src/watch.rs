@@ -112,33 +112,6 @@ impl WatchHub {
     }
 }
 
-/// Wakes its owner whenever the hub publishes anything (for waiters that re-check the state,
-/// like a queued lock acquire).
-pub struct ChangeListener {
-    live: broadcast::Receiver<Item>,
-}
-
-impl ChangeListener {
-    /// Returns after the next published revision (or a reset, or a lag); `false` once the hub
-    /// is gone.
-    pub async fn changed(&mut self) -> bool {
-        !matches!(
-            self.live.recv().await,
-            Err(broadcast::error::RecvError::Closed)
-        )
-    }
-}
-
-impl WatchHub {
-    /// Subscribe before checking the state, then re-check after each wake-up: no change is
-    /// missed between the check and the wait.
-    pub fn listen(&self) -> ChangeListener {
-        ChangeListener {
-            live: self.live.subscribe(),
-        }
-    }
-}
-
 /// Feeds the hub from the storage's change feed until it closes.
 pub async fn run_pump(ctx: Arc<NodeContext>, mut feed: broadcast::Receiver<Arc<StateChange>>) {
     loop {

@@ -47,10 +47,9 @@ enum WaitState {
 impl Queued {
     /// Granted when every path has this agent as holder through a grant made after queueing.
     fn check(&self, sm: &StateMachine) -> WaitState {
-        let locks = sm.locks();
         let mut grants = Vec::with_capacity(self.paths.len());
         for path in &self.paths {
-            let holder = locks.iter().find(|l| &l.path == path).and_then(|l| {
+            let holder = sm.lock(path).and_then(|l| {
                 l.holders
                     .iter()
                     .find(|h| h.agent_id == self.agent_id && h.fencing_token > self.queued_revision)
@@ -65,11 +64,7 @@ impl Queued {
             match holder {
                 Some(grant) => grants.push(grant),
                 None => {
-                    let queued = sm
-                        .lock_waiters()
-                        .iter()
-                        .any(|w| w.queued_revision == self.queued_revision);
-                    return if queued {
+                    return if sm.lock_waiter(self.queued_revision).is_some() {
                         WaitState::Waiting
                     } else {
                         WaitState::Dropped
@@ -90,7 +85,6 @@ async fn wait_for_grant(
     wait: Duration,
 ) -> Result<(Vec<SmGrant>, Option<ResponseHeader>), Status> {
     let deadline = Instant::now() + wait;
-    let mut listener = ctx.watch.listen();
     // The acquire may have been forwarded to the leader: this node's replica has to catch up
     // to the revision that queued the request before it can tell "still queued" from
     // "dropped". Checking earlier would see neither and withdraw a healthy request.
@@ -111,9 +105,10 @@ async fn wait_for_grant(
             WaitState::Dropped => break,
             WaitState::Waiting => {}
         }
-        match tokio::time::timeout_at(deadline, listener.changed()).await {
-            Ok(true) => {}
-            Ok(false) | Err(_) => break,
+        // Straight from apply, not through the watch feed: a grant is seen one task hop
+        // sooner. The revision was read with the state, so no change can slip in between.
+        if !ctx.state.wait_for_revision(revision + 1, deadline).await {
+            break;
         }
     }
     let withdraw = Op::ReleaseLocks {

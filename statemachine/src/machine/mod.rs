@@ -338,6 +338,16 @@ impl StateMachine {
         self.locks.waiters().collect()
     }
 
+    /// The lock on exactly `path` (canonical form), if any is held.
+    pub fn lock(&self, path: &str) -> Option<&Lock> {
+        self.locks.get(path)
+    }
+
+    /// The waiting request queued at `queued_revision`, if it still waits.
+    pub fn lock_waiter(&self, queued_revision: u64) -> Option<&LockWaiter> {
+        self.locks.waiter(queued_revision)
+    }
+
     pub fn config(&self, key: &str) -> Option<&ConfigEntry> {
         self.config.get(key)
     }

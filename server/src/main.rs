@@ -6,6 +6,11 @@ use clap::Parser;
 use percy_server::{Cli, Node};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: allocation was ~7 % of a node's CPU samples (request
+/// and response buffers, HTTP/2 frames), and mimalloc's thread-local free lists halve that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Log filter when RUST_LOG is unset: our own progress, and only openraft's warnings (its info
 /// level narrates every election and membership step).
 const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";

@@ -5,6 +5,7 @@
 //! `percy_statemachine`. Start a node in-process with [`Node::start`].
 
 mod api;
+mod append_stream;
 mod batcher;
 pub mod config;
 mod context;

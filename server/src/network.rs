@@ -25,6 +25,7 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
 
+use crate::append_stream::{AppendStreams, StreamCallError};
 use crate::storage::DurableLog;
 use crate::types::{LogId, NodeId, Raft, TypeConfig};
 use crate::wire;
@@ -45,6 +46,8 @@ pub struct PeerClients {
     /// proxy, or the fault-injection suite's per-link proxies, each node dials another by a
     /// different address while the membership holds one address per node.
     local_addresses: Arc<BTreeMap<NodeId, String>>,
+    /// AppendEntries streams to the peers, over the same channels.
+    streams: AppendStreams,
 }
 
 impl PeerClients {
@@ -52,6 +55,7 @@ impl PeerClients {
         Self {
             channels: Arc::default(),
             local_addresses: Arc::new(local_addresses),
+            streams: AppendStreams::default(),
         }
     }
 
@@ -173,6 +177,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             client: self.peers.client(target, &node.addr),
             commit_gate: self.commit_gate.clone(),
+            streams: self.peers.streams.clone(),
         }
     }
 }
@@ -183,6 +188,7 @@ pub struct PeerConnection {
     target: NodeId,
     client: Result<RaftServiceClient<Channel>, String>,
     commit_gate: CommitGate,
+    streams: AppendStreams,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -251,7 +257,26 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
         rpc.leader_commit = self.commit_gate.clamp(rpc.leader_commit);
-        self.call(Method::AppendEntries, &rpc, &option).await
+        let unreachable = |why: String| RPCError::Unreachable(Unreachable::new(&AnyMessage(why)));
+        let client = self.client.as_ref().map_err(|e| unreachable(e.clone()))?;
+        let streamed = self
+            .streams
+            .call(self.target, client, &rpc, option.hard_ttl())
+            .await;
+        match streamed {
+            Ok(Ok(answer)) => {
+                answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            // The follower did not acknowledge (its log was truncated meanwhile): retry soon.
+            Ok(Err(why)) => Err(RPCError::Network(NetworkError::new(&AnyMessage(why)))),
+            Err(StreamCallError::Unsupported) => {
+                self.call(Method::AppendEntries, &rpc, &option).await
+            }
+            Err(StreamCallError::Broken(why)) => Err(unreachable(why)),
+            Err(StreamCallError::TimedOut) => Err(RPCError::Network(NetworkError::new(
+                &AnyMessage(format!("no answer within {:?}", option.hard_ttl())),
+            ))),
+        }
     }
 
     async fn install_snapshot(

@@ -3,8 +3,10 @@
 //! relayed agent heartbeats). Decoding and delegation, plus the follower's acknowledgement
 //! gate (see `storage::durable_log`).
 
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::{Stream, StreamExt};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
 };
@@ -12,12 +14,20 @@ use percy_proto::internal::raft_service_server::RaftService;
 use percy_proto::internal::{RaftBytes, ReadIndexRequest, ReadIndexResponse};
 use serde::Serialize;
 use tokio::time::Instant;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::context::NodeContext;
 use crate::propose::{propose_local, PROPOSE_TIMEOUT};
 use crate::types::{NodeId, TypeConfig};
-use crate::wire::{self, ForwardError, ForwardReply, ForwardRequest, HeartbeatRelay};
+use crate::wire::{
+    self, AppendEntriesResult, ForwardError, ForwardReply, ForwardRequest, HeartbeatRelay,
+    StreamedAppend, StreamedAppendReply,
+};
+
+/// Requests of one `AppendEntriesStream` handled at once. A leader sends one batch of entries
+/// at a time per follower; the rest are heartbeats (read confirmations, commit updates), which
+/// must not wait behind a batch that waits for the disk.
+const STREAM_CONCURRENCY: usize = 64;
 
 pub struct RaftRpc {
     pub ctx: Arc<NodeContext>,
@@ -32,6 +42,44 @@ fn reply<T: Serialize>(value: &T) -> Result<Response<RaftBytes>, Status> {
     Ok(Response::new(RaftBytes { data }))
 }
 
+/// Hands an AppendEntries to the local Raft and returns its answer once it may be sent: the
+/// leader takes a success as "these entries are durable here", but openraft answers as soon as
+/// they are written. So the answer waits until they are durable, and is withheld (the leader
+/// retries) if the log is truncated meanwhile, because the entries now at those indexes may
+/// not be the ones this request carried; ABORTED, so the leader retries without backing off.
+/// (One of the gates in `storage::durable_log`.)
+async fn acknowledge_append(
+    ctx: &NodeContext,
+    rpc: AppendEntriesRequest<TypeConfig>,
+) -> Result<AppendEntriesResult, Status> {
+    let claimed = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+    let epoch = ctx.durable.watermark().epoch;
+    let result = ctx.raft.append_entries(rpc).await;
+    let acknowledged = match &result {
+        Ok(AppendEntriesResponse::Success) => claimed,
+        Ok(AppendEntriesResponse::PartialSuccess(matching)) => *matching,
+        _ => None,
+    };
+    if let Some(acknowledged) = acknowledged {
+        ctx.durable
+            .wait_durable_in_epoch(acknowledged.index, epoch)
+            .await
+            .map_err(|e| Status::aborted(format!("entries not acknowledged: {e}")))?;
+    }
+    Ok(result)
+}
+
+/// One message of an `AppendEntriesStream`: decode, acknowledge, answer with the same tag.
+async fn streamed_append(ctx: &NodeContext, message: RaftBytes) -> Result<RaftBytes, Status> {
+    let StreamedAppend { id, rpc } = wire::decode(&message.data).map_err(bad_payload)?;
+    let reply = acknowledge_append(ctx, rpc)
+        .await
+        .map_err(|status| status.message().to_string());
+    let data = wire::encode(&StreamedAppendReply { id, reply })
+        .map_err(|e| Status::internal(e.to_string()))?;
+    Ok(RaftBytes { data })
+}
+
 #[tonic::async_trait]
 impl RaftService for RaftRpc {
     async fn append_entries(
@@ -40,26 +88,33 @@ impl RaftService for RaftRpc {
     ) -> Result<Response<RaftBytes>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> =
             wire::decode(&request.into_inner().data).map_err(bad_payload)?;
-        // The leader takes a success as "these entries are durable here", but openraft answers
-        // as soon as they are written. So the answer waits here until they are durable, and
-        // is withheld (the leader retries) if the log is truncated meanwhile, because the
-        // entries now at those indexes may not be the ones this request carried.
-        let claimed = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
-        let epoch = self.ctx.durable.watermark().epoch;
-        let result = self.ctx.raft.append_entries(rpc).await;
-        let acknowledged = match &result {
-            Ok(AppendEntriesResponse::Success) => claimed,
-            Ok(AppendEntriesResponse::PartialSuccess(matching)) => *matching,
-            _ => None,
+        reply(&acknowledge_append(&self.ctx, rpc).await?)
+    }
+
+    type AppendEntriesStreamStream =
+        Pin<Box<dyn Stream<Item = Result<RaftBytes, Status>> + Send + 'static>>;
+
+    /// Answers each message as the unary `append_entries` would, several at once and in whatever
+    /// order they finish (answers carry their request's tag). Ends when the leader closes its
+    /// side, on a message that does not decode, or when this node shuts down.
+    async fn append_entries_stream(
+        &self,
+        request: Request<Streaming<RaftBytes>>,
+    ) -> Result<Response<Self::AppendEntriesStreamStream>, Status> {
+        let ctx = self.ctx.clone();
+        let mut closed = ctx.watch.closed();
+        let shutdown = async move {
+            let _ = closed.wait_for(|closed| *closed).await;
         };
-        if let Some(acknowledged) = acknowledged {
-            self.ctx
-                .durable
-                .wait_durable_in_epoch(acknowledged.index, epoch)
-                .await
-                .map_err(|e| Status::unavailable(format!("entries not acknowledged: {e}")))?;
-        }
-        reply(&result)
+        let replies = request
+            .into_inner()
+            .take_until(shutdown)
+            .map(move |message| {
+                let ctx = ctx.clone();
+                async move { streamed_append(&ctx, message?).await }
+            })
+            .buffer_unordered(STREAM_CONCURRENCY);
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn vote(&self, request: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {

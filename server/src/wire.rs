@@ -3,6 +3,8 @@
 //! one-byte wire version so that a node of an incompatible build fails loudly, not subtly.
 //! Encoding only; what the messages mean lives in `network`, `raft_service` and `propose`.
 
+use openraft::error::RaftError;
+use openraft::raft::AppendEntriesResponse;
 use percy_statemachine::{AgentStatus, Command};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -52,6 +54,27 @@ pub enum ForwardError {
 }
 
 pub type ForwardReply = Result<CommandResult, ForwardError>;
+
+/// One AppendEntries request on a leader's stream to a follower (`AppendEntriesStream`),
+/// tagged so that its answer can be matched: `R` is the request by reference when sending
+/// and owned when received.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StreamedAppend<R> {
+    pub id: u64,
+    pub rpc: R,
+}
+
+/// What openraft answers an AppendEntries with, as the unary call returns it.
+pub type AppendEntriesResult = Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>;
+
+/// The follower's answer to the [`StreamedAppend`] with the same `id`: openraft's answer, or
+/// why the entries were not acknowledged (what the unary call returns as an UNAVAILABLE
+/// status).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StreamedAppendReply {
+    pub id: u64,
+    pub reply: Result<AppendEntriesResult, String>,
+}
 
 /// A batch of agent heartbeats a follower received, relayed to the leader's in-memory
 /// liveness table (one message for many heartbeats, so the leader pays one RPC per batch).

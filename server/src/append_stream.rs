@@ -1,0 +1,406 @@
+//! A leader's AppendEntries to one follower over one long-lived gRPC stream
+//! (`AppendEntriesStream`), instead of one unary call each.
+//!
+//! Why: every write costs four internal AppendEntries on the leader (the entries and the
+//! commit update, to each of two followers), and a unary call is an HTTP/2 stream of its own —
+//! request headers, a data frame written separately, response headers and trailers. On a
+//! stream each request and each answer is one data frame. Requests carry a tag; a reader
+//! task hands each answer to the caller waiting on its tag, so answers may come in any order
+//! and a heartbeat does not queue behind entries that wait for the follower's disk.
+//!
+//! Negative space: a call that times out forgets its tag (a late answer is dropped); when the
+//! stream breaks, every waiting call fails as "unreachable" and the next call opens a new
+//! stream; a peer that answers UNIMPLEMENTED (an older build) gets unary calls, and is asked
+//! again after [`RETRY_STREAM_AFTER`].
+//!
+//! Owns: the streams and their waiting calls. Must not: interpret the messages (that is
+//! openraft's, via `network`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::raft::AppendEntriesRequest;
+use parking_lot::Mutex;
+use percy_proto::internal::raft_service_client::RaftServiceClient;
+use percy_proto::internal::RaftBytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::types::{NodeId, TypeConfig};
+use crate::wire::{self, AppendEntriesResult, StreamedAppend, StreamedAppendReply};
+
+/// Requests queued for a stream's connection before callers wait for room.
+const OUTBOUND_CAPACITY: usize = 256;
+/// How long a peer that does not implement the stream gets unary calls before it is asked
+/// again (it may have been upgraded meanwhile).
+pub const RETRY_STREAM_AFTER: Duration = Duration::from_secs(60);
+
+/// Why a streamed call produced no answer.
+#[derive(Debug)]
+pub enum StreamCallError {
+    /// The peer does not implement the stream: use the unary call.
+    Unsupported,
+    /// The stream could not be opened or broke; the request may or may not have arrived.
+    Broken(String),
+    TimedOut,
+}
+
+/// A follower's answer: openraft's, or why the entries were not acknowledged.
+pub type StreamedAnswer = Result<AppendEntriesResult, String>;
+
+/// The calls of one stream waiting for their answers, shared with its reader task.
+#[derive(Default)]
+struct Waiting {
+    by_tag: HashMap<u64, oneshot::Sender<StreamedAnswer>>,
+    /// The reader has ended: nothing more will be answered on this stream.
+    closed: bool,
+}
+
+/// One open stream to one peer.
+struct Open {
+    outbound: mpsc::Sender<RaftBytes>,
+    waiting: Arc<Mutex<Waiting>>,
+}
+
+enum Slot {
+    Open(Arc<Open>),
+    /// The peer answered UNIMPLEMENTED at this time.
+    Unsupported(Instant),
+}
+
+/// The streams of one node, one per peer; cheap to clone.
+#[derive(Clone, Default)]
+pub struct AppendStreams {
+    slots: Arc<Mutex<HashMap<NodeId, Slot>>>,
+    /// One opener per peer at a time, so calls that find no stream together share one.
+    opening: Arc<Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>>,
+    next_tag: Arc<AtomicU64>,
+}
+
+impl AppendStreams {
+    /// Sends `rpc` to `peer` over its stream and waits up to `timeout` for the answer.
+    pub async fn call(
+        &self,
+        peer: NodeId,
+        client: &RaftServiceClient<Channel>,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        timeout: Duration,
+    ) -> Result<StreamedAnswer, StreamCallError> {
+        let deadline = Instant::now() + timeout;
+        let open = self.open(peer, client).await?;
+        let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
+        let data = wire::encode(&StreamedAppend { id: tag, rpc })
+            .map_err(|e| StreamCallError::Broken(e.to_string()))?;
+        let (answer_tx, answer) = oneshot::channel();
+        {
+            let mut waiting = open.waiting.lock();
+            if waiting.closed {
+                drop(waiting);
+                return Err(self.broken(peer, &open, "the stream to the peer ended"));
+            }
+            waiting.by_tag.insert(tag, answer_tx);
+        }
+        let sent = tokio::time::timeout_at(deadline, open.outbound.send(RaftBytes { data })).await;
+        let outcome = match sent {
+            Err(_) => Err(StreamCallError::TimedOut),
+            Ok(Err(_)) => Err(self.broken(peer, &open, "the stream to the peer closed")),
+            Ok(Ok(())) => match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(_)) => Err(self.broken(peer, &open, "the stream to the peer ended")),
+                Err(_) => Err(StreamCallError::TimedOut),
+            },
+        };
+        open.waiting.lock().by_tag.remove(&tag);
+        outcome
+    }
+
+    /// `peer`'s stream if it is open, `None` if a new one should be opened.
+    fn current(&self, peer: NodeId) -> Result<Option<Arc<Open>>, StreamCallError> {
+        match self.slots.lock().get(&peer) {
+            Some(Slot::Open(open)) if !open.waiting.lock().closed => Ok(Some(open.clone())),
+            Some(Slot::Unsupported(since)) if since.elapsed() < RETRY_STREAM_AFTER => {
+                Err(StreamCallError::Unsupported)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The open stream to `peer`, opening one if there is none.
+    async fn open(
+        &self,
+        peer: NodeId,
+        client: &RaftServiceClient<Channel>,
+    ) -> Result<Arc<Open>, StreamCallError> {
+        if let Some(open) = self.current(peer)? {
+            return Ok(open);
+        }
+        let opener = self.opening.lock().entry(peer).or_default().clone();
+        let _one_at_a_time = opener.lock().await;
+        if let Some(open) = self.current(peer)? {
+            return Ok(open);
+        }
+        let (outbound, requests) = mpsc::channel(OUTBOUND_CAPACITY);
+        let mut client = client.clone();
+        let answers = match client
+            .append_entries_stream(ReceiverStream::new(requests))
+            .await
+        {
+            Ok(answers) => answers.into_inner(),
+            Err(status) if status.code() == Code::Unimplemented => {
+                self.slots
+                    .lock()
+                    .insert(peer, Slot::Unsupported(Instant::now()));
+                return Err(StreamCallError::Unsupported);
+            }
+            Err(status) => return Err(StreamCallError::Broken(status.message().to_string())),
+        };
+        let open = Arc::new(Open {
+            outbound,
+            waiting: Arc::default(),
+        });
+        tokio::spawn(deliver_answers(answers, open.waiting.clone()));
+        self.slots.lock().insert(peer, Slot::Open(open.clone()));
+        Ok(open)
+    }
+
+    /// Forgets `open` if it is still `peer`'s stream, so the next call opens a new one.
+    fn broken(&self, peer: NodeId, open: &Arc<Open>, why: &str) -> StreamCallError {
+        let mut slots = self.slots.lock();
+        if matches!(slots.get(&peer), Some(Slot::Open(current)) if Arc::ptr_eq(current, open)) {
+            slots.remove(&peer);
+        }
+        StreamCallError::Broken(why.to_string())
+    }
+}
+
+/// The reader task of one stream: hands each answer to the call waiting on its tag until the
+/// stream ends, then fails every call still waiting (dropping their senders). It holds only
+/// the waiting calls, not the stream's sender, so dropping the last [`AppendStreams`] closes
+/// the stream and ends this task.
+async fn deliver_answers(mut answers: tonic::Streaming<RaftBytes>, waiting: Arc<Mutex<Waiting>>) {
+    while let Ok(Some(message)) = answers.message().await {
+        let StreamedAppendReply { id, reply } = match wire::decode(&message.data) {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::warn!(error = %e, "an AppendEntriesStream answer does not decode");
+                break;
+            }
+        };
+        // No waiter: the call timed out and gave up.
+        if let Some(waiter) = waiting.lock().by_tag.remove(&id) {
+            let _gone = waiter.send(reply);
+        }
+    }
+    let mut waiting = waiting.lock();
+    waiting.closed = true;
+    waiting.by_tag.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::atomic::AtomicUsize;
+
+    use futures::{Stream, StreamExt};
+    use openraft::raft::AppendEntriesResponse;
+    use openraft::{CommittedLeaderId, LogId, Vote};
+    use percy_proto::internal::raft_service_server::{RaftService, RaftServiceServer};
+    use percy_proto::internal::{ReadIndexRequest, ReadIndexResponse};
+    use tokio::net::TcpListener;
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tonic::{Request, Response, Status, Streaming};
+
+    use super::*;
+
+    /// How a scripted peer treats its streams.
+    #[derive(Clone, Copy)]
+    enum Peer {
+        /// An older build: no stream.
+        Unimplemented,
+        /// Collects two requests, then answers the second first.
+        AnswersInReverse,
+        /// Reads requests and never answers.
+        Silent,
+        /// Ends each stream after its first request, unanswered.
+        HangsUp,
+    }
+
+    struct Scripted {
+        peer: Peer,
+        opened: Arc<AtomicUsize>,
+    }
+
+    /// Each answer says which request it belongs to: the request's commit index, echoed as
+    /// a partial-success log id.
+    fn answer_to(message: RaftBytes) -> Result<RaftBytes, Status> {
+        let StreamedAppend { id, rpc } =
+            wire::decode::<StreamedAppend<AppendEntriesRequest<TypeConfig>>>(&message.data)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let reply = StreamedAppendReply {
+            id,
+            reply: Ok(Ok(AppendEntriesResponse::PartialSuccess(rpc.leader_commit))),
+        };
+        Ok(RaftBytes {
+            data: wire::encode(&reply).map_err(|e| Status::internal(e.to_string()))?,
+        })
+    }
+
+    type Answers = Pin<Box<dyn Stream<Item = Result<RaftBytes, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl RaftService for Scripted {
+        type AppendEntriesStreamStream = Answers;
+
+        async fn append_entries_stream(
+            &self,
+            request: Request<Streaming<RaftBytes>>,
+        ) -> Result<Response<Answers>, Status> {
+            let requests = request.into_inner().filter_map(|m| async move { m.ok() });
+            let answers: Answers =
+                match self.peer {
+                    Peer::Unimplemented => return Err(Status::unimplemented("no stream here")),
+                    Peer::AnswersInReverse => Box::pin(requests.chunks(2).flat_map(|pair| {
+                        futures::stream::iter(pair.into_iter().rev().map(answer_to))
+                    })),
+                    Peer::Silent => Box::pin(requests.filter_map(|_| async { None })),
+                    Peer::HangsUp => Box::pin(requests.take(1).filter_map(|_| async { None })),
+                };
+            self.opened.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(answers))
+        }
+
+        async fn append_entries(
+            &self,
+            _: Request<RaftBytes>,
+        ) -> Result<Response<RaftBytes>, Status> {
+            Err(Status::unimplemented("not scripted"))
+        }
+        async fn vote(&self, _: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+            Err(Status::unimplemented("not scripted"))
+        }
+        async fn install_snapshot(
+            &self,
+            _: Request<RaftBytes>,
+        ) -> Result<Response<RaftBytes>, Status> {
+            Err(Status::unimplemented("not scripted"))
+        }
+        async fn forward(&self, _: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+            Err(Status::unimplemented("not scripted"))
+        }
+        async fn read_index(
+            &self,
+            _: Request<ReadIndexRequest>,
+        ) -> Result<Response<ReadIndexResponse>, Status> {
+            Err(Status::unimplemented("not scripted"))
+        }
+        async fn relay_heartbeats(
+            &self,
+            _: Request<RaftBytes>,
+        ) -> Result<Response<RaftBytes>, Status> {
+            Err(Status::unimplemented("not scripted"))
+        }
+    }
+
+    /// A scripted peer on a free port; the client and how many streams it opened.
+    async fn peer(peer: Peer) -> (RaftServiceClient<Channel>, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let opened = Arc::new(AtomicUsize::new(0));
+        let service = Scripted {
+            peer,
+            opened: opened.clone(),
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftServiceServer::new(service))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect_lazy();
+        (RaftServiceClient::new(channel), opened)
+    }
+
+    fn rpc(commit: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: Some(LogId::new(CommittedLeaderId::new(1, 1), commit)),
+        }
+    }
+
+    /// Generous for a loaded CI machine; the calls that should answer do so in milliseconds.
+    const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn echoed(answer: Result<StreamedAnswer, StreamCallError>) -> u64 {
+        match answer {
+            Ok(Ok(Ok(AppendEntriesResponse::PartialSuccess(Some(id))))) => id.index,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_find_their_calls_in_any_order() {
+        let (client, opened) = peer(Peer::AnswersInReverse).await;
+        let streams = AppendStreams::default();
+        let (seven, eight) = (rpc(7), rpc(8));
+        let (first, second) = tokio::join!(
+            streams.call(2, &client, &seven, CALL_TIMEOUT),
+            streams.call(2, &client, &eight, CALL_TIMEOUT),
+        );
+        assert_eq!((echoed(first), echoed(second)), (7, 8));
+        assert_eq!(
+            opened.load(Ordering::SeqCst),
+            1,
+            "one stream for both calls"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_the_stream_gets_unary_calls() {
+        let (client, _) = peer(Peer::Unimplemented).await;
+        let streams = AppendStreams::default();
+        for _ in 0..2 {
+            let answer = streams.call(2, &client, &rpc(1), CALL_TIMEOUT).await;
+            assert!(matches!(answer, Err(StreamCallError::Unsupported)));
+        }
+        assert!(matches!(
+            streams.slots.lock().get(&2),
+            Some(Slot::Unsupported(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_call_times_out_and_forgets_its_tag() {
+        let (client, _) = peer(Peer::Silent).await;
+        let streams = AppendStreams::default();
+        let answer = streams
+            .call(2, &client, &rpc(1), Duration::from_millis(200))
+            .await;
+        assert!(matches!(answer, Err(StreamCallError::TimedOut)));
+        let slots = streams.slots.lock();
+        let Some(Slot::Open(open)) = slots.get(&2) else {
+            panic!("the stream stays open");
+        };
+        assert!(open.waiting.lock().by_tag.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_broken_stream_fails_its_calls_and_the_next_call_opens_another() {
+        let (client, opened) = peer(Peer::HangsUp).await;
+        let streams = AppendStreams::default();
+        let answer = streams.call(2, &client, &rpc(1), CALL_TIMEOUT).await;
+        assert!(
+            matches!(answer, Err(StreamCallError::Broken(_))),
+            "{answer:?}"
+        );
+        let _ = streams.call(2, &client, &rpc(2), CALL_TIMEOUT).await;
+        assert_eq!(opened.load(Ordering::SeqCst), 2);
+    }
+}

@@ -5,7 +5,6 @@
 //! `percy_statemachine`. Start a node in-process with [`Node::start`].
 
 mod api;
-mod append_stream;
 mod batcher;
 pub mod config;
 mod context;
@@ -23,6 +22,7 @@ mod reflection;
 mod relay;
 mod state;
 pub mod storage;
+mod tagged_stream;
 #[cfg(test)]
 mod test_cluster;
 pub mod types;

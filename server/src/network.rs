@@ -25,8 +25,8 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
 
-use crate::append_stream::{AppendStreams, StreamCallError};
 use crate::storage::DurableLog;
+use crate::tagged_stream::{AppendEntriesStream, ForwardStream, StreamCallError, TaggedStreams};
 use crate::types::{LogId, NodeId, Raft, TypeConfig};
 use crate::wire;
 
@@ -46,8 +46,9 @@ pub struct PeerClients {
     /// proxy, or the fault-injection suite's per-link proxies, each node dials another by a
     /// different address while the membership holds one address per node.
     local_addresses: Arc<BTreeMap<NodeId, String>>,
-    /// AppendEntries streams to the peers, over the same channels.
-    streams: AppendStreams,
+    /// Streams of AppendEntries and of forwarded writes to the peers, over the same channels.
+    pub append_streams: TaggedStreams<AppendEntriesStream>,
+    pub forward_streams: TaggedStreams<ForwardStream>,
 }
 
 impl PeerClients {
@@ -55,21 +56,27 @@ impl PeerClients {
         Self {
             channels: Arc::default(),
             local_addresses: Arc::new(local_addresses),
-            streams: AppendStreams::default(),
+            append_streams: TaggedStreams::default(),
+            forward_streams: TaggedStreams::default(),
         }
     }
 
-    /// The internal client for `id`, dialled at this node's own address for it if it has one,
-    /// else at `membership_addr`; the channel is reused unless the address changed.
+    /// The address this node dials `id` at: its own `--peers` address for it if it has one,
+    /// else `membership_addr`.
+    pub fn dialed_addr<'a>(&'a self, id: NodeId, membership_addr: &'a str) -> &'a str {
+        self.local_addresses
+            .get(&id)
+            .map_or(membership_addr, String::as_str)
+    }
+
+    /// The internal client for `id`, dialled at [`PeerClients::dialed_addr`]; the channel is
+    /// reused unless the address changed.
     pub fn client(
         &self,
         id: NodeId,
         membership_addr: &str,
     ) -> Result<RaftServiceClient<Channel>, String> {
-        let addr = self
-            .local_addresses
-            .get(&id)
-            .map_or(membership_addr, String::as_str);
+        let addr = self.dialed_addr(id, membership_addr);
         let mut channels = self
             .channels
             .lock()
@@ -175,9 +182,10 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         PeerConnection {
             target,
+            addr: self.peers.dialed_addr(target, &node.addr).to_string(),
             client: self.peers.client(target, &node.addr),
             commit_gate: self.commit_gate.clone(),
-            streams: self.peers.streams.clone(),
+            streams: self.peers.append_streams.clone(),
         }
     }
 }
@@ -186,9 +194,11 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 /// construction, because openraft's factory cannot fail.
 pub struct PeerConnection {
     target: NodeId,
+    /// Where `client` dials, which is also what its streams are kept under.
+    addr: String,
     client: Result<RaftServiceClient<Channel>, String>,
     commit_gate: CommitGate,
-    streams: AppendStreams,
+    streams: TaggedStreams<AppendEntriesStream>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -261,7 +271,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         let client = self.client.as_ref().map_err(|e| unreachable(e.clone()))?;
         let streamed = self
             .streams
-            .call(self.target, client, &rpc, option.hard_ttl())
+            .call(&self.addr, client, &rpc, option.hard_ttl())
             .await;
         match streamed {
             Ok(Ok(answer)) => {

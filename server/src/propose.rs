@@ -1,5 +1,6 @@
 //! The write path (DESIGN.md §1): a command is proposed on the leader, which stamps it with its
-//! wall clock; a follower forwards it to the leader over the internal `Forward` RPC. Returns
+//! wall clock; a follower forwards it to the leader over its forward stream (`tagged_stream`),
+//! or the unary `Forward` RPC for a leader without one. Returns
 //! the state machine's answer as it was applied. Validation happens before this (api::edge);
 //! this module only moves commands and maps transport/Raft failures to gRPC statuses.
 
@@ -11,6 +12,7 @@ use tokio::time::Instant;
 use tonic::{Request, Status};
 
 use crate::context::NodeContext;
+use crate::tagged_stream::StreamCallError;
 use crate::types::{CommandResult, NodeId};
 use crate::wire::{self, ForwardError, ForwardReply, ForwardRequest};
 
@@ -99,7 +101,7 @@ pub async fn propose_local(
     ctx.batcher.propose(command, deadline).await
 }
 
-/// Sends the command to `leader`'s internal `Forward` RPC.
+/// Sends the command to `leader` over the forward stream, or its unary `Forward` RPC.
 async fn forward(
     ctx: &NodeContext,
     leader: NodeId,
@@ -113,12 +115,28 @@ async fn forward(
         .peers
         .client(leader, &addr)
         .map_err(ForwardError::Unavailable)?;
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let dialed = ctx.peers.dialed_addr(leader, &addr);
+    match ctx
+        .peers
+        .forward_streams
+        .call(dialed, &client, command, timeout)
+        .await
+    {
+        Ok(reply) => return reply,
+        Err(StreamCallError::Unsupported) => {}
+        Err(failed) => {
+            return Err(ForwardError::Unavailable(format!(
+                "forwarding to leader {leader} at {addr} failed: {failed}"
+            )))
+        }
+    }
     let data = wire::encode(&ForwardRequest {
         command: command.clone(),
     })
     .map_err(|e| ForwardError::Unavailable(e.to_string()))?;
     let mut request = Request::new(RaftBytes { data });
-    request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+    request.set_timeout(timeout);
     let reply = client.forward(request).await.map_err(|s| {
         ForwardError::Unavailable(format!(
             "forwarding to leader {leader} at {addr} failed: {}",
@@ -128,4 +146,27 @@ async fn forward(
     let reply: ForwardReply = wire::decode(&reply.into_inner().data)
         .map_err(|e| ForwardError::Unavailable(format!("leader {leader}: {e}")))?;
     reply
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::test_cluster::Cluster;
+
+    /// A real cluster replicates and forwards over the streams, not the unary fallbacks.
+    #[tokio::test]
+    async fn writes_travel_over_the_internal_streams() {
+        let cluster = Cluster::start().await;
+        let leader = cluster.leader_index().await;
+        let follower = cluster.followers(leader)[0];
+        cluster
+            .put(follower, "k")
+            .await
+            .expect("task")
+            .expect("put through a follower");
+        let peers_of = |at: usize| &cluster.nodes[at].context().peers;
+        let addr = |at: usize| cluster.nodes[at].addr().to_string();
+        assert!(peers_of(follower).forward_streams.is_open(&addr(leader)));
+        assert!(peers_of(leader).append_streams.is_open(&addr(follower)));
+        cluster.stop().await;
+    }
 }

@@ -16,18 +16,62 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
+use percy_statemachine::Command;
+
 use crate::context::NodeContext;
 use crate::propose::{propose_local, PROPOSE_TIMEOUT};
 use crate::types::{NodeId, TypeConfig};
 use crate::wire::{
-    self, AppendEntriesResult, ForwardError, ForwardReply, ForwardRequest, HeartbeatRelay,
-    StreamedAppend, StreamedAppendReply,
+    self, AppendEntriesResult, ForwardError, ForwardReply, ForwardRequest, HeartbeatRelay, Tagged,
 };
 
-/// Requests of one `AppendEntriesStream` handled at once. A leader sends one batch of entries
-/// at a time per follower; the rest are heartbeats (read confirmations, commit updates), which
-/// must not wait behind a batch that waits for the disk.
-const STREAM_CONCURRENCY: usize = 64;
+/// Requests of one internal stream handled at once. On an AppendEntries stream a leader sends
+/// one batch of entries at a time; the rest are heartbeats (read confirmations, commit
+/// updates), which must not wait behind a batch that waits for the disk. On a forward stream
+/// this is how many of a follower's clients' writes can be in flight together.
+const STREAM_CONCURRENCY: usize = 256;
+
+type TaggedAnswers = Pin<Box<dyn Stream<Item = Result<RaftBytes, Status>> + Send + 'static>>;
+
+/// Serves one internal stream (`tagged_stream`): decodes each tagged request, runs `handle`
+/// on it — up to [`STREAM_CONCURRENCY`] at once — and answers with the request's tag, in the
+/// order the answers are ready. Ends when the peer closes its side, on a message that does not
+/// decode, or when this node shuts down.
+fn answer_tagged<Req, Reply, Handle, Handled>(
+    ctx: &Arc<NodeContext>,
+    requests: Streaming<RaftBytes>,
+    handle: Handle,
+) -> TaggedAnswers
+where
+    Req: serde::de::DeserializeOwned + Send + 'static,
+    Reply: Serialize + Send + 'static,
+    Handle: Fn(Arc<NodeContext>, Req) -> Handled + Send + 'static,
+    Handled: std::future::Future<Output = Reply> + Send + 'static,
+{
+    let ctx = ctx.clone();
+    let mut closed = ctx.watch.closed();
+    let shutdown = async move {
+        let _ = closed.wait_for(|closed| *closed).await;
+    };
+    let answers = requests
+        .take_until(shutdown)
+        .map(move |message| {
+            let started = message.and_then(|message| {
+                let Tagged { id, message } =
+                    wire::decode::<Tagged<Req>>(&message.data).map_err(bad_payload)?;
+                Ok((id, handle(ctx.clone(), message)))
+            });
+            async move {
+                let (id, handled) = started?;
+                let message = handled.await;
+                let data = wire::encode(&Tagged { id, message })
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                Ok(RaftBytes { data })
+            }
+        })
+        .buffer_unordered(STREAM_CONCURRENCY);
+    Box::pin(answers)
+}
 
 pub struct RaftRpc {
     pub ctx: Arc<NodeContext>,
@@ -69,15 +113,16 @@ async fn acknowledge_append(
     Ok(result)
 }
 
-/// One message of an `AppendEntriesStream`: decode, acknowledge, answer with the same tag.
-async fn streamed_append(ctx: &NodeContext, message: RaftBytes) -> Result<RaftBytes, Status> {
-    let StreamedAppend { id, rpc } = wire::decode(&message.data).map_err(bad_payload)?;
-    let reply = acknowledge_append(ctx, rpc)
-        .await
-        .map_err(|status| status.message().to_string());
-    let data = wire::encode(&StreamedAppendReply { id, reply })
-        .map_err(|e| Status::internal(e.to_string()))?;
-    Ok(RaftBytes { data })
+/// A write a follower forwarded: proposed here if this node leads. Forwarding is one hop: a
+/// node that is not the leader refuses instead of relaying.
+async fn forwarded(ctx: &NodeContext, command: Command) -> ForwardReply {
+    if ctx.is_leader() {
+        propose_local(ctx, command, Instant::now() + PROPOSE_TIMEOUT).await
+    } else {
+        Err(ForwardError::NotLeader {
+            leader: ctx.leader(),
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -91,30 +136,38 @@ impl RaftService for RaftRpc {
         reply(&acknowledge_append(&self.ctx, rpc).await?)
     }
 
-    type AppendEntriesStreamStream =
-        Pin<Box<dyn Stream<Item = Result<RaftBytes, Status>> + Send + 'static>>;
+    type AppendEntriesStreamStream = TaggedAnswers;
 
-    /// Answers each message as the unary `append_entries` would, several at once and in whatever
-    /// order they finish (answers carry their request's tag). Ends when the leader closes its
-    /// side, on a message that does not decode, or when this node shuts down.
+    /// Answers each message as the unary `append_entries` would.
     async fn append_entries_stream(
         &self,
         request: Request<Streaming<RaftBytes>>,
-    ) -> Result<Response<Self::AppendEntriesStreamStream>, Status> {
-        let ctx = self.ctx.clone();
-        let mut closed = ctx.watch.closed();
-        let shutdown = async move {
-            let _ = closed.wait_for(|closed| *closed).await;
-        };
-        let replies = request
-            .into_inner()
-            .take_until(shutdown)
-            .map(move |message| {
-                let ctx = ctx.clone();
-                async move { streamed_append(&ctx, message?).await }
-            })
-            .buffer_unordered(STREAM_CONCURRENCY);
-        Ok(Response::new(Box::pin(replies)))
+    ) -> Result<Response<TaggedAnswers>, Status> {
+        let answers = answer_tagged(
+            &self.ctx,
+            request.into_inner(),
+            |ctx, rpc: AppendEntriesRequest<TypeConfig>| async move {
+                acknowledge_append(&ctx, rpc)
+                    .await
+                    .map_err(|status| status.message().to_string())
+            },
+        );
+        Ok(Response::new(answers))
+    }
+
+    type ForwardStreamStream = TaggedAnswers;
+
+    /// Answers each message as the unary `forward` would.
+    async fn forward_stream(
+        &self,
+        request: Request<Streaming<RaftBytes>>,
+    ) -> Result<Response<TaggedAnswers>, Status> {
+        let answers = answer_tagged(
+            &self.ctx,
+            request.into_inner(),
+            |ctx, command: Command| async move { forwarded(&ctx, command).await },
+        );
+        Ok(Response::new(answers))
     }
 
     async fn vote(&self, request: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
@@ -135,15 +188,7 @@ impl RaftService for RaftRpc {
     async fn forward(&self, request: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         let ForwardRequest { command } =
             wire::decode(&request.into_inner().data).map_err(bad_payload)?;
-        // Forwarding is one hop: a node that is not the leader refuses instead of relaying.
-        let result: ForwardReply = if self.ctx.is_leader() {
-            propose_local(&self.ctx, command, Instant::now() + PROPOSE_TIMEOUT).await
-        } else {
-            Err(ForwardError::NotLeader {
-                leader: self.ctx.leader(),
-            })
-        };
-        reply(&result)
+        reply(&forwarded(&self.ctx, command).await)
     }
 
     async fn read_index(

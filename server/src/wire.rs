@@ -55,26 +55,16 @@ pub enum ForwardError {
 
 pub type ForwardReply = Result<CommandResult, ForwardError>;
 
-/// One AppendEntries request on a leader's stream to a follower (`AppendEntriesStream`),
-/// tagged so that its answer can be matched: `R` is the request by reference when sending
-/// and owned when received.
+/// One message on an internal stream (`tagged_stream`): a request, or the answer to the
+/// request with the same `id`. `M` is borrowed when sending and owned when received.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct StreamedAppend<R> {
+pub struct Tagged<M> {
     pub id: u64,
-    pub rpc: R,
+    pub message: M,
 }
 
 /// What openraft answers an AppendEntries with, as the unary call returns it.
 pub type AppendEntriesResult = Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>;
-
-/// The follower's answer to the [`StreamedAppend`] with the same `id`: openraft's answer, or
-/// why the entries were not acknowledged (what the unary call returns as an UNAVAILABLE
-/// status).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct StreamedAppendReply {
-    pub id: u64,
-    pub reply: Result<AppendEntriesResult, String>,
-}
 
 /// A batch of agent heartbeats a follower received, relayed to the leader's in-memory
 /// liveness table (one message for many heartbeats, so the leader pays one RPC per batch).

@@ -1,44 +1,97 @@
-//! A leader's AppendEntries to one follower over one long-lived gRPC stream
-//! (`AppendEntriesStream`), instead of one unary call each.
+//! Internal calls over long-lived gRPC streams of tagged messages, one stream per peer and
+//! kind, instead of one unary call each: a leader's AppendEntries to a follower
+//! ([`AppendEntriesStream`]) and a follower's forwarded writes to the leader
+//! ([`ForwardStream`]).
 //!
-//! Why: every write costs four internal AppendEntries on the leader (the entries and the
-//! commit update, to each of two followers), and a unary call is an HTTP/2 stream of its own —
-//! request headers, a data frame written separately, response headers and trailers. On a
-//! stream each request and each answer is one data frame. Requests carry a tag; a reader
-//! task hands each answer to the caller waiting on its tag, so answers may come in any order
-//! and a heartbeat does not queue behind entries that wait for the follower's disk.
+//! Why: every write costs the leader four internal AppendEntries (the entries and the commit
+//! update, to each of two followers), and most writes arrive through a follower that forwards
+//! them. A unary call is an HTTP/2 stream of its own — request headers, a data frame written
+//! separately, response headers and trailers. On a stream each request and each answer is one
+//! data frame. Requests carry a tag; a reader task hands each answer to the caller waiting on
+//! its tag, so answers may come in any order and nothing queues behind a slow request (the
+//! serving side answers several at once, `raft_service::answer_tagged`).
 //!
-//! Negative space: a call that times out forgets its tag (a late answer is dropped); when the
-//! stream breaks, every waiting call fails as "unreachable" and the next call opens a new
-//! stream; a peer that answers UNIMPLEMENTED (an older build) gets unary calls, and is asked
-//! again after [`RETRY_STREAM_AFTER`].
+//! Negative space: a call that times out forgets its tag (a late answer is dropped); when a
+//! stream breaks, every waiting call fails and the next call opens a new stream; a peer that
+//! answers UNIMPLEMENTED (an older build) gets the unary call instead, and is asked again after
+//! [`RETRY_STREAM_AFTER`]. A call that failed may or may not have reached the peer, exactly as
+//! a unary call that failed.
 //!
-//! Owns: the streams and their waiting calls. Must not: interpret the messages (that is
-//! openraft's, via `network`).
+//! Owns: the streams and their waiting calls. Must not: interpret the messages.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use openraft::raft::AppendEntriesRequest;
 use parking_lot::Mutex;
 use percy_proto::internal::raft_service_client::RaftServiceClient;
 use percy_proto::internal::RaftBytes;
+use percy_statemachine::Command;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
-use tonic::Code;
+use tonic::{Code, Status, Streaming};
 
-use crate::types::{NodeId, TypeConfig};
-use crate::wire::{self, AppendEntriesResult, StreamedAppend, StreamedAppendReply};
+use crate::types::TypeConfig;
+use crate::wire::{self, AppendEntriesResult, ForwardReply, Tagged};
 
 /// Requests queued for a stream's connection before callers wait for room.
 const OUTBOUND_CAPACITY: usize = 256;
-/// How long a peer that does not implement the stream gets unary calls before it is asked
+/// How long a peer that does not implement a stream gets unary calls before it is asked
 /// again (it may have been upgraded meanwhile).
 pub const RETRY_STREAM_AFTER: Duration = Duration::from_secs(60);
+
+/// What travels on one kind of stream, and which RPC opens it.
+pub trait StreamKind: Send + Sync + 'static {
+    type Request: Serialize + Sync;
+    type Answer: DeserializeOwned + Send + 'static;
+    fn open(
+        client: RaftServiceClient<Channel>,
+        requests: ReceiverStream<RaftBytes>,
+    ) -> BoxFuture<'static, Result<Streaming<RaftBytes>, Status>>;
+}
+
+/// A leader's AppendEntries to one follower; the answer is openraft's, or why the follower did
+/// not acknowledge the entries (see `raft_service`).
+pub struct AppendEntriesStream;
+
+impl StreamKind for AppendEntriesStream {
+    type Request = AppendEntriesRequest<TypeConfig>;
+    type Answer = Result<AppendEntriesResult, String>;
+    fn open(
+        mut client: RaftServiceClient<Channel>,
+        requests: ReceiverStream<RaftBytes>,
+    ) -> BoxFuture<'static, Result<Streaming<RaftBytes>, Status>> {
+        Box::pin(async move {
+            let answers = client.append_entries_stream(requests).await?;
+            Ok(answers.into_inner())
+        })
+    }
+}
+
+/// A follower's writes forwarded to the leader; the answer is the command's result.
+pub struct ForwardStream;
+
+impl StreamKind for ForwardStream {
+    type Request = Command;
+    type Answer = ForwardReply;
+    fn open(
+        mut client: RaftServiceClient<Channel>,
+        requests: ReceiverStream<RaftBytes>,
+    ) -> BoxFuture<'static, Result<Streaming<RaftBytes>, Status>> {
+        Box::pin(async move {
+            let answers = client.forward_stream(requests).await?;
+            Ok(answers.into_inner())
+        })
+    }
+}
 
 /// Why a streamed call produced no answer.
 #[derive(Debug)]
@@ -50,52 +103,85 @@ pub enum StreamCallError {
     TimedOut,
 }
 
-/// A follower's answer: openraft's, or why the entries were not acknowledged.
-pub type StreamedAnswer = Result<AppendEntriesResult, String>;
+impl std::fmt::Display for StreamCallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unsupported => f.write_str("the peer does not implement the stream"),
+            Self::Broken(why) => f.write_str(why),
+            Self::TimedOut => f.write_str("no answer in time"),
+        }
+    }
+}
 
 /// The calls of one stream waiting for their answers, shared with its reader task.
-#[derive(Default)]
-struct Waiting {
-    by_tag: HashMap<u64, oneshot::Sender<StreamedAnswer>>,
+struct Waiting<A> {
+    by_tag: HashMap<u64, oneshot::Sender<A>>,
     /// The reader has ended: nothing more will be answered on this stream.
     closed: bool,
 }
 
 /// One open stream to one peer.
-struct Open {
+struct Open<A> {
     outbound: mpsc::Sender<RaftBytes>,
-    waiting: Arc<Mutex<Waiting>>,
+    waiting: Arc<Mutex<Waiting<A>>>,
 }
 
-enum Slot {
-    Open(Arc<Open>),
+enum Slot<A> {
+    Open(Arc<Open<A>>),
     /// The peer answered UNIMPLEMENTED at this time.
     Unsupported(Instant),
 }
 
-/// The streams of one node, one per peer; cheap to clone.
-#[derive(Clone, Default)]
-pub struct AppendStreams {
-    slots: Arc<Mutex<HashMap<NodeId, Slot>>>,
+/// The streams of kind `K` of one node, one per peer address (a peer that moves gets a new
+/// stream on its new channel); cheap to clone.
+pub struct TaggedStreams<K: StreamKind> {
+    slots: Arc<Mutex<HashMap<String, Slot<K::Answer>>>>,
     /// One opener per peer at a time, so calls that find no stream together share one.
-    opening: Arc<Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>>,
+    opening: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     next_tag: Arc<AtomicU64>,
+    kind: PhantomData<K>,
 }
 
-impl AppendStreams {
-    /// Sends `rpc` to `peer` over its stream and waits up to `timeout` for the answer.
+impl<K: StreamKind> Clone for TaggedStreams<K> {
+    fn clone(&self) -> Self {
+        Self {
+            slots: self.slots.clone(),
+            opening: self.opening.clone(),
+            next_tag: self.next_tag.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: StreamKind> Default for TaggedStreams<K> {
+    fn default() -> Self {
+        Self {
+            slots: Arc::default(),
+            opening: Arc::default(),
+            next_tag: Arc::default(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: StreamKind> TaggedStreams<K> {
+    /// Sends `request` to the peer at `peer` (its address) over its stream and waits up to
+    /// `timeout` for the answer.
     pub async fn call(
         &self,
-        peer: NodeId,
+        peer: &str,
         client: &RaftServiceClient<Channel>,
-        rpc: &AppendEntriesRequest<TypeConfig>,
+        request: &K::Request,
         timeout: Duration,
-    ) -> Result<StreamedAnswer, StreamCallError> {
+    ) -> Result<K::Answer, StreamCallError> {
         let deadline = Instant::now() + timeout;
         let open = self.open(peer, client).await?;
         let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
-        let data = wire::encode(&StreamedAppend { id: tag, rpc })
-            .map_err(|e| StreamCallError::Broken(e.to_string()))?;
+        let data = wire::encode(&Tagged {
+            id: tag,
+            message: request,
+        })
+        .map_err(|e| StreamCallError::Broken(e.to_string()))?;
         let (answer_tx, answer) = oneshot::channel();
         {
             let mut waiting = open.waiting.lock();
@@ -119,9 +205,15 @@ impl AppendStreams {
         outcome
     }
 
+    /// Whether a stream to `peer` is open, for tests of what a node uses.
+    #[cfg(test)]
+    pub(crate) fn is_open(&self, peer: &str) -> bool {
+        matches!(self.current(peer), Ok(Some(_)))
+    }
+
     /// `peer`'s stream if it is open, `None` if a new one should be opened.
-    fn current(&self, peer: NodeId) -> Result<Option<Arc<Open>>, StreamCallError> {
-        match self.slots.lock().get(&peer) {
+    fn current(&self, peer: &str) -> Result<Option<Arc<Open<K::Answer>>>, StreamCallError> {
+        match self.slots.lock().get(peer) {
             Some(Slot::Open(open)) if !open.waiting.lock().closed => Ok(Some(open.clone())),
             Some(Slot::Unsupported(since)) if since.elapsed() < RETRY_STREAM_AFTER => {
                 Err(StreamCallError::Unsupported)
@@ -133,46 +225,52 @@ impl AppendStreams {
     /// The open stream to `peer`, opening one if there is none.
     async fn open(
         &self,
-        peer: NodeId,
+        peer: &str,
         client: &RaftServiceClient<Channel>,
-    ) -> Result<Arc<Open>, StreamCallError> {
+    ) -> Result<Arc<Open<K::Answer>>, StreamCallError> {
         if let Some(open) = self.current(peer)? {
             return Ok(open);
         }
-        let opener = self.opening.lock().entry(peer).or_default().clone();
+        let opener = self
+            .opening
+            .lock()
+            .entry(peer.to_string())
+            .or_default()
+            .clone();
         let _one_at_a_time = opener.lock().await;
         if let Some(open) = self.current(peer)? {
             return Ok(open);
         }
         let (outbound, requests) = mpsc::channel(OUTBOUND_CAPACITY);
-        let mut client = client.clone();
-        let answers = match client
-            .append_entries_stream(ReceiverStream::new(requests))
-            .await
-        {
-            Ok(answers) => answers.into_inner(),
+        let answers = match K::open(client.clone(), ReceiverStream::new(requests)).await {
+            Ok(answers) => answers,
             Err(status) if status.code() == Code::Unimplemented => {
                 self.slots
                     .lock()
-                    .insert(peer, Slot::Unsupported(Instant::now()));
+                    .insert(peer.to_string(), Slot::Unsupported(Instant::now()));
                 return Err(StreamCallError::Unsupported);
             }
             Err(status) => return Err(StreamCallError::Broken(status.message().to_string())),
         };
         let open = Arc::new(Open {
             outbound,
-            waiting: Arc::default(),
+            waiting: Arc::new(Mutex::new(Waiting {
+                by_tag: HashMap::new(),
+                closed: false,
+            })),
         });
         tokio::spawn(deliver_answers(answers, open.waiting.clone()));
-        self.slots.lock().insert(peer, Slot::Open(open.clone()));
+        self.slots
+            .lock()
+            .insert(peer.to_string(), Slot::Open(open.clone()));
         Ok(open)
     }
 
     /// Forgets `open` if it is still `peer`'s stream, so the next call opens a new one.
-    fn broken(&self, peer: NodeId, open: &Arc<Open>, why: &str) -> StreamCallError {
+    fn broken(&self, peer: &str, open: &Arc<Open<K::Answer>>, why: &str) -> StreamCallError {
         let mut slots = self.slots.lock();
-        if matches!(slots.get(&peer), Some(Slot::Open(current)) if Arc::ptr_eq(current, open)) {
-            slots.remove(&peer);
+        if matches!(slots.get(peer), Some(Slot::Open(current)) if Arc::ptr_eq(current, open)) {
+            slots.remove(peer);
         }
         StreamCallError::Broken(why.to_string())
     }
@@ -180,20 +278,23 @@ impl AppendStreams {
 
 /// The reader task of one stream: hands each answer to the call waiting on its tag until the
 /// stream ends, then fails every call still waiting (dropping their senders). It holds only
-/// the waiting calls, not the stream's sender, so dropping the last [`AppendStreams`] closes
+/// the waiting calls, not the stream's sender, so dropping the last [`TaggedStreams`] closes
 /// the stream and ends this task.
-async fn deliver_answers(mut answers: tonic::Streaming<RaftBytes>, waiting: Arc<Mutex<Waiting>>) {
+async fn deliver_answers<A: DeserializeOwned>(
+    mut answers: Streaming<RaftBytes>,
+    waiting: Arc<Mutex<Waiting<A>>>,
+) {
     while let Ok(Some(message)) = answers.message().await {
-        let StreamedAppendReply { id, reply } = match wire::decode(&message.data) {
+        let Tagged { id, message } = match wire::decode::<Tagged<A>>(&message.data) {
             Ok(answer) => answer,
             Err(e) => {
-                tracing::warn!(error = %e, "an AppendEntriesStream answer does not decode");
+                tracing::warn!(error = %e, "a streamed answer does not decode; closing the stream");
                 break;
             }
         };
         // No waiter: the call timed out and gave up.
         if let Some(waiter) = waiting.lock().by_tag.remove(&id) {
-            let _gone = waiter.send(reply);
+            let _gone = waiter.send(message);
         }
     }
     let mut waiting = waiting.lock();
@@ -238,12 +339,14 @@ mod tests {
     /// Each answer says which request it belongs to: the request's commit index, echoed as
     /// a partial-success log id.
     fn answer_to(message: RaftBytes) -> Result<RaftBytes, Status> {
-        let StreamedAppend { id, rpc } =
-            wire::decode::<StreamedAppend<AppendEntriesRequest<TypeConfig>>>(&message.data)
+        let Tagged { id, message: rpc } =
+            wire::decode::<Tagged<AppendEntriesRequest<TypeConfig>>>(&message.data)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let reply = StreamedAppendReply {
+        let answer: <AppendEntriesStream as StreamKind>::Answer =
+            Ok(Ok(AppendEntriesResponse::PartialSuccess(rpc.leader_commit)));
+        let reply = Tagged {
             id,
-            reply: Ok(Ok(AppendEntriesResponse::PartialSuccess(rpc.leader_commit))),
+            message: answer,
         };
         Ok(RaftBytes {
             data: wire::encode(&reply).map_err(|e| Status::internal(e.to_string()))?,
@@ -272,6 +375,15 @@ mod tests {
                 };
             self.opened.fetch_add(1, Ordering::SeqCst);
             Ok(Response::new(answers))
+        }
+
+        type ForwardStreamStream = Answers;
+
+        async fn forward_stream(
+            &self,
+            _: Request<Streaming<RaftBytes>>,
+        ) -> Result<Response<Answers>, Status> {
+            Err(Status::unimplemented("not scripted"))
         }
 
         async fn append_entries(
@@ -335,10 +447,13 @@ mod tests {
         }
     }
 
+    /// The key the tests' streams are kept under (a peer's address).
+    const PEER: &str = "peer";
+
     /// Generous for a loaded CI machine; the calls that should answer do so in milliseconds.
     const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-    fn echoed(answer: Result<StreamedAnswer, StreamCallError>) -> u64 {
+    fn echoed(answer: Result<<AppendEntriesStream as StreamKind>::Answer, StreamCallError>) -> u64 {
         match answer {
             Ok(Ok(Ok(AppendEntriesResponse::PartialSuccess(Some(id))))) => id.index,
             other => panic!("unexpected answer {other:?}"),
@@ -348,11 +463,11 @@ mod tests {
     #[tokio::test]
     async fn answers_find_their_calls_in_any_order() {
         let (client, opened) = peer(Peer::AnswersInReverse).await;
-        let streams = AppendStreams::default();
+        let streams = TaggedStreams::<AppendEntriesStream>::default();
         let (seven, eight) = (rpc(7), rpc(8));
         let (first, second) = tokio::join!(
-            streams.call(2, &client, &seven, CALL_TIMEOUT),
-            streams.call(2, &client, &eight, CALL_TIMEOUT),
+            streams.call(PEER, &client, &seven, CALL_TIMEOUT),
+            streams.call(PEER, &client, &eight, CALL_TIMEOUT),
         );
         assert_eq!((echoed(first), echoed(second)), (7, 8));
         assert_eq!(
@@ -365,13 +480,13 @@ mod tests {
     #[tokio::test]
     async fn a_peer_without_the_stream_gets_unary_calls() {
         let (client, _) = peer(Peer::Unimplemented).await;
-        let streams = AppendStreams::default();
+        let streams = TaggedStreams::<AppendEntriesStream>::default();
         for _ in 0..2 {
-            let answer = streams.call(2, &client, &rpc(1), CALL_TIMEOUT).await;
+            let answer = streams.call(PEER, &client, &rpc(1), CALL_TIMEOUT).await;
             assert!(matches!(answer, Err(StreamCallError::Unsupported)));
         }
         assert!(matches!(
-            streams.slots.lock().get(&2),
+            streams.slots.lock().get(PEER),
             Some(Slot::Unsupported(_))
         ));
     }
@@ -379,13 +494,13 @@ mod tests {
     #[tokio::test]
     async fn an_unanswered_call_times_out_and_forgets_its_tag() {
         let (client, _) = peer(Peer::Silent).await;
-        let streams = AppendStreams::default();
+        let streams = TaggedStreams::<AppendEntriesStream>::default();
         let answer = streams
-            .call(2, &client, &rpc(1), Duration::from_millis(200))
+            .call(PEER, &client, &rpc(1), Duration::from_millis(200))
             .await;
         assert!(matches!(answer, Err(StreamCallError::TimedOut)));
         let slots = streams.slots.lock();
-        let Some(Slot::Open(open)) = slots.get(&2) else {
+        let Some(Slot::Open(open)) = slots.get(PEER) else {
             panic!("the stream stays open");
         };
         assert!(open.waiting.lock().by_tag.is_empty());
@@ -394,13 +509,13 @@ mod tests {
     #[tokio::test]
     async fn a_broken_stream_fails_its_calls_and_the_next_call_opens_another() {
         let (client, opened) = peer(Peer::HangsUp).await;
-        let streams = AppendStreams::default();
-        let answer = streams.call(2, &client, &rpc(1), CALL_TIMEOUT).await;
+        let streams = TaggedStreams::<AppendEntriesStream>::default();
+        let answer = streams.call(PEER, &client, &rpc(1), CALL_TIMEOUT).await;
         assert!(
             matches!(answer, Err(StreamCallError::Broken(_))),
             "{answer:?}"
         );
-        let _ = streams.call(2, &client, &rpc(2), CALL_TIMEOUT).await;
+        let _ = streams.call(PEER, &client, &rpc(2), CALL_TIMEOUT).await;
         assert_eq!(opened.load(Ordering::SeqCst), 2);
     }
 }

@@ -128,24 +128,7 @@ async fn a_membership_entry_is_durable_before_its_append_returns() {
 async fn nothing_counts_before_the_leaders_log_is_durable() {
     let cluster = Cluster::start().await;
     let leader = cluster.leader_index().await;
-    let followers = cluster.followers(leader);
-    // The leader's blank entry and the membership are applied everywhere before the hold.
-    cluster
-        .put(leader, "warm-up")
-        .await
-        .expect("task")
-        .expect("put");
-    let settled = cluster.applied(leader);
-    for &at in &followers {
-        let deadline = tokio::time::Instant::now() + SETTLE;
-        while cluster.applied(at) < settled {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "follower catches up"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    let settled = cluster.warm_up(leader).await;
 
     cluster.nodes[leader].durable_log().hold_syncs(true);
     let put = cluster.put(leader, "held");
@@ -172,11 +155,7 @@ async fn a_follower_acknowledges_only_durable_entries() {
     let cluster = Cluster::start().await;
     let leader = cluster.leader_index().await;
     let followers = cluster.followers(leader);
-    cluster
-        .put(leader, "warm-up")
-        .await
-        .expect("task")
-        .expect("put");
+    cluster.warm_up(leader).await;
 
     for &at in &followers {
         cluster.nodes[at].durable_log().hold_syncs(true);

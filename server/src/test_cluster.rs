@@ -68,6 +68,28 @@ impl Cluster {
         }
     }
 
+    /// Writes one key through the leader and waits until every node has applied it, so the
+    /// leader's blank entry and the membership are behind everyone; returns that index.
+    pub async fn warm_up(&self, leader: usize) -> u64 {
+        self.put(leader, "warm-up")
+            .await
+            .expect("task")
+            .expect("put");
+        let settled = self.applied(leader);
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        for at in 0..self.nodes.len() {
+            while self.applied(at) < settled {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "node {} catches up",
+                    self.nodes[at].node_id()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        settled
+    }
+
     pub fn applied(&self, at: usize) -> u64 {
         let metrics = self.nodes[at].raft().metrics();
         let applied = metrics.borrow().last_applied.map_or(0, |l| l.index);

@@ -129,16 +129,24 @@ impl Shared {
     /// Applies every command of `entry`, each at the next state machine revision.
     fn apply_one(&self, entry: Entry) -> ApplyResult {
         let mut changes = Vec::new();
-        let result = {
+        let (result, watched) = {
             let mut state = self.state.write();
             let mut position = self.position.lock();
+            // Nobody listens while openraft replays the log at startup (percyd subscribes
+            // afterwards): skip building events then. Decided under the write lock, so a
+            // subscriber that reads the revision after subscribing has missed nothing.
+            let watched = self.changes.receiver_count() > 0;
             let result = match entry.payload {
                 EntryPayload::Blank => ApplyResult::default(),
                 EntryPayload::Normal(proposal) => {
                     let mut commands = Vec::with_capacity(proposal.commands.len());
                     for command in proposal.commands {
                         let revision = state.revision() + 1;
-                        let applied = state.apply(revision, proposal.now_ms, command);
+                        let applied = if watched {
+                            state.apply(revision, proposal.now_ms, command)
+                        } else {
+                            state.apply_without_events(revision, proposal.now_ms, command)
+                        };
                         if !applied.events.is_empty() {
                             changes.push(StateChange::Applied {
                                 revision,
@@ -159,11 +167,11 @@ impl Shared {
                 }
             };
             position.last_applied = Some(entry.log_id);
-            result
+            (result, watched)
         };
         // Published after the lock is released, so a subscriber that reads the state on
         // receipt sees this revision. Sending fails only when nobody listens.
-        if self.changes.receiver_count() > 0 {
+        if watched {
             for change in changes {
                 let _no_subscribers = self.changes.send(Arc::new(change));
             }

@@ -14,6 +14,8 @@ use super::StateMachine;
 pub(crate) struct Ctx {
     pub revision: u64,
     pub now_ms: u64,
+    /// Off when the caller discards the events (a replay nobody watches): nothing is copied.
+    record_events: bool,
     events: Vec<Event>,
     /// Lock paths changed by this apply. One path may change several times in one apply (a
     /// release, then a grant to a waiter); watchers get one event per path with its final
@@ -22,21 +24,27 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(revision: u64, now_ms: u64) -> Self {
+    pub fn new(revision: u64, now_ms: u64, record_events: bool) -> Self {
         Self {
             revision,
             now_ms,
+            record_events,
             events: Vec::new(),
             touched_locks: BTreeSet::new(),
         }
     }
 
-    /// Nothing changed so far.
+    /// Nothing changed so far (always true when events are not recorded).
     pub fn is_empty(&self) -> bool {
         self.events.is_empty() && self.touched_locks.is_empty()
     }
 
-    fn push(&mut self, kind: EntityKind, key: String, value: Option<EntityValue>) {
+    /// Records one event; `describe` (which copies the entity) runs only when recording.
+    fn push(&mut self, kind: EntityKind, describe: impl FnOnce() -> (String, Option<EntityValue>)) {
+        if !self.record_events {
+            return;
+        }
+        let (key, value) = describe();
         self.events.push(Event {
             revision: self.revision,
             kind,
@@ -46,58 +54,57 @@ impl Ctx {
     }
 
     pub fn agent_changed(&mut self, agent: &Agent) {
-        self.push(
-            EntityKind::Agent,
-            agent.id.to_string(),
-            Some(EntityValue::Agent(agent.clone())),
-        );
+        self.push(EntityKind::Agent, || {
+            (
+                agent.id.to_string(),
+                Some(EntityValue::Agent(agent.clone())),
+            )
+        });
     }
 
     pub fn task_changed(&mut self, task: &Task) {
-        self.push(
-            EntityKind::Task,
-            task.id.clone(),
-            Some(EntityValue::Task(task.clone())),
-        );
+        self.push(EntityKind::Task, || {
+            (task.id.clone(), Some(EntityValue::Task(task.clone())))
+        });
     }
 
     pub fn lock_touched(&mut self, path: &str) {
-        if !self.touched_locks.contains(path) {
+        if self.record_events && !self.touched_locks.contains(path) {
             self.touched_locks.insert(path.to_string());
         }
     }
 
     pub fn config_changed(&mut self, key: &str, entry: Option<&ConfigEntry>) {
-        self.push(
-            EntityKind::Config,
-            key.to_string(),
-            entry.cloned().map(EntityValue::Config),
-        );
+        self.push(EntityKind::Config, || {
+            (key.to_string(), entry.cloned().map(EntityValue::Config))
+        });
     }
 
     pub fn definition_changed(&mut self, definition: &Definition) {
-        self.push(
-            EntityKind::Definition,
-            definition.name.clone(),
-            Some(EntityValue::Definition(definition.clone())),
-        );
+        self.push(EntityKind::Definition, || {
+            (
+                definition.name.clone(),
+                Some(EntityValue::Definition(definition.clone())),
+            )
+        });
     }
 
     /// `message` is `None` when the message with that id left the mailbox (dropped because
     /// the mailbox was full).
     pub fn message_changed(&mut self, recipient: &Recipient, id: u64, message: Option<&Message>) {
-        self.push(
-            EntityKind::Message,
-            message_key(recipient, id),
-            message.cloned().map(EntityValue::Message),
-        );
+        self.push(EntityKind::Message, || {
+            (
+                message_key(recipient, id),
+                message.cloned().map(EntityValue::Message),
+            )
+        });
     }
 
     /// The events in order, lock events (final state of each touched path) last.
     pub fn into_events(mut self, machine: &StateMachine) -> Vec<Event> {
         for path in std::mem::take(&mut self.touched_locks) {
             let value = machine.locks.get(&path).cloned().map(EntityValue::Lock);
-            self.push(EntityKind::Lock, path, value);
+            self.push(EntityKind::Lock, || (path, value));
         }
         self.events
     }

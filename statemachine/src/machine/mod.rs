@@ -115,6 +115,28 @@ impl StateMachine {
     /// nothing (not even [`Self::revision`]). Any other command advances the revision, whether
     /// it succeeds, fails or is a session duplicate.
     pub fn apply(&mut self, revision: u64, now_ms: u64, command: Command) -> Applied {
+        self.apply_recording(revision, now_ms, command, true)
+    }
+
+    /// [`Self::apply`] without building the change events (`events` is empty): for replaying
+    /// a log nobody watches yet, where copying every changed entity into an event only to
+    /// drop it was a large part of a restart. State and response are exactly as `apply`'s.
+    pub fn apply_without_events(
+        &mut self,
+        revision: u64,
+        now_ms: u64,
+        command: Command,
+    ) -> Applied {
+        self.apply_recording(revision, now_ms, command, false)
+    }
+
+    fn apply_recording(
+        &mut self,
+        revision: u64,
+        now_ms: u64,
+        command: Command,
+        record_events: bool,
+    ) -> Applied {
         if revision <= self.revision {
             return Applied {
                 response: Err(CommandError::precondition(format!(
@@ -127,7 +149,7 @@ impl StateMachine {
         self.revision = revision;
         self.clock_ms = self.clock_ms.max(now_ms);
         let now_ms = self.clock_ms;
-        let mut ctx = Ctx::new(revision, now_ms);
+        let mut ctx = Ctx::new(revision, now_ms, record_events);
         let response = match command.session {
             None => self.apply_op(&mut ctx, command.op),
             Some(session) => match self.sessions.admit(session, now_ms, revision) {

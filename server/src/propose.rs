@@ -115,6 +115,11 @@ async fn forward(
         .peers
         .client(leader, &addr)
         .map_err(ForwardError::Unavailable)?;
+    let failed = |why: &dyn std::fmt::Display| {
+        ForwardError::Unavailable(format!(
+            "forwarding to leader {leader} at {addr} failed: {why}"
+        ))
+    };
     let timeout = deadline.saturating_duration_since(Instant::now());
     let dialed = ctx.peers.dialed_addr(leader, &addr);
     match ctx
@@ -125,11 +130,7 @@ async fn forward(
     {
         Ok(reply) => return reply,
         Err(StreamCallError::Unsupported) => {}
-        Err(failed) => {
-            return Err(ForwardError::Unavailable(format!(
-                "forwarding to leader {leader} at {addr} failed: {failed}"
-            )))
-        }
+        Err(broken) => return Err(failed(&broken)),
     }
     let data = wire::encode(&ForwardRequest {
         command: command.clone(),
@@ -137,12 +138,10 @@ async fn forward(
     .map_err(|e| ForwardError::Unavailable(e.to_string()))?;
     let mut request = Request::new(RaftBytes { data });
     request.set_timeout(timeout);
-    let reply = client.forward(request).await.map_err(|s| {
-        ForwardError::Unavailable(format!(
-            "forwarding to leader {leader} at {addr} failed: {}",
-            s.message()
-        ))
-    })?;
+    let reply = client
+        .forward(request)
+        .await
+        .map_err(|status| failed(&status.message()))?;
     let reply: ForwardReply = wire::decode(&reply.into_inner().data)
         .map_err(|e| ForwardError::Unavailable(format!("leader {leader}: {e}")))?;
     reply

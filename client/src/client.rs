@@ -5,8 +5,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use percy_proto::routing;
 use percy_proto::v1::{Consistency, RequestHeader};
 use tokio::time::Instant;
+use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 
 use crate::endpoints::Endpoints;
@@ -89,7 +91,8 @@ impl Client {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let in_flight = self.inner.session.begin();
-        self.run(|| in_flight.header(), extra_time, call).await
+        self.run(Route::Leader, || in_flight.header(), extra_time, call)
+            .await
     }
 
     /// Runs a read (untracked: reads are idempotent).
@@ -102,7 +105,12 @@ impl Client {
         F: FnMut(Channel, RequestHeader) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.run(|| read_header(consistency), Duration::ZERO, call)
+        let route = if consistency == Consistency::Serializable {
+            Route::Sticky
+        } else {
+            Route::Leader
+        };
+        self.run(route, || read_header(consistency), Duration::ZERO, call)
             .await
     }
 
@@ -112,11 +120,13 @@ impl Client {
         F: FnMut(Channel, RequestHeader) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.run(RequestHeader::default, Duration::ZERO, call).await
+        self.run(Route::Sticky, RequestHeader::default, Duration::ZERO, call)
+            .await
     }
 
     async fn run<T, H, F, Fut>(
         &self,
+        route: Route,
         header: H,
         extra_time: Duration,
         mut call: F,
@@ -128,23 +138,42 @@ impl Client {
     {
         let started = Instant::now();
         let deadline = started + self.retry.deadline + extra_time;
+        let endpoints = &self.inner.endpoints;
         let mut attempts = 0u32;
         loop {
-            let (index, channel) = self.inner.endpoints.current();
+            // Only the first attempt goes to the leader we learnt of; retries rotate like any
+            // call's, so a leader that stopped answering is not tried again and again.
+            let to_leader = route == Route::Leader && attempts == 0;
+            let (index, channel) = if to_leader {
+                endpoints.for_leader()
+            } else {
+                endpoints.current()
+            };
             let remaining = deadline.saturating_duration_since(Instant::now());
             let budget = (self.retry.attempt_timeout + extra_time).min(remaining);
             attempts += 1;
             let error = match tokio::time::timeout(budget, call(channel, header())).await {
-                Ok(Ok(response)) => return Ok(response.into_inner()),
-                Ok(Err(status)) if !is_retryable(&status) => return Err(status.into()),
-                Ok(Err(status)) => ClientError::Status(status),
+                Ok(Ok(response)) => {
+                    learn_routing(endpoints, index, response.metadata());
+                    return Ok(response.into_inner());
+                }
+                Ok(Err(status)) => {
+                    learn_routing(endpoints, index, status.metadata());
+                    if !is_retryable(&status) {
+                        return Err(status.into());
+                    }
+                    ClientError::Status(status)
+                }
                 Err(_elapsed) => ClientError::AttemptTimeout {
-                    endpoint: self.inner.endpoints.addr(index).to_owned(),
+                    endpoint: endpoints.addr(index).to_owned(),
                     timeout: budget,
                 },
             };
-            self.inner.endpoints.rotate_from(index);
-            let endpoint = self.inner.endpoints.addr(index);
+            if route == Route::Leader {
+                endpoints.leader_attempt_failed(index);
+            }
+            endpoints.rotate_from(index);
+            let endpoint = endpoints.addr(index);
             back_off_or_give_up(&self.retry, attempts, started, deadline, error, endpoint).await?;
         }
     }
@@ -173,6 +202,25 @@ impl Client {
 
     pub(crate) fn rotate_from(&self, failed: usize) {
         self.inner.endpoints.rotate_from(failed);
+    }
+}
+
+/// Where a call's first attempt goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// The leader's endpoint when known: writes and linearizable reads, which need the
+    /// leader wherever they arrive.
+    Leader,
+    /// The endpoint that last answered: serializable reads and heartbeats, which the
+    /// answering node serves or relays itself, spread over the nodes.
+    Sticky,
+}
+
+/// Reads the answering node's routing metadata (`percy_proto::routing`), if it sent any.
+fn learn_routing(endpoints: &Endpoints, index: usize, metadata: &MetadataMap) {
+    let id = |key: &str| -> Option<u64> { metadata.get(key)?.to_str().ok()?.parse().ok() };
+    if let (Some(node_id), Some(leader_id)) = (id(routing::NODE_ID), id(routing::LEADER_ID)) {
+        endpoints.learn(index, node_id, leader_id);
     }
 }
 

@@ -1,11 +1,17 @@
 //! The set of endpoints a client talks to, one lazily connected channel each, and which one
 //! to try next.
 //!
-//! Any node accepts any request (followers forward to the leader), so there is no leader
-//! discovery here: the client sticks to the endpoint that last answered and moves on to the
-//! next one when an attempt fails for a transport reason.
+//! Any node accepts any request (followers forward writes to the leader and ask it for the read
+//! index of a linearizable read), so a client may use any endpoint: it sticks to the one that
+//! last answered and moves on to the next one when an attempt fails for a transport reason.
+//! Calls that involve the leader anyway — writes and linearizable reads — prefer the leader's
+//! endpoint: every answer names the answering node and its leader (`percy_proto::routing`
+//! metadata), and once the leader is one of our endpoints their first attempt goes there,
+//! saving the follower's hop (and, for a read, the wait for the follower to apply up to the
+//! leader's commit). This is only a preference: every node answers these calls the same way,
+//! so a wrong or stale guess costs time, never correctness.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
@@ -20,12 +26,22 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A list of endpoints and the index of the preferred one.
+/// `node_ids` entry of an endpoint that has not answered yet.
+const NOT_ANSWERED: u64 = 0;
+/// `node_ids` entry of an endpoint whose last leader-routed attempt failed: neither a leader candidate
+/// nor worth probing until it answers again.
+const FAILED: u64 = u64::MAX;
+
+/// A list of endpoints, the index of the preferred one, and what their answers taught us.
 #[derive(Debug)]
 pub(crate) struct Endpoints {
     addrs: Vec<String>,
     channels: Vec<Channel>,
     preferred: AtomicUsize,
+    /// The node id behind each endpoint, as it last named itself ([`NOT_ANSWERED`], [`FAILED`]).
+    node_ids: Vec<AtomicU64>,
+    /// The leader as the latest answer named it (0 = unknown).
+    leader: AtomicU64,
 }
 
 impl Endpoints {
@@ -45,10 +61,13 @@ impl Endpoints {
             .iter()
             .map(|addr| endpoint(addr).map(|e| e.connect_lazy()))
             .collect::<Result<Vec<_>, _>>()?;
+        let node_ids = addrs.iter().map(|_| AtomicU64::new(NOT_ANSWERED)).collect();
         Ok(Self {
             addrs,
             channels,
             preferred: AtomicUsize::new(0),
+            node_ids,
+            leader: AtomicU64::new(0),
         })
     }
 
@@ -60,6 +79,35 @@ impl Endpoints {
     pub(crate) fn current(&self) -> (usize, Channel) {
         let index = self.preferred.load(Ordering::Relaxed) % self.channels.len();
         (index, self.channels[index].clone())
+    }
+
+    /// The endpoint for the first attempt of a leader-routed call: the leader's when we know
+    /// which one it is; else one that has not answered yet (its answer names it, so a few
+    /// calls find the leader); else the preferred one (whose node goes to the leader for us).
+    pub(crate) fn for_leader(&self) -> (usize, Channel) {
+        let leader = self.leader.load(Ordering::Relaxed);
+        let id_of = |i: usize| self.node_ids[i].load(Ordering::Relaxed);
+        let chosen = (0..self.channels.len())
+            .find(|&i| leader != 0 && id_of(i) == leader)
+            .or_else(|| (0..self.channels.len()).find(|&i| id_of(i) == NOT_ANSWERED));
+        match chosen {
+            Some(index) => (index, self.channels[index].clone()),
+            None => self.current(),
+        }
+    }
+
+    /// Records what the answer from endpoint `index` said: who answered and who leads.
+    pub(crate) fn learn(&self, index: usize, node_id: u64, leader_id: u64) {
+        if node_id != NOT_ANSWERED && node_id != FAILED {
+            self.node_ids[index].store(node_id, Ordering::Relaxed);
+        }
+        self.leader.store(leader_id, Ordering::Relaxed);
+    }
+
+    /// Endpoint `index` failed a leader-routed attempt: stop trying it first until it answers
+    /// again.
+    pub(crate) fn leader_attempt_failed(&self, index: usize) {
+        self.node_ids[index].store(FAILED, Ordering::Relaxed);
     }
 
     pub(crate) fn addr(&self, index: usize) -> &str {
@@ -135,5 +183,32 @@ mod tests {
         endpoints.rotate_from(2);
         assert_eq!(endpoints.current().0, 0);
         assert_eq!(endpoints.addr(1), "b:2");
+    }
+
+    #[tokio::test]
+    async fn leader_routing_finds_the_leader_and_leaves_it_when_it_fails() {
+        let list: Vec<String> = ["a:1", "b:2", "c:3"].map(String::from).to_vec();
+        let endpoints = Endpoints::new(&list).expect("valid endpoints");
+        // Nothing known: the first endpoint that has not answered.
+        assert_eq!(endpoints.for_leader().0, 0);
+        // Endpoint 0 is node 7 and names node 9 as the leader, which nobody has shown yet.
+        endpoints.learn(0, 7, 9);
+        assert_eq!(endpoints.for_leader().0, 1);
+        endpoints.learn(1, 8, 9);
+        assert_eq!(endpoints.for_leader().0, 2);
+        endpoints.learn(2, 9, 9);
+        assert_eq!(endpoints.for_leader().0, 2, "the leader's endpoint");
+        // The leader's endpoint fails: the preferred endpoint is used (its node forwards).
+        endpoints.leader_attempt_failed(2);
+        assert_eq!(endpoints.for_leader().0, endpoints.current().0);
+        // A new leader, named by an answer, is used at once.
+        endpoints.learn(0, 7, 8);
+        assert_eq!(endpoints.for_leader().0, 1);
+        // An answer from the failed endpoint makes it a candidate again.
+        endpoints.learn(2, 9, 9);
+        assert_eq!(endpoints.for_leader().0, 2);
+        // No leader known and every endpoint answered: the preferred one.
+        endpoints.learn(1, 8, 0);
+        assert_eq!(endpoints.for_leader().0, endpoints.current().0);
     }
 }

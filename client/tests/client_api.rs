@@ -1,6 +1,6 @@
 //! The client library against a real (in-process) Percy cluster: typed calls, error codes,
-//! waiting lock acquires, writes that carry on through the loss of the leader, and keep-alive
-//! streams that carry on through the loss of their node.
+//! waiting lock acquires, writes that carry on through the loss of the leader, calls routed to
+//! the leader, and keep-alive streams that carry on through the loss of their node.
 
 mod support;
 
@@ -171,6 +171,74 @@ async fn writes_continue_through_the_loss_of_the_leader() {
         .await
         .expect("read");
     assert_eq!(read.entry.expect("entry").value, b"1");
+}
+
+/// Writes until one is answered by the leader itself (not forwarded); returns how many it took.
+async fn writes_until_the_leader_answers(client: &Client, limit: usize) -> (usize, u64) {
+    for attempt in 1..=limit {
+        let header = client
+            .put_config("routed", attempt.to_string().into_bytes(), None)
+            .await
+            .expect("write")
+            .header
+            .expect("header");
+        if !header.forwarded {
+            assert_eq!(
+                header.node_id, header.leader_id,
+                "answered unforwarded by the leader"
+            );
+            return (attempt, header.node_id);
+        }
+    }
+    panic!("{limit} writes were all forwarded: the client never found the leader");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_linearizable_reads_go_to_the_leader_serializable_reads_stay() {
+    let mut cluster = TestCluster::start(3);
+    let leader = cluster.leader_index().expect("a leader");
+    // The leader's endpoint last, so only what the answers say can lead the client to it.
+    let mut endpoints = cluster.endpoints();
+    let leader_endpoint = endpoints.remove(leader);
+    endpoints.push(leader_endpoint);
+    let first_node = cluster
+        .endpoints()
+        .iter()
+        .position(|e| *e == endpoints[0])
+        .expect("known endpoint") as u64
+        + 1;
+    let client = Client::connect(&endpoints)
+        .await
+        .expect("client")
+        .with_deadline(Duration::from_secs(30));
+    // Each answer names its node and the leader: at most one write per endpoint to find it.
+    let (writes, answered_by) = writes_until_the_leader_answers(&client, 3).await;
+    assert_eq!(answered_by, leader as u64 + 1);
+    assert!(writes <= 3);
+    let (writes, _) = writes_until_the_leader_answers(&client, 1).await;
+    assert_eq!(writes, 1, "once found, the leader is used first");
+    let answered_read = |consistency| {
+        let client = client.clone();
+        async move {
+            let read = client.get_config("routed", consistency).await;
+            read.expect("read").header.expect("header").node_id
+        }
+    };
+    assert_eq!(
+        answered_read(Consistency::Linearizable).await,
+        leader as u64 + 1
+    );
+    assert_eq!(
+        answered_read(Consistency::Serializable).await,
+        first_node,
+        "serializable reads stay on the endpoint that answered"
+    );
+    // The leader goes: the client falls back to a follower, which names the new leader.
+    cluster.stop(leader);
+    let (_, new_leader) = writes_until_the_leader_answers(&client, 10).await;
+    assert_ne!(new_leader, leader as u64 + 1);
+    let (writes, _) = writes_until_the_leader_answers(&client, 1).await;
+    assert_eq!(writes, 1, "the new leader is used first");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

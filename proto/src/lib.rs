@@ -16,3 +16,14 @@ pub mod internal {
 /// Encoded `FileDescriptorSet` of every service, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/percy_descriptor.bin"));
+
+/// gRPC response metadata every node adds to its unary answers (successes and errors alike):
+/// the answering node's id and the leader as that node knows it ("0" = unknown). The client
+/// library learns from them which of its endpoints leads, and sends writes there directly
+/// instead of through a follower's forwarding hop.
+pub mod routing {
+    /// The answering node's id, in decimal.
+    pub const NODE_ID: &str = "percy-node-id";
+    /// The leader's id as the answering node knows it, in decimal; "0" while unknown.
+    pub const LEADER_ID: &str = "percy-leader-id";
+}

@@ -5,8 +5,10 @@
 use std::future::Future;
 use std::time::Instant;
 
+use percy_proto::routing;
 use percy_proto::v1::{RequestHeader, ResponseHeader};
 use percy_statemachine::{Command, Op, Outcome, SessionRef, StateMachine};
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Response, Status};
 
 use crate::context::NodeContext;
@@ -78,7 +80,25 @@ pub async fn observe<T>(
     };
     ctx.metrics
         .observe_request(method, code, started.elapsed().as_secs_f64());
-    result.map(Response::new)
+    match result {
+        Ok(message) => {
+            let mut response = Response::new(message);
+            stamp_routing(ctx, response.metadata_mut());
+            Ok(response)
+        }
+        Err(mut status) => {
+            stamp_routing(ctx, status.metadata_mut());
+            Err(status)
+        }
+    }
+}
+
+/// Names this node and its leader in the answer's metadata ([`routing`]), so the client can
+/// send its next write straight to the leader.
+fn stamp_routing(ctx: &NodeContext, metadata: &mut MetadataMap) {
+    let leader = ctx.leader().unwrap_or(0);
+    metadata.insert(routing::NODE_ID, MetadataValue::from(ctx.node_id));
+    metadata.insert(routing::LEADER_ID, MetadataValue::from(leader));
 }
 
 /// A required message field (proto3 makes every message field optional on the wire).

@@ -104,8 +104,10 @@ pub struct Args {
     /// Keep the local cluster's data dirs and logs.
     #[arg(long)]
     pub keep: bool,
-    /// Concurrent clients, each with its own connection; client i talks to node
-    /// (leader + i) mod N. Default 64 (lock: 16).
+    /// Concurrent clients, each with its own connections; client i starts at node
+    /// (leader + i) mod N, where it sends serializable reads and heartbeats; writes and
+    /// linearizable reads go to the leader once the client has learnt which node it is.
+    /// Default 64 (lock: 16).
     #[arg(short = 'c', long)]
     pub clients: Option<usize>,
     /// Measured window.

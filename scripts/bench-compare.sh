@@ -111,7 +111,9 @@ for key in sorted(k for k in runs if k[0] == "heartbeat"):
           f"{med(key, 'leader_cpu_pct_of_one_core')} % of one core, p99 {med(key, 'p99_ms')} ms, box busy {busy(key):.0f} %")
 print("\nEvery run (medians above):")
 for key in sorted(runs, key=lambda k: (k[0], k[1], k[2] or 0)):
-    vals = ", ".join(f"{r['ops_per_s']:.0f}/s p99 {r['p99_ms']:.1f} ms busy {r['machine_busy_pct']:.0f}%" for r in runs[key])
+    # Percy's runs also say how much CPU the hypervisor stole (slow runs on a VM have a lot).
+    steal = lambda r: f" steal {r['machine_steal_pct']:.0f}%" if "machine_steal_pct" in r else ""
+    vals = ", ".join(f"{r['ops_per_s']:.0f}/s p99 {r['p99_ms']:.1f} ms busy {r['machine_busy_pct']:.0f}%{steal(r)}" for r in runs[key])
     extra = "".join(f" {x}" for x in key[3:] if x)
     print(f"- {key[0]} C={key[1]}{' tasks=' + str(key[2]) if key[2] else ''}{extra}: {vals}")
 PY

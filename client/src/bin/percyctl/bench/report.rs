@@ -36,6 +36,7 @@ pub struct Report {
     pub server_cpu_s: f64,
     pub bench_cpu_s: f64,
     pub machine_busy_pct: f64,
+    pub machine_steal_pct: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_cpu_us_per_op: Option<f64>,
     pub leader: String,
@@ -123,6 +124,7 @@ impl Report {
             server_cpu_s: r3(cpu.server_s),
             bench_cpu_s: r3(cpu.bench_s),
             machine_busy_pct: r3(cpu.machine_busy_pct),
+            machine_steal_pct: r3(cpu.machine_steal_pct),
             server_cpu_us_per_op: (ok > 0).then(|| r3(cpu.server_s * 1e6 / ok as f64)),
             leader: info.leader,
             client0_endpoint: info.client0_endpoint,
@@ -164,6 +166,7 @@ impl Report {
             ("server CPU s", self.server_cpu_s.to_string()),
             ("bench CPU s", self.bench_cpu_s.to_string()),
             ("machine busy %", self.machine_busy_pct.to_string()),
+            ("machine steal %", self.machine_steal_pct.to_string()),
             ("leader", self.leader.clone()),
             ("client 0 endpoint", self.client0_endpoint.clone()),
             ("server version", self.server_version.clone()),

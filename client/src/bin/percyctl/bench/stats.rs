@@ -152,8 +152,17 @@ pub fn proc_cpu_s(pids: &[u32]) -> f64 {
     ticks as f64 / USER_HZ
 }
 
-/// (busy, total) jiffies of all CPUs, from the first line of `/proc/stat`.
-fn machine_jiffies() -> (u64, u64) {
+/// Jiffies of all CPUs since boot, from the first line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default)]
+struct MachineJiffies {
+    /// Everything but idle and iowait (steal included: the vCPU was wanted but not running).
+    busy: u64,
+    /// Time the hypervisor ran something else while this VM's vCPUs wanted to run.
+    steal: u64,
+    total: u64,
+}
+
+fn machine_jiffies() -> MachineJiffies {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let values: Vec<u64> = stat
         .lines()
@@ -167,12 +176,20 @@ fn machine_jiffies() -> (u64, u64) {
     const FIELDS: usize = 8;
     const IDLE: usize = 3;
     const IOWAIT: usize = 4;
+    const STEAL: usize = 7;
     if values.len() <= IOWAIT {
-        return (0, 1);
+        return MachineJiffies {
+            total: 1,
+            ..MachineJiffies::default()
+        };
     }
     let total: u64 = values.iter().take(FIELDS).sum();
     let idle = values[IDLE] + values[IOWAIT];
-    (total.saturating_sub(idle), total)
+    MachineJiffies {
+        busy: total.saturating_sub(idle),
+        steal: values.get(STEAL).copied().unwrap_or(0),
+        total,
+    }
 }
 
 /// A CPU reading at one instant.
@@ -181,20 +198,17 @@ pub struct CpuSample {
     pub server_s: f64,
     pub leader_s: f64,
     pub bench_s: f64,
-    busy: u64,
-    total: u64,
+    machine: MachineJiffies,
     at: Instant,
 }
 
 impl CpuSample {
     pub fn take(server_pids: &[u32], leader_pid: Option<u32>) -> Self {
-        let (busy, total) = machine_jiffies();
         Self {
             server_s: proc_cpu_s(server_pids),
             leader_s: leader_pid.map_or(0.0, |pid| proc_cpu_s(&[pid])),
             bench_s: proc_cpu_s(&[std::process::id()]),
-            busy,
-            total,
+            machine: machine_jiffies(),
             at: Instant::now(),
         }
     }
@@ -207,17 +221,23 @@ pub struct CpuUsage {
     pub leader_s: f64,
     pub bench_s: f64,
     pub machine_busy_pct: f64,
+    /// Share of the machine's CPU time stolen by the hypervisor: on a VM, runs with a lot of
+    /// it are slow for reasons outside the system under test.
+    pub machine_steal_pct: f64,
     pub wall_s: f64,
 }
 
 impl CpuUsage {
     pub fn between(a: &CpuSample, b: &CpuSample) -> Self {
-        let total = b.total.saturating_sub(a.total).max(1);
+        let (a_m, b_m) = (a.machine, b.machine);
+        let total = b_m.total.saturating_sub(a_m.total).max(1) as f64;
+        let pct = |after: u64, before: u64| 100.0 * after.saturating_sub(before) as f64 / total;
         Self {
             server_s: b.server_s - a.server_s,
             leader_s: b.leader_s - a.leader_s,
             bench_s: b.bench_s - a.bench_s,
-            machine_busy_pct: 100.0 * b.busy.saturating_sub(a.busy) as f64 / total as f64,
+            machine_busy_pct: pct(b_m.busy, a_m.busy),
+            machine_steal_pct: pct(b_m.steal, a_m.steal),
             wall_s: (b.at - a.at).as_secs_f64(),
         }
     }
@@ -254,11 +274,26 @@ mod tests {
     }
 
     #[test]
+    fn busy_and_steal_are_shares_of_the_machine_time_between_samples() {
+        let at = Instant::now();
+        let sample = |busy, steal, total| CpuSample {
+            server_s: 0.0,
+            leader_s: 0.0,
+            bench_s: 0.0,
+            machine: MachineJiffies { busy, steal, total },
+            at,
+        };
+        let usage = CpuUsage::between(&sample(100, 10, 400), &sample(175, 35, 500));
+        assert_eq!(usage.machine_busy_pct, 75.0);
+        assert_eq!(usage.machine_steal_pct, 25.0);
+    }
+
+    #[test]
     fn own_cpu_time_is_readable() {
         let own = proc_cpu_s(&[std::process::id()]);
         assert!(own >= 0.0);
         assert_eq!(proc_cpu_s(&[u32::MAX]), 0.0);
-        let (busy, total) = machine_jiffies();
-        assert!(busy <= total);
+        let machine = machine_jiffies();
+        assert!(machine.steal <= machine.busy && machine.busy <= machine.total);
     }
 }

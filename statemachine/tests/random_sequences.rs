@@ -843,34 +843,34 @@ impl Driver {
     }
 }
 
-fn replay(entries: &[Entry], mut machine: StateMachine) -> StateMachine {
-    for entry in entries {
-        let applied = machine.apply(entry.revision, entry.now_ms, entry.command.clone());
-        assert_eq!(
-            applied, entry.applied,
-            "replay diverged at revision {}",
-            entry.revision
-        );
-    }
-    machine
+/// How a replay applies the log: as a running node does (`apply`, events built), or as a
+/// restarting node does before anyone watches (`apply_without_events`: the same answers, and
+/// no event may be built).
+#[derive(Debug, Clone, Copy)]
+enum Replay {
+    Watched,
+    Unwatched,
 }
 
-/// What a restarting node does: the same log through `apply_without_events`. Every answer
-/// must be the recorded one, and no event may be built.
-fn replay_without_events(entries: &[Entry]) -> StateMachine {
-    let mut machine = StateMachine::new();
+fn replay(entries: &[Entry], mut machine: StateMachine, how: Replay) -> StateMachine {
     for entry in entries {
-        let applied =
-            machine.apply_without_events(entry.revision, entry.now_ms, entry.command.clone());
+        let (revision, now_ms, command) = (entry.revision, entry.now_ms, entry.command.clone());
+        let (applied, expected) = match how {
+            Replay::Watched => (
+                machine.apply(revision, now_ms, command),
+                entry.applied.clone(),
+            ),
+            Replay::Unwatched => (
+                machine.apply_without_events(revision, now_ms, command),
+                Applied {
+                    response: entry.applied.response.clone(),
+                    events: Vec::new(),
+                },
+            ),
+        };
         assert_eq!(
-            applied.response, entry.applied.response,
-            "replay without events diverged at revision {}",
-            entry.revision
-        );
-        assert!(
-            applied.events.is_empty(),
-            "events built at revision {}",
-            entry.revision
+            applied, expected,
+            "{how:?} replay diverged at revision {revision}"
         );
     }
     machine
@@ -902,16 +902,16 @@ proptest! {
         }
 
         // Determinism: the same log gives the same answers, events and state.
-        let twin = replay(&driver.log, StateMachine::new());
+        let twin = replay(&driver.log, StateMachine::new(), Replay::Watched);
         prop_assert_eq!(&twin, &driver.machine);
         prop_assert_eq!(twin.snapshot(), driver.machine.snapshot());
-        let unwatched = replay_without_events(&driver.log);
+        let unwatched = replay(&driver.log, StateMachine::new(), Replay::Unwatched);
         prop_assert_eq!(&unwatched, &driver.machine);
 
         // Snapshot midway, restore, continue: the same as never snapshotting.
         let (applied_before, bytes) = midway.expect("snapshot taken");
         let restored = StateMachine::restore(&bytes).expect("restore");
-        let continued = replay(&driver.log[applied_before..], restored);
+        let continued = replay(&driver.log[applied_before..], restored, Replay::Watched);
         prop_assert_eq!(&continued, &driver.machine);
         prop_assert_eq!(continued.snapshot(), driver.machine.snapshot());
     }

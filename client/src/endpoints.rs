@@ -28,8 +28,8 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `node_ids` entry of an endpoint that has not answered yet.
 const NOT_ANSWERED: u64 = 0;
-/// `node_ids` entry of an endpoint whose last leader-routed attempt failed: neither a leader candidate
-/// nor worth probing until it answers again.
+/// `node_ids` entry of an endpoint whose last leader-routed attempt failed: neither a leader
+/// candidate nor worth probing until it answers again.
 const FAILED: u64 = u64::MAX;
 
 /// A list of endpoints, the index of the preferred one, and what their answers taught us.

@@ -19,8 +19,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// gRPC response metadata every node adds to its unary answers (successes and errors alike):
 /// the answering node's id and the leader as that node knows it ("0" = unknown). The client
-/// library learns from them which of its endpoints leads, and sends writes there directly
-/// instead of through a follower's forwarding hop.
+/// library learns from them which of its endpoints leads, and sends writes and linearizable
+/// reads there directly instead of through a follower.
 pub mod routing {
     /// The answering node's id, in decimal.
     pub const NODE_ID: &str = "percy-node-id";

@@ -42,6 +42,9 @@ async fn acknowledged_writes_survive_drop_and_reopen() {
             .await
             .expect("append");
         log.save_vote(&vote).await.expect("vote");
+        // The commit index is stored only as far as the log is durable (the gate is tested
+        // in `durability_tests`); appends return before the background sync, so wait for it.
+        log.durable_log().wait_covered(4).await.expect("durable");
         log.save_committed(Some(log_id(1, 3)))
             .await
             .expect("committed");

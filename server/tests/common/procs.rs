@@ -64,6 +64,7 @@ impl Percyd {
         let child = Command::new(PERCYD)
             .args(&self.args)
             .env("RUST_LOG", "warn,percy_server=info")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -106,9 +107,25 @@ impl Percyd {
     }
 }
 
+/// Lines of a node's stderr a failing test prints: its data dir (and the file) is deleted with
+/// the test, so this is the only post-mortem a CI log keeps.
+const POST_MORTEM_LINES: usize = 60;
+
 impl Drop for Percyd {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            let stderr = self.stderr();
+            let lines: Vec<&str> = stderr.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(POST_MORTEM_LINES)..];
+            eprintln!(
+                "--- percyd node {} at {}: last {} lines of stderr ---\n{}",
+                self.id,
+                self.addr,
+                tail.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
 

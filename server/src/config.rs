@@ -29,6 +29,8 @@ pub const DEFAULT_AGENT_TTL_MS: u64 = percy_statemachine::limits::DEFAULT_AGENT_
 pub const DEFAULT_AGENT_HEARTBEAT_INTERVAL_MS: u64 = 2_000;
 /// Watch history kept in memory for resuming watchers (in revisions that had events).
 pub const DEFAULT_WATCH_HISTORY: usize = 10_000;
+/// Most runtime worker threads `--worker-threads` accepts.
+pub const MAX_WORKER_THREADS: u16 = 256;
 
 /// Everything one node needs to run. Build it with [`NodeConfig::single`] or
 /// [`NodeConfig::cluster`] and adjust the tunables; `percyd` builds it from [`Cli`].
@@ -202,6 +204,13 @@ pub struct Cli {
     /// Revisions of watch history kept in memory for resuming watchers.
     #[arg(long, default_value_t = DEFAULT_WATCH_HISTORY)]
     pub watch_history: usize,
+    /// Threads of the async runtime that serves requests and runs Raft. Default: one per core.
+    /// Nodes that share a machine do better with the cores split between them: every thread
+    /// beyond that only adds wake-ups and context switches (`percyctl bench --local N` gives
+    /// each node cores / N).
+    #[arg(long, env = "PERCY_WORKER_THREADS",
+          value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_WORKER_THREADS)))]
+    pub worker_threads: Option<u16>,
 }
 
 impl Cli {
@@ -276,6 +285,18 @@ mod tests {
             parse_peers("1=a:1,1=b:2"),
             Err(ConfigError::DuplicatePeer(1))
         ));
+    }
+
+    #[test]
+    fn worker_threads_default_to_the_runtime_and_zero_is_refused() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["percyd"], args].concat());
+        assert_eq!(parse(&[]).unwrap().worker_threads, None);
+        assert_eq!(
+            parse(&["--worker-threads", "1"]).unwrap().worker_threads,
+            Some(1)
+        );
+        assert!(parse(&["--worker-threads", "0"]).is_err());
+        assert!(parse(&["--worker-threads", "257"]).is_err());
     }
 
     #[test]

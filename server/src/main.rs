@@ -24,7 +24,12 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = cli.worker_threads {
+        runtime.worker_threads(threads.into());
+    }
+    let runtime = match runtime.build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("percyd: cannot start the async runtime: {e}");

@@ -1,6 +1,11 @@
 //! `--local N`: N real `percyd` processes on free loopback ports, each with its own temporary
 //! data dir (fsync on, as always in percyd), torn down when the [`LocalCluster`] is dropped —
 //! on success, on error and on ctrl-c (the caller turns the signal into an error).
+//!
+//! The nodes share this machine, so each gets an equal share of its cores as runtime worker
+//! threads (`percyd --worker-threads`), as one would configure co-located nodes: with every
+//! node sized for the whole machine, the extra threads only add wake-ups and context switches
+//! (on the 2-core VM of BENCHMARKS.md, ~9 % more CPU per lock handoff).
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
@@ -32,6 +37,8 @@ struct LocalNode {
 pub struct LocalCluster {
     percyd: PathBuf,
     peers: String,
+    /// `--worker-threads` of every node: its share of this machine's cores.
+    worker_threads: usize,
     nodes: Vec<LocalNode>,
     /// Removed on drop unless `--keep`.
     dir: Option<tempfile::TempDir>,
@@ -73,9 +80,11 @@ impl LocalCluster {
         } else {
             (Some(dir), None)
         };
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let mut cluster = LocalCluster {
             percyd,
             peers,
+            worker_threads: (cores / n).max(1),
             nodes,
             dir,
             kept_dir,
@@ -134,6 +143,7 @@ impl LocalCluster {
     pub fn spawn(&mut self, id: u64) -> Result<()> {
         let percyd = self.percyd.clone();
         let peers = self.peers.clone();
+        let worker_threads = self.worker_threads;
         let node = self
             .nodes
             .iter_mut()
@@ -156,6 +166,8 @@ impl LocalCluster {
             .arg(&peers)
             .arg("--data-dir")
             .arg(&node.data_dir)
+            .arg("--worker-threads")
+            .arg(worker_threads.to_string())
             .env("RUST_LOG", NODE_LOG_LEVEL)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

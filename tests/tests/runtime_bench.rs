@@ -164,6 +164,30 @@ fn heartbeats_cause_no_raft_entries() -> Result<()> {
 }
 
 #[test]
+fn heartbeat_refuses_a_client_count_other_than_its_connections() -> Result<()> {
+    let output = Command::new(percyctl_binary()?)
+        .args([
+            "bench",
+            "heartbeat",
+            "-c",
+            "8",
+            "--connections",
+            "2",
+            "--local",
+            "3",
+        ])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.code() == Some(2),
+        "{}: {stderr}",
+        output.status
+    );
+    ensure!(stderr.contains("--connections 8"), "{stderr}");
+    Ok(())
+}
+
+#[test]
 fn a_restarted_node_serves_after_catching_up() -> Result<()> {
     let report = bench("restart", &["--tasks", "2000", "--plan-size", "500"])?;
     ensure!(report["tasks"] == 2000, "{report}");

@@ -107,7 +107,7 @@ pub struct Args {
     /// Concurrent clients, each with its own connections; client i starts at node
     /// (leader + i) mod N, where it sends serializable reads and heartbeats; writes and
     /// linearizable reads go to the leader once the client has learnt which node it is.
-    /// Default 64 (lock: 16).
+    /// Default 64 (lock: 16). The heartbeat workload's clients are its --connections.
     #[arg(short = 'c', long)]
     pub clients: Option<usize>,
     /// Measured window.
@@ -229,6 +229,14 @@ async fn bench(
 ) -> Result<()> {
     if args.clients() == 0 {
         bail!("--clients must be at least 1");
+    }
+    if let (Workload::Heartbeat, Some(clients)) = (&args.workload, args.clients) {
+        if clients != args.connections {
+            bail!(
+                "heartbeat: its clients are the connections the agents share; \
+                 use --connections {clients} instead of -c {clients}"
+            );
+        }
     }
     let progress = Progress::new();
     let mut cluster = match args.local {

@@ -11,7 +11,8 @@
 //! its tag, so answers may come in any order and nothing queues behind a slow request (the
 //! serving side answers several at once, `raft_service::answer_tagged`).
 //!
-//! Negative space: a call that times out forgets its tag (a late answer is dropped); when a
+//! Negative space: a call's timeout covers opening the stream as well as its answer; a call
+//! that times out forgets its tag (a late answer is dropped); when a
 //! stream breaks, every waiting call fails and the next call opens a new stream; a peer that
 //! answers UNIMPLEMENTED (an older build) gets the unary call instead, and is asked again after
 //! [`RETRY_STREAM_AFTER`]. A call that failed may or may not have reached the peer, exactly as
@@ -175,7 +176,12 @@ impl<K: StreamKind> TaggedStreams<K> {
         timeout: Duration,
     ) -> Result<K::Answer, StreamCallError> {
         let deadline = Instant::now() + timeout;
-        let open = self.open(peer, client).await?;
+        // Opening is bounded too: a peer that accepts the connection but never answers the
+        // stream's headers would otherwise hold this call, and every call queued behind the
+        // opener, past any deadline.
+        let open = tokio::time::timeout_at(deadline, self.open(peer, client))
+            .await
+            .map_err(|_| StreamCallError::TimedOut)??;
         let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
         let data = wire::encode(&Tagged {
             id: tag,
@@ -329,6 +335,8 @@ mod tests {
         Silent,
         /// Ends each stream after its first request, unanswered.
         HangsUp,
+        /// Accepts the stream's request but never answers its headers.
+        NeverOpens,
     }
 
     struct Scripted {
@@ -363,6 +371,9 @@ mod tests {
             &self,
             request: Request<Streaming<RaftBytes>>,
         ) -> Result<Response<Answers>, Status> {
+            if let Peer::NeverOpens = self.peer {
+                return std::future::pending().await;
+            }
             let requests = request.into_inner().filter_map(|m| async move { m.ok() });
             let answers: Answers =
                 match self.peer {
@@ -372,6 +383,7 @@ mod tests {
                     })),
                     Peer::Silent => Box::pin(requests.filter_map(|_| async { None })),
                     Peer::HangsUp => Box::pin(requests.take(1).filter_map(|_| async { None })),
+                    Peer::NeverOpens => unreachable!("answered above"),
                 };
             self.opened.fetch_add(1, Ordering::SeqCst);
             Ok(Response::new(answers))
@@ -517,5 +529,23 @@ mod tests {
         );
         let _ = streams.call(PEER, &client, &rpc(2), CALL_TIMEOUT).await;
         assert_eq!(opened.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_never_opens_times_the_call_out() {
+        let (client, _) = peer(Peer::NeverOpens).await;
+        let streams = TaggedStreams::<AppendEntriesStream>::default();
+        let request = rpc(1);
+        for _ in 0..2 {
+            let call = streams.call(PEER, &client, &request, Duration::from_millis(200));
+            let answer = tokio::time::timeout(CALL_TIMEOUT, call)
+                .await
+                .expect("the call's own timeout covers opening the stream");
+            assert!(
+                matches!(answer, Err(StreamCallError::TimedOut)),
+                "{answer:?}"
+            );
+        }
+        assert!(streams.slots.lock().get(PEER).is_none());
     }
 }

@@ -236,10 +236,13 @@ impl Cli {
 mod tests {
     use super::*;
 
+    /// `percyd` with `args`, as clap parses it.
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from([&["percyd"], args].concat())
+    }
+
     fn cli(args: &[&str]) -> Result<NodeConfig, ConfigError> {
-        let mut argv = vec!["percyd"];
-        argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).unwrap().into_config()
+        parse(args).unwrap().into_config()
     }
 
     #[test]
@@ -289,7 +292,6 @@ mod tests {
 
     #[test]
     fn worker_threads_default_to_the_runtime_and_zero_is_refused() {
-        let parse = |args: &[&str]| Cli::try_parse_from([&["percyd"], args].concat());
         assert_eq!(parse(&[]).unwrap().worker_threads, None);
         assert_eq!(
             parse(&["--worker-threads", "1"]).unwrap().worker_threads,

@@ -31,6 +31,10 @@ pub struct Metrics {
     /// Read indexes this node gave followers as leader, by what confirmed the leadership.
     pub read_index_by_follower: IntCounter,
     pub read_index_by_heartbeats: IntCounter,
+    /// Commands that waited to ride with the next entry (see `batcher`): those that joined an
+    /// entry another command opened, and those whose wait ran out first.
+    pub riders_joined: IntCounter,
+    pub riders_alone: IntCounter,
     term: IntGauge,
     leader: IntGauge,
     is_leader: IntGauge,
@@ -98,6 +102,14 @@ impl Metrics {
                 "read_index_confirmed_by_heartbeats_total",
                 "Read indexes given to followers after a heartbeat round to a quorum",
             )?,
+            riders_joined: IntCounter::new(
+                "raft_riders_joined_total",
+                "Queued lock requests proposed in an entry another command opened",
+            )?,
+            riders_alone: IntCounter::new(
+                "raft_riders_alone_total",
+                "Queued lock requests proposed after waiting out their ride (no entry came by)",
+            )?,
             term: gauge("raft_term", "Current Raft term")?,
             leader: gauge(
                 "raft_leader_id",
@@ -134,6 +146,8 @@ impl Metrics {
             .register(Box::new(m.read_index_by_follower.clone()))?;
         m.registry
             .register(Box::new(m.read_index_by_heartbeats.clone()))?;
+        m.registry.register(Box::new(m.riders_joined.clone()))?;
+        m.registry.register(Box::new(m.riders_alone.clone()))?;
         for g in [
             &m.term,
             &m.leader,

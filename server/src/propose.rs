@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use percy_proto::internal::RaftBytes;
-use percy_statemachine::Command;
+use percy_statemachine::{Command, Op};
 use tokio::time::Instant;
 use tonic::{Request, Status};
 
@@ -18,6 +18,10 @@ use crate::wire::{self, ForwardError, ForwardReply, ForwardRequest};
 
 /// How long a write may take end to end (leader election included) before UNAVAILABLE.
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a lock request that will queue may wait for another command's entry to ride in
+/// (`propose_local`). Long enough for a lock holder's next write to come by (a read and a
+/// client round trip), short against any lock wait.
+pub const QUEUED_ACQUIRE_MAY_WAIT: Duration = Duration::from_millis(2);
 /// Pause before trying again after "not the leader (any more)" while an election settles.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -92,13 +96,42 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Proposes on this node, which believes it is the leader, in the next batched entry.
+/// Proposes on this node, which believes it is the leader, in the next batched entry. A lock
+/// request that will queue anyway rides with the next entry instead of opening its own
+/// ([`QUEUED_ACQUIRE_MAY_WAIT`]).
 pub async fn propose_local(
     ctx: &NodeContext,
     command: Command,
     deadline: Instant,
 ) -> Result<CommandResult, ForwardError> {
+    if will_queue(ctx, &command) {
+        return ctx
+            .batcher
+            .propose_riding(command, QUEUED_ACQUIRE_MAY_WAIT, deadline)
+            .await;
+    }
     ctx.batcher.propose(command, deadline).await
+}
+
+/// Whether `command` is a lock request that may wait and, as this node's state stands, would
+/// queue behind another agent. Its caller is answered only when the lock is granted, so
+/// proposing it a little later costs it nothing, unless the lock is freed meanwhile (then up
+/// to [`QUEUED_ACQUIRE_MAY_WAIT`]).
+fn will_queue(ctx: &NodeContext, command: &Command) -> bool {
+    let Op::AcquireLocks {
+        agent_id,
+        paths,
+        mode,
+        wait_ms: Some(wait_ms),
+        ..
+    } = &command.op
+    else {
+        return false;
+    };
+    *wait_ms > 0
+        && ctx
+            .state
+            .read(|sm| sm.acquire_would_queue(*agent_id, paths, *mode, now_ms()))
 }
 
 /// Sends the command to `leader` over the forward stream, or its unary `Forward` RPC.
@@ -149,7 +182,82 @@ async fn forward(
 
 #[cfg(test)]
 mod tests {
+    use percy_statemachine::{AgentId, LockMode, Outcome};
+
+    use super::*;
     use crate::test_cluster::Cluster;
+
+    async fn register(ctx: &NodeContext, name: &str) -> AgentId {
+        let op = Op::RegisterAgent {
+            name: name.into(),
+            node: "test".into(),
+            capabilities: Default::default(),
+            labels: Default::default(),
+            max_concurrent: 1,
+            ttl_ms: 0,
+        };
+        match propose(ctx, Command::new(op))
+            .await
+            .map(|p| p.result.response)
+        {
+            Ok(Ok(Outcome::AgentRegistered { agent, .. })) => agent.id,
+            other => panic!("register {name}: {other:?}"),
+        }
+    }
+
+    fn acquire(agent_id: AgentId, wait_ms: Option<u64>) -> Command {
+        Command::new(Op::AcquireLocks {
+            agent_id,
+            paths: vec!["src/api".into()],
+            mode: LockMode::Exclusive,
+            task_id: None,
+            ttl_ms: None,
+            wait_ms,
+        })
+    }
+
+    /// Only a lock request that will wait in the queue rides with the next entry.
+    #[tokio::test]
+    async fn a_lock_request_that_will_queue_rides_and_no_other_command_does() {
+        let cluster = Cluster::start().await;
+        let leader = cluster.leader_index().await;
+        cluster.warm_up(leader).await;
+        let ctx = cluster.nodes[leader].context();
+        let holder = register(ctx, "holder").await;
+        let waiter = register(ctx, "waiter").await;
+        let rode = || ctx.metrics.riders_joined.get() + ctx.metrics.riders_alone.get();
+        let granted = propose(ctx, acquire(holder, Some(60_000))).await;
+        assert!(
+            matches!(
+                granted.map(|p| p.result.response),
+                Ok(Ok(Outcome::LocksAcquired(_)))
+            ),
+            "a free lock is granted"
+        );
+        assert_eq!(
+            rode(),
+            0,
+            "registrations and a granted acquire open their own entries"
+        );
+        assert!(
+            !will_queue(ctx, &acquire(waiter, None)),
+            "no wait: refused, not queued"
+        );
+        assert!(
+            !will_queue(ctx, &acquire(holder, Some(60_000))),
+            "its own lock"
+        );
+        let queued = propose(ctx, acquire(waiter, Some(60_000))).await;
+        assert!(
+            matches!(
+                queued.map(|p| p.result.response),
+                Ok(Ok(Outcome::LockQueued { .. }))
+            ),
+            "held by another agent: queued"
+        );
+        assert_eq!(rode(), 1, "the queued request rode");
+        cluster.stop().await;
+    }
 
     /// A real cluster replicates and forwards over the streams, not the unary fallbacks.
     #[tokio::test]

@@ -102,6 +102,26 @@ impl StateMachine {
         }
     }
 
+    /// Whether an `AcquireLocks` of these canonical `paths` by `agent_id` would wait in the
+    /// queue, behind another agent's hold or an earlier request, if it were applied at `now_ms`
+    /// to the state as it is. A hint for the leader's batching (such a request can ride with the
+    /// next entry: it waits anyway); apply decides afresh.
+    pub fn acquire_would_queue(
+        &self,
+        agent_id: AgentId,
+        paths: &[String],
+        mode: LockMode,
+        now_ms: u64,
+    ) -> bool {
+        paths.iter().any(|path| {
+            matches!(
+                self.locks
+                    .path_blocker(agent_id, path, mode, now_ms, |w| w.agent_id != agent_id),
+                Some(Blocker::Holder { .. } | Blocker::Waiter { .. })
+            )
+        })
+    }
+
     /// Releases the agent's hold on these paths (paths it does not hold are ignored, so a
     /// retried release succeeds) and drops its queued requests naming any of them.
     pub(super) fn release_locks(

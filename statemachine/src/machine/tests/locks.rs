@@ -464,3 +464,87 @@ fn inactive_agents_cannot_acquire() {
         "agent 77",
     );
 }
+
+/// `acquire_would_queue` (the leader's hint for batching) says what apply then does with a
+/// request that may wait: queue it, grant it, or refuse it.
+#[test]
+fn acquire_would_queue_predicts_what_apply_does() {
+    let mut h = Harness::new();
+    let a = h.register("a", &[], &[], 1);
+    let b = h.register("b", &[], &[], 1);
+    let c = h.register("c", &[], &[], 1);
+    h.acquired(a, &["held"], LockMode::Exclusive);
+    h.acquired(a, &["shared"], LockMode::Shared);
+    h.ok(acquire_op(
+        a,
+        &["ttl"],
+        LockMode::Exclusive,
+        None,
+        Some(1_000),
+    ));
+    h.acquired(b, &["busy"], LockMode::Exclusive);
+    queued(&h.acquire(c, &["busy"], LockMode::Exclusive, Some(60_000)));
+    h.advance(1_000);
+    let cases: [(&str, AgentId, &str, LockMode, bool); 8] = [
+        (
+            "another agent holds it",
+            b,
+            "held",
+            LockMode::Exclusive,
+            true,
+        ),
+        (
+            "another agent holds an ancestor",
+            b,
+            "held/file",
+            LockMode::Shared,
+            true,
+        ),
+        ("a free path", b, "free", LockMode::Exclusive, false),
+        ("its own lock, again", a, "held", LockMode::Exclusive, false),
+        (
+            "inside its own lock: refused",
+            a,
+            "held/file",
+            LockMode::Exclusive,
+            false,
+        ),
+        (
+            "shared with a shared holder",
+            b,
+            "shared",
+            LockMode::Shared,
+            false,
+        ),
+        (
+            "behind an earlier waiter",
+            a,
+            "busy",
+            LockMode::Shared,
+            true,
+        ),
+        (
+            "the holder's TTL ran out",
+            b,
+            "ttl",
+            LockMode::Exclusive,
+            false,
+        ),
+    ];
+    for (why, agent, path, mode, expected) in cases {
+        let predicted = h
+            .machine
+            .acquire_would_queue(agent, &[path.to_string()], mode, h.now_ms);
+        assert_eq!(predicted, expected, "{why}");
+        let mut applied_to = Harness {
+            machine: h.machine.clone(),
+            revision: h.revision,
+            now_ms: h.now_ms,
+        };
+        let outcome = applied_to
+            .acquire(agent, &[path], mode, Some(60_000))
+            .response;
+        let was_queued = matches!(outcome, Ok(Outcome::LockQueued { .. }));
+        assert_eq!(was_queued, expected, "{why}: {outcome:?}");
+    }
+}

@@ -72,6 +72,8 @@ cmax = max([k[1] for k in runs] or [64])
 big = max([k[2] or 0 for k in runs if k[0] in ("etcd-claim", "claim-random")] or [0]) or None
 small = min([k[2] for k in runs if k[0] in ("etcd-claim", "claim-random") and k[2]] or [0]) or None
 lin = "linearizable"
+# One pair of lock rows per contender count measured (LOCK_CLIENTS).
+lock_clients = sorted({k[1] for k in runs if k[0] in ("lock", "etcd-lock")})
 lines = [
     # label, percy key, etcd key, nats key, field, lower_is_better, digits
     ("CAS writes/s", ("cas", cmax, None, None), ("etcd-cas", cmax, None, None), ("nats-cas", cmax, None, None), "ops_per_s", False, 0),
@@ -85,8 +87,14 @@ lines = [
     (f"claim-next+complete/s ({big} tasks)", ("claim-next", cmax, big, None), ("etcd-claim", cmax, big, None), ("nats-claim", cmax, big, None), "ops_per_s", False, 0),
     (f"claims/s (random CAS, {small} tasks)", ("claim-random", 1, small, None), ("etcd-claim", 1, small, None), ("nats-claim", 1, small, None), "ops_per_s", False, 0),
     ("claim p50 ms", ("claim-random", 1, small, None), ("etcd-claim", 1, small, None), ("nats-claim", 1, small, None), "p50_ms", True, 2),
-    ("lock handoffs/s", ("lock", 16, None, None), ("etcd-lock", 16, None, None), None, "ops_per_s", False, 0),
-    ("lock acquire p99 ms", ("lock", 16, None, None), ("etcd-lock", 16, None, None), None, "p99_ms", True, 1),
+] + [
+    row
+    for c in lock_clients
+    for row in (
+        ("lock handoffs/s", ("lock", c, None, None), ("etcd-lock", c, None, None), None, "ops_per_s", False, 0),
+        ("lock acquire p99 ms", ("lock", c, None, None), ("etcd-lock", c, None, None), None, "p99_ms", True, 1),
+    )
+] + [
     ("linearizable reads/s", ("read", cmax, None, lin), ("etcd-read", cmax, None, lin), None, "ops_per_s", False, 0),
     ("linearizable reads/s", ("read", 1, None, lin), ("etcd-read", 1, None, lin), None, "ops_per_s", False, 0),
     ("read p50 ms", ("read", 1, None, lin), ("etcd-read", 1, None, lin), None, "p50_ms", True, 2),

@@ -58,12 +58,7 @@ impl StateMachine {
         self.active_agent(agent_id)?;
         let paths = normalize_acquire_paths(&paths)?;
         let now_ms = ctx.now_ms;
-        let blocked = paths.iter().find_map(|path| {
-            self.locks
-                .path_blocker(agent_id, path, mode, now_ms, |w| w.agent_id != agent_id)
-                .map(|blocker| (path, blocker))
-        });
-        let Some((path, blocker)) = blocked else {
+        let Some((path, blocker)) = self.first_blocker(agent_id, &paths, mode, now_ms) else {
             let (grants, freed) = self.grant(ctx, agent_id, &paths, mode, task_id, ttl_ms);
             if freed {
                 self.grant_waiters(ctx);
@@ -105,7 +100,7 @@ impl StateMachine {
     /// Whether an `AcquireLocks` of these canonical `paths` by `agent_id` would wait in the
     /// queue, behind another agent's hold or an earlier request, if it were applied at `now_ms`
     /// to the state as it is. A hint for the leader's batching (such a request can ride with the
-    /// next entry: it waits anyway); apply decides afresh.
+    /// next entry: it waits anyway); apply decides afresh, with the same check.
     pub fn acquire_would_queue(
         &self,
         agent_id: AgentId,
@@ -113,12 +108,26 @@ impl StateMachine {
         mode: LockMode,
         now_ms: u64,
     ) -> bool {
-        paths.iter().any(|path| {
-            matches!(
-                self.locks
-                    .path_blocker(agent_id, path, mode, now_ms, |w| w.agent_id != agent_id),
-                Some(Blocker::Holder { .. } | Blocker::Waiter { .. })
+        self.active_agent(agent_id).is_ok()
+            && matches!(
+                self.first_blocker(agent_id, paths, mode, now_ms),
+                Some((_, Blocker::Holder { .. } | Blocker::Waiter { .. }))
             )
+    }
+
+    /// The first of `paths` that `agent_id` cannot be granted in `mode` at `now_ms`, and what
+    /// stops it (its own queued requests never do).
+    fn first_blocker<'p>(
+        &self,
+        agent_id: AgentId,
+        paths: &'p [String],
+        mode: LockMode,
+        now_ms: u64,
+    ) -> Option<(&'p String, Blocker)> {
+        paths.iter().find_map(|path| {
+            self.locks
+                .path_blocker(agent_id, path, mode, now_ms, |w| w.agent_id != agent_id)
+                .map(|blocker| (path, blocker))
         })
     }
 

@@ -485,64 +485,72 @@ fn acquire_would_queue_predicts_what_apply_does() {
     h.acquired(b, &["busy"], LockMode::Exclusive);
     queued(&h.acquire(c, &["busy"], LockMode::Exclusive, Some(60_000)));
     h.advance(1_000);
-    let cases: [(&str, AgentId, &str, LockMode, bool); 8] = [
+    let cases: [(&str, AgentId, &[&str], LockMode, bool); 9] = [
         (
             "another agent holds it",
             b,
-            "held",
+            &["held"],
             LockMode::Exclusive,
             true,
         ),
         (
             "another agent holds an ancestor",
             b,
-            "held/file",
+            &["held/file"],
             LockMode::Shared,
             true,
         ),
-        ("a free path", b, "free", LockMode::Exclusive, false),
-        ("its own lock, again", a, "held", LockMode::Exclusive, false),
+        ("a free path", b, &["free"], LockMode::Exclusive, false),
+        (
+            "its own lock, again",
+            a,
+            &["held"],
+            LockMode::Exclusive,
+            false,
+        ),
         (
             "inside its own lock: refused",
             a,
-            "held/file",
+            &["held/file"],
             LockMode::Exclusive,
             false,
         ),
         (
             "shared with a shared holder",
             b,
-            "shared",
+            &["shared"],
             LockMode::Shared,
             false,
         ),
         (
             "behind an earlier waiter",
             a,
-            "busy",
+            &["busy"],
             LockMode::Shared,
             true,
         ),
         (
             "the holder's TTL ran out",
             b,
-            "ttl",
+            &["ttl"],
+            LockMode::Exclusive,
+            false,
+        ),
+        (
+            "inside its own lock first, then held by another: refused",
+            a,
+            &["held/file", "busy"],
             LockMode::Exclusive,
             false,
         ),
     ];
-    for (why, agent, path, mode, expected) in cases {
-        let predicted = h
-            .machine
-            .acquire_would_queue(agent, &[path.to_string()], mode, h.now_ms);
+    for (why, agent, paths, mode, expected) in cases {
+        let owned: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+        let predicted = h.machine.acquire_would_queue(agent, &owned, mode, h.now_ms);
         assert_eq!(predicted, expected, "{why}");
-        let mut applied_to = Harness {
-            machine: h.machine.clone(),
-            revision: h.revision,
-            now_ms: h.now_ms,
-        };
+        let mut applied_to = h.clone();
         let outcome = applied_to
-            .acquire(agent, &[path], mode, Some(60_000))
+            .acquire(agent, paths, mode, Some(60_000))
             .response;
         let was_queued = matches!(outcome, Ok(Outcome::LockQueued { .. }));
         assert_eq!(was_queued, expected, "{why}: {outcome:?}");

@@ -19,6 +19,7 @@ use crate::task::{Task, TaskId, TaskResult, TaskSpec};
 
 use super::{Applied, StateMachine};
 
+#[derive(Clone)]
 pub(super) struct Harness {
     pub machine: StateMachine,
     pub revision: u64,

@@ -105,6 +105,9 @@ impl Node {
             source,
         })?;
         let (log_store, sm_store) = storage::open(&config.data_dir)?;
+        if log_store.forget_restored_leadership(config.node_id)? {
+            tracing::info!("this node led before it stopped: it leads again only if re-elected");
+        }
         let state = StateView::new(sm_store.state(), sm_store.applied_revision());
         let durable = log_store.durable_log();
         let commit_gate = CommitGate::new(durable.clone());

@@ -69,6 +69,31 @@ impl LogStore {
         })
     }
 
+    /// Turns a stored vote that says this node led into a plain vote for itself, so that a
+    /// restarted node must win a new election before it leads again. Returns whether it did.
+    ///
+    /// Why: openraft 0.9 restores a node whose stored vote is its own committed one as leader
+    /// of the same term at once, with a read index of max(its term's first entry, the stored
+    /// commit index). The commit index is stored lazily (see `save_committed`), so it can lag
+    /// writes this node acknowledged before the crash, and reads — its own, and followers'
+    /// read indexes it confirms — missed them. A new election's first entry is committed
+    /// only once a quorum holds everything before it, and that is the read index a new
+    /// leader uses. The vote for itself in the old term stays, so no other candidate of that
+    /// term gets it. Not flushed: a crash before the next flush repeats this at the next
+    /// start.
+    pub(crate) fn forget_restored_leadership(&self, me: NodeId) -> Result<bool, StorageError> {
+        let Some(vote) = read_record::<Vote<NodeId>>(&self.db, KEY_VOTE, "vote")? else {
+            return Ok(false);
+        };
+        if !vote.is_committed() || vote.leader_id().voted_for() != Some(me) {
+            return Ok(false);
+        }
+        let candidate = Vote::new(vote.leader_id().term, me);
+        debug_assert!(!candidate.is_committed());
+        self.write_record(KEY_VOTE, &candidate, "vote")?;
+        Ok(true)
+    }
+
     /// The durable watermark of this log, for the gates that must wait for it (see
     /// `durable_log`).
     pub fn durable_log(&self) -> DurableLog {

@@ -10,9 +10,11 @@ use crate::config::NodeConfig;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::network::PeerClients;
+use crate::removal::Removal;
 use crate::state::StateView;
 use crate::storage::DurableLog;
 use crate::types::{NodeId, Raft};
+use crate::vote_guard::LeaderContact;
 use crate::watch::WatchHub;
 
 pub struct NodeContext {
@@ -28,6 +30,10 @@ pub struct NodeContext {
     pub liveness: Liveness,
     pub watch: WatchHub,
     pub metrics: Metrics,
+    /// Set once this node learns it was removed from the cluster (see `removal`).
+    pub removal: Removal,
+    /// When this node last accepted entries from a leader (see `vote_guard`).
+    pub leader_contact: LeaderContact,
 }
 
 impl NodeContext {

@@ -20,12 +20,14 @@ mod raft_service;
 mod read;
 mod reflection;
 mod relay;
+mod removal;
 mod state;
 pub mod storage;
 mod tagged_stream;
 #[cfg(test)]
 mod test_cluster;
 pub mod types;
+mod vote_guard;
 mod watch;
 mod wire;
 

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub agents_expired: IntCounter,
     pub relayed_heartbeats: IntCounter,
     pub relay_batches: IntCounter,
+    /// Vote requests of a higher term refused because a leader is known to be alive.
+    pub votes_refused_leader_alive: IntCounter,
     /// Read indexes this node gave followers as leader, by what confirmed the leadership.
     pub read_index_by_follower: IntCounter,
     pub read_index_by_heartbeats: IntCounter,
@@ -94,6 +96,10 @@ impl Metrics {
                 "heartbeat_relay_batches_total",
                 "Batches those relayed heartbeats came in",
             )?,
+            votes_refused_leader_alive: IntCounter::new(
+                "raft_votes_refused_leader_alive_total",
+                "Vote requests of a higher term refused while a leader was known to be alive",
+            )?,
             read_index_by_follower: IntCounter::new(
                 "read_index_confirmed_by_follower_total",
                 "Read indexes given to followers whose own request confirmed the leadership",
@@ -142,6 +148,8 @@ impl Metrics {
         m.registry
             .register(Box::new(m.relayed_heartbeats.clone()))?;
         m.registry.register(Box::new(m.relay_batches.clone()))?;
+        m.registry
+            .register(Box::new(m.votes_refused_leader_alive.clone()))?;
         m.registry
             .register(Box::new(m.read_index_by_follower.clone()))?;
         m.registry

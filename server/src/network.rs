@@ -25,6 +25,7 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
 
+use crate::removal::Removal;
 use crate::storage::DurableLog;
 use crate::tagged_stream::{AppendEntriesStream, ForwardStream, StreamCallError, TaggedStreams};
 use crate::types::{LogId, NodeId, Raft, TypeConfig};
@@ -174,6 +175,8 @@ impl CommitGate {
 pub struct NetworkFactory {
     pub peers: PeerClients,
     pub commit_gate: CommitGate,
+    /// Hears a peer's refusal of this node as a non-member.
+    pub removal: Removal,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -186,6 +189,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             client: self.peers.client(target, &node.addr),
             commit_gate: self.commit_gate.clone(),
             streams: self.peers.append_streams.clone(),
+            removal: self.removal.clone(),
         }
     }
 }
@@ -199,6 +203,7 @@ pub struct PeerConnection {
     client: Result<RaftServiceClient<Channel>, String>,
     commit_gate: CommitGate,
     streams: TaggedStreams<AppendEntriesStream>,
+    removal: Removal,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -229,6 +234,7 @@ impl PeerConnection {
             Method::InstallSnapshot => client.install_snapshot(request).await,
         }
         .map_err(|status| {
+            self.removal.hear(&status);
             // Connection refused / reset: back off (openraft retries after `backoff()`).
             if status.code() == Code::Unavailable {
                 RPCError::Unreachable(Unreachable::new(&status))

@@ -34,9 +34,11 @@ use crate::liveness::{run_monitor, Liveness};
 use crate::metrics::{Metrics, MetricsError};
 use crate::network::{CommitGate, NetworkFactory, PeerClients, INTERNAL_MAX_MESSAGE_BYTES};
 use crate::raft_service::RaftRpc;
+use crate::removal::{self, Removal};
 use crate::state::StateView;
 use crate::storage::{self, DurableLog, StorageError};
 use crate::types::{NodeId, Raft};
+use crate::vote_guard::LeaderContact;
 use crate::watch::{run_pump, WatchHub};
 
 /// Largest public request or response. Above the state machine's own limits (1 MiB payloads,
@@ -115,12 +117,14 @@ impl Node {
         let change_feed = sm_store.clone();
 
         let peers = PeerClients::new(config.peers.clone());
+        let removal = Removal::default();
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config(&config)?),
             NetworkFactory {
                 peers: peers.clone(),
                 commit_gate: commit_gate.clone(),
+                removal: removal.clone(),
             },
             log_store,
             sm_store,
@@ -167,6 +171,8 @@ impl Node {
             peers,
             liveness: Liveness::default(),
             metrics,
+            removal,
+            leader_contact: LeaderContact::default(),
         });
 
         let tasks = vec![
@@ -174,6 +180,7 @@ impl Node {
             tokio::spawn(run_pump(ctx.clone(), changes)),
             tokio::spawn(run_monitor(ctx.clone(), shutdown_rx.clone())),
             tokio::spawn(commit_gate.announce(ctx.raft.clone())),
+            tokio::spawn(notice_removal(ctx.clone())),
         ];
         let server = tokio::spawn(serve(ctx.clone(), listener, shutdown_rx));
         tracing::info!(node_id = ctx.node_id, %addr, "percyd serving");
@@ -185,6 +192,32 @@ impl Node {
             tasks,
         })
     }
+}
+
+/// Stops campaigning once this node learns it was removed: from a peer's refusal (see
+/// `removal`), or from a configuration without it applied after one with it (a node being
+/// added sees older configurations without itself first, so only that order counts).
+async fn notice_removal(ctx: Arc<NodeContext>) {
+    let mut metrics = ctx.raft.metrics();
+    let mut was_member = false;
+    loop {
+        let verdict = {
+            let m = metrics.borrow_and_update();
+            let membership = m.membership_config.membership();
+            let member = membership.get_node(&ctx.node_id).is_some();
+            let removed = was_member && !member && membership.voter_ids().next().is_some();
+            was_member |= member;
+            removed.then(|| removal::describe(membership))
+        };
+        if let Some(members) = verdict {
+            ctx.removal.mark(members);
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            () = ctx.removal.removed() => break,
+        }
+    }
+    ctx.raft.runtime_config().elect(false);
 }
 
 fn raft_config(config: &NodeConfig) -> Result<openraft::Config, NodeError> {

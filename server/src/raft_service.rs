@@ -7,9 +7,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use std::time::Duration;
+
+use openraft::error::RaftError;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest, VoteResponse,
 };
+use openraft::ServerState;
 use percy_proto::internal::raft_service_server::RaftService;
 use percy_proto::internal::{RaftBytes, ReadIndexRequest, ReadIndexResponse};
 use serde::Serialize;
@@ -20,7 +24,9 @@ use percy_statemachine::Command;
 
 use crate::context::NodeContext;
 use crate::propose::{propose_local, PROPOSE_TIMEOUT};
+use crate::removal;
 use crate::types::{NodeId, TypeConfig};
+use crate::vote_guard::{self, VoteVerdict, VoteView};
 use crate::wire::{
     self, AppendEntriesResult, ForwardError, ForwardReply, ForwardRequest, HeartbeatRelay, Tagged,
 };
@@ -99,6 +105,12 @@ async fn acknowledge_append(
     let claimed = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
     let epoch = ctx.durable.watermark().epoch;
     let result = ctx.raft.append_entries(rpc).await;
+    if matches!(
+        result,
+        Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))
+    ) {
+        ctx.leader_contact.heard();
+    }
     let acknowledged = match &result {
         Ok(AppendEntriesResponse::Success) => claimed,
         Ok(AppendEntriesResponse::PartialSuccess(matching)) => *matching,
@@ -173,7 +185,49 @@ impl RaftService for RaftRpc {
     async fn vote(&self, request: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         let rpc: VoteRequest<NodeId> =
             wire::decode(&request.into_inner().data).map_err(bad_payload)?;
-        reply(&self.ctx.raft.vote(rpc).await)
+        let ctx = &self.ctx;
+        let candidate = rpc.vote.leader_id().voted_for().unwrap_or_default();
+        let (since_quorum_ack, since_leader_contact) = {
+            let m = ctx.raft.metrics().borrow().clone();
+            let leading = m.state == ServerState::Leader;
+            let ack = m.millis_since_quorum_ack.filter(|_| leading);
+            (ack.map(Duration::from_millis), ctx.leader_contact.since())
+        };
+        let (vote, last_log_id, is_member, members) = ctx
+            .raft
+            .with_raft_state(move |state| {
+                let membership = state.membership_state.effective().membership();
+                (
+                    *state.vote_ref(),
+                    // openraft keeps the last log id private; the commit point is a lower
+                    // bound of it (a candidate uses it only to delay its next election).
+                    state.committed,
+                    // A node that knows no configuration yet (a new cluster before its
+                    // first entry reaches it) cannot judge membership.
+                    membership.voter_ids().next().is_none()
+                        || membership.get_node(&candidate).is_some(),
+                    removal::describe(membership),
+                )
+            })
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let view = VoteView {
+            candidate_is_member: is_member,
+            candidate_term_is_higher: rpc.vote.leader_id().term > vote.leader_id().term,
+            since_quorum_ack,
+            since_leader_contact,
+            leader_alive_within: ctx.config.election_timeout_min,
+        };
+        match vote_guard::judge(&view) {
+            VoteVerdict::Consider => reply(&ctx.raft.vote(rpc).await),
+            VoteVerdict::NotAMember => Err(removal::not_a_member(candidate, &members)),
+            VoteVerdict::LeaderAlive => {
+                ctx.metrics.votes_refused_leader_alive.inc();
+                let refused: Result<VoteResponse<NodeId>, RaftError<NodeId>> =
+                    Ok(VoteResponse::new(vote, last_log_id, false));
+                reply(&refused)
+            }
+        }
     }
 
     async fn install_snapshot(
@@ -206,5 +260,77 @@ impl RaftService for RaftRpc {
         let HeartbeatRelay { agent_ids } =
             wire::decode(&request.into_inner().data).map_err(bad_payload)?;
         reply(&crate::liveness::record_relayed(&self.ctx, &agent_ids))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, LogId, Vote};
+    use percy_proto::internal::raft_service_client::RaftServiceClient;
+    use tonic::Code;
+
+    use super::*;
+    use crate::test_cluster::Cluster;
+
+    /// A crafted vote request: `candidate` in `term`, claiming a log far ahead of anyone's.
+    async fn send_vote(
+        addr: &str,
+        candidate: NodeId,
+        term: u64,
+    ) -> Result<VoteResponse<NodeId>, Status> {
+        let mut client = RaftServiceClient::connect(format!("http://{addr}"))
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let claimed = LogId::new(CommittedLeaderId::new(term, candidate), 1 << 40);
+        let rpc = VoteRequest::new(Vote::new(term, candidate), Some(claimed));
+        let data = wire::encode(&rpc).map_err(|e| Status::internal(e.to_string()))?;
+        let reply = client.vote(RaftBytes { data }).await?;
+        let answer: Result<VoteResponse<NodeId>, RaftError<NodeId>> =
+            wire::decode(&reply.into_inner().data).map_err(|e| Status::internal(e.to_string()))?;
+        answer.map_err(|e| Status::internal(e.to_string()))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn higher_term_votes_do_not_depose_a_healthy_leader_nor_non_members_anyone() {
+        let cluster = Cluster::start().await;
+        let leader = cluster.leader_index().await;
+        let followers = cluster.followers(leader);
+        let ctx = cluster.nodes[leader].context();
+        let term = ctx.raft.metrics().borrow().current_term;
+        let (one, other) = (
+            cluster.nodes[followers[0]].node_id(),
+            cluster.nodes[followers[1]].addr().to_string(),
+        );
+        let leader_addr = cluster.nodes[leader].addr().to_string();
+        // A member's votes of ever higher terms, to the leader and to a follower, while
+        // writes go on: none is granted, and the leader keeps its term.
+        for i in 0..20 {
+            for addr in [&leader_addr, &other] {
+                let answer = send_vote(addr, one, term + 1000 + i)
+                    .await
+                    .expect("answered");
+                assert!(!answer.vote_granted, "vote {i} to {addr} granted");
+            }
+            cluster
+                .put(leader, &format!("during-votes-{i}"))
+                .await
+                .expect("task")
+                .expect("a write while votes arrive");
+        }
+        assert_eq!(ctx.raft.metrics().borrow().current_term, term);
+        assert!(ctx.is_leader());
+        assert!(ctx.metrics.votes_refused_leader_alive.get() >= 20);
+        // A non-member is refused outright, named as such, with the members listed.
+        let refused = send_vote(&leader_addr, 99, term + 5000)
+            .await
+            .expect_err("a non-member's vote is refused");
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+        assert!(refused.metadata().get(removal::NOT_A_MEMBER).is_some());
+        assert!(
+            refused.message().contains("node 99 is not a member"),
+            "{refused:?}"
+        );
+        assert_eq!(ctx.raft.metrics().borrow().current_term, term);
+        cluster.stop().await;
     }
 }

@@ -108,7 +108,10 @@ async fn on_follower(ctx: &NodeContext, leader: NodeId, deadline: Instant) -> Re
     let index = client
         .read_index(request)
         .await
-        .map_err(|s| format!("leader {leader}: {}", s.message()))?
+        .map_err(|s| {
+            ctx.removal.hear(&s);
+            format!("leader {leader}: {}", s.message())
+        })?
         .into_inner()
         .read_index;
     wait_applied(ctx, index, deadline).await
@@ -128,6 +131,19 @@ async fn wait_applied(ctx: &NodeContext, index: u64, deadline: Instant) -> Resul
 /// The leader side of `ReadIndex`: confirms leadership with a quorum and returns the index a
 /// follower must apply before it may answer.
 pub async fn read_index(ctx: &NodeContext, request: &ReadIndexRequest) -> Result<u64, Status> {
+    let follower = request.follower_id;
+    let (is_member, members) = {
+        let metrics = ctx.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        (
+            membership.voter_ids().next().is_none() || membership.get_node(&follower).is_some(),
+            crate::removal::describe(membership),
+        )
+    };
+    if !is_member {
+        return Err(crate::removal::not_a_member(follower, &members));
+    }
     if let Some(read_index) = confirmed_by_follower(ctx, request).await {
         ctx.metrics.read_index_by_follower.inc();
         return Ok(read_index);

@@ -25,6 +25,10 @@ pub struct ClusterApi {
 
 /// How long a new node may take to catch up as a learner before the add is abandoned.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the node being added may take to answer who it is.
+const IDENTITY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the leader logs a catching-up learner's progress.
+const CATCH_UP_REPORT_EVERY: Duration = Duration::from_secs(2);
 /// How long the membership change itself may take to commit.
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long to wait for a leader before UNAVAILABLE.
@@ -119,13 +123,25 @@ async fn add_node(
         }
     }
     if !current.iter().any(|m| m.id == id && m.voter) {
+        confirm_identity(id, &addr).await?;
         tracing::info!(id, %addr, "adding node as learner");
-        with_timeout(
-            "catching up the new node",
-            CATCH_UP_TIMEOUT,
-            ctx.raft.add_learner(id, BasicNode::new(&addr), true),
+        let added = with_timeout(
+            "adding the learner",
+            MEMBERSHIP_TIMEOUT,
+            ctx.raft.add_learner(id, BasicNode::new(&addr), false),
         )
         .await?;
+        if let Err(why) = catch_up(ctx, id, added.log_id.index).await {
+            // Leave the membership as it was: a learner that never caught up is taken out.
+            let _ = with_timeout(
+                "removing the learner again",
+                MEMBERSHIP_TIMEOUT,
+                ctx.raft
+                    .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false),
+            )
+            .await;
+            return Err(why);
+        }
         tracing::info!(id, "promoting node to voter");
         with_timeout(
             "the membership change",
@@ -140,6 +156,76 @@ async fn add_node(
         header: ctx.header(revision, false),
         members: members(ctx),
     })
+}
+
+/// Asks the node at `addr` who it is, so that a typo in the address (nothing listening, or
+/// another node) is refused before the membership changes.
+async fn confirm_identity(id: NodeId, addr: &str) -> Result<(), Status> {
+    let refuse = |why: String| {
+        Status::failed_precondition(format!(
+            "node {id} at {addr} {why}; start it first (percyd --node-id {id} --listen {addr} …) \
+             — the membership is unchanged"
+        ))
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Status::invalid_argument(format!("addr {addr}: {e}")))?
+        .connect_timeout(IDENTITY_TIMEOUT)
+        .timeout(IDENTITY_TIMEOUT);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| refuse(format!("does not answer ({e})")))?;
+    let status = ClusterServiceClient::new(channel)
+        .status(ClusterStatusRequest::default())
+        .await
+        .map_err(|e| refuse(format!("does not answer ({})", e.message())))?
+        .into_inner();
+    if status.node_id != id {
+        return Err(refuse(format!("answers as node {}", status.node_id)));
+    }
+    Ok(())
+}
+
+/// Waits until the learner `id` holds the log up to `target` (the entry that added it),
+/// logging its progress, for at most [`CATCH_UP_TIMEOUT`].
+///
+/// openraft's own "blocking" add counts a learner as caught up while it lags by less than
+/// `replication_lag_threshold` (5,000 entries) — including one that never answered at all,
+/// so a small cluster promoted an unreachable node at once and lost its quorum.
+async fn catch_up(ctx: &NodeContext, id: NodeId, target: u64) -> Result<(), Status> {
+    let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
+    let mut metrics = ctx.raft.metrics();
+    let mut last_report = tokio::time::Instant::now();
+    loop {
+        let matched = {
+            let m = metrics.borrow_and_update();
+            if m.state != ServerState::Leader {
+                return Err(Status::unavailable(
+                    "leadership moved while the new node caught up; retry",
+                ));
+            }
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(&id).cloned().flatten())
+                .map(|log_id| log_id.index)
+        };
+        if matched.is_some_and(|index| index >= target) {
+            return Ok(());
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(Status::deadline_exceeded(format!(
+                "node {id} did not catch up within {CATCH_UP_TIMEOUT:?} (it holds the log up to \
+                 {}, needs {target}); it was not added",
+                matched.map_or("nothing".to_string(), |i| i.to_string())
+            )));
+        }
+        if now.duration_since(last_report) >= CATCH_UP_REPORT_EVERY {
+            tracing::info!(id, ?matched, target, "new node catching up");
+            last_report = now;
+        }
+        let _ = tokio::time::timeout_at(deadline, metrics.changed()).await;
+    }
 }
 
 async fn remove_node(ctx: &NodeContext, id: NodeId) -> Result<MembershipResponse, Status> {

@@ -73,7 +73,10 @@ pub async fn observe<T>(
     body: impl Future<Output = Result<T, Status>>,
 ) -> Result<Response<T>, Status> {
     let started = Instant::now();
-    let result = body.await;
+    let result = match ctx.removal.refusal(ctx.node_id) {
+        Some(refusal) => Err(refusal),
+        None => body.await,
+    };
     let code = match &result {
         Ok(_) => tonic::Code::Ok,
         Err(status) => status.code(),

@@ -202,10 +202,7 @@ impl RaftService for RaftRpc {
                     // openraft keeps the last log id private; the commit point is a lower
                     // bound of it (a candidate uses it only to delay its next election).
                     state.committed,
-                    // A node that knows no configuration yet (a new cluster before its
-                    // first entry reaches it) cannot judge membership.
-                    membership.voter_ids().next().is_none()
-                        || membership.get_node(&candidate).is_some(),
+                    removal::is_member(membership, candidate),
                     removal::describe(membership),
                 )
             })

@@ -137,7 +137,7 @@ pub async fn read_index(ctx: &NodeContext, request: &ReadIndexRequest) -> Result
         let m = metrics.borrow();
         let membership = m.membership_config.membership();
         (
-            membership.voter_ids().next().is_none() || membership.get_node(&follower).is_some(),
+            crate::removal::is_member(membership, follower),
             crate::removal::describe(membership),
         )
     };

@@ -87,6 +87,16 @@ impl Removal {
     }
 }
 
+/// Whether `caller` counts as a member of `membership`, voter or learner. A node that knows no
+/// configuration yet (a new cluster before its first entry reaches it) cannot judge, and lets
+/// every caller count.
+pub fn is_member(
+    membership: &openraft::Membership<NodeId, openraft::BasicNode>,
+    caller: NodeId,
+) -> bool {
+    membership.voter_ids().next().is_none() || membership.get_node(&caller).is_some()
+}
+
 /// `id=addr,…` of every node in `membership`, voters and learners.
 pub fn describe(membership: &openraft::Membership<NodeId, openraft::BasicNode>) -> String {
     membership

@@ -1,5 +1,6 @@
 //! `percyctl bench WORKLOAD`: a load generator in the style of `nats bench`, against a running
 //! cluster (`--endpoints`) or a local three-node cluster it starts itself (`--local 3`).
+//! percyctl parses [`Args`], calls [`run`] and prints the [`Printable`] it returns.
 //!
 //! Every workload: set up (connections, tasks, keys, agents — never timed), warm up (1 s;
 //! 0 s for the claim workloads so they do not eat the task pool), then the measured window.
@@ -30,8 +31,6 @@ use serde_json::{Map, Value};
 use self::local_cluster::{probe_client, LocalCluster};
 use self::report::{Outcome, Report, RunInfo};
 use self::stats::{CpuUsage, Live, Stats, Window};
-use crate::output::Format;
-use crate::Ctx;
 
 /// Default measured window.
 const DEFAULT_DURATION: &str = "10s";
@@ -111,10 +110,10 @@ pub struct Args {
     #[arg(short = 'c', long)]
     pub clients: Option<usize>,
     /// Measured window.
-    #[arg(short = 'd', long, default_value = DEFAULT_DURATION, value_parser = crate::args::duration)]
+    #[arg(short = 'd', long, default_value = DEFAULT_DURATION, value_parser = duration)]
     pub duration: Duration,
     /// Warmup before the window (default 1s; 0 for the claim workloads).
-    #[arg(long, value_parser = crate::args::duration)]
+    #[arg(long, value_parser = duration)]
     pub warmup: Option<Duration>,
     /// Tasks submitted before the claim workloads (and loaded by `restart`).
     #[arg(long, default_value_t = 100_000)]
@@ -132,7 +131,7 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     pub value_size: usize,
     /// How long a lock acquire may wait in the queue.
-    #[arg(long, default_value = "30s", value_parser = crate::args::duration)]
+    #[arg(long, default_value = "30s", value_parser = duration)]
     pub lock_wait: Duration,
     /// Heartbeat workload: number of agents.
     #[arg(long, default_value_t = 10_000)]
@@ -148,7 +147,7 @@ pub struct Args {
     #[arg(long)]
     pub unary_heartbeats: bool,
     /// Heartbeat workload: TTL the agents register with.
-    #[arg(long, default_value = "60s", value_parser = crate::args::duration)]
+    #[arg(long, default_value = "60s", value_parser = duration)]
     pub agent_ttl: Duration,
     /// PID of the leader process, for its CPU (found automatically with --local).
     #[arg(long)]
@@ -166,7 +165,7 @@ pub struct Args {
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// Per-operation time budget in the measured loop.
-    #[arg(long, default_value = DEFAULT_OP_TIMEOUT, value_parser = crate::args::duration)]
+    #[arg(long, default_value = DEFAULT_OP_TIMEOUT, value_parser = duration)]
     pub op_timeout: Duration,
     /// Keep the endpoint order as given (default: the leader first, so C=1 talks to it).
     #[arg(long)]
@@ -196,12 +195,13 @@ impl Args {
 }
 
 /// Runs the benchmark on a multi-threaded runtime of its own (percyctl's is single-threaded),
-/// in a separate OS thread, and prints the report.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
-    let endpoints = ctx.client.endpoints().to_vec();
-    let retry = ctx.client.retry_policy();
-    let consistency = ctx.consistency;
-    let format = ctx.out.format;
+/// in a separate OS thread, and returns the report for the caller to print.
+pub async fn run(
+    endpoints: Vec<String>,
+    retry: RetryPolicy,
+    consistency: Consistency,
+    args: Args,
+) -> Result<Printable> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("bench".into())
@@ -211,9 +211,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
                 .enable_all()
                 .build()
                 .context("start the benchmark runtime")
-                .and_then(|runtime| {
-                    runtime.block_on(bench(endpoints, retry, consistency, format, args))
-                });
+                .and_then(|runtime| runtime.block_on(bench(endpoints, retry, consistency, args)));
             let _ = tx.send(result);
         })
         .context("start the benchmark thread")?;
@@ -224,9 +222,8 @@ async fn bench(
     endpoints: Vec<String>,
     retry: RetryPolicy,
     consistency: Consistency,
-    format: Format,
     args: Args,
-) -> Result<()> {
+) -> Result<Printable> {
     if args.clients() == 0 {
         bail!("--clients must be at least 1");
     }
@@ -288,15 +285,36 @@ async fn bench(
     };
     progress.finish();
     drop(cluster);
-    match result? {
-        Printable::Bench(report) => report.print(format),
-        Printable::Restart(report) => report.print(format),
+    result
+}
+
+/// A finished run's report.
+pub enum Printable {
+    Bench(Report),
+    Restart(restart::RestartReport),
+}
+
+impl Printable {
+    /// One JSON line, with the field names of the etcd/NATS anchor tool.
+    pub fn json(&self) -> Result<String> {
+        Ok(match self {
+            Printable::Bench(report) => serde_json::to_string(report)?,
+            Printable::Restart(report) => serde_json::to_string(report)?,
+        })
+    }
+
+    /// A two-column METRIC/VALUE table for people.
+    pub fn table(&self) -> Result<String> {
+        match self {
+            Printable::Bench(report) => Ok(report.table()),
+            Printable::Restart(report) => report.table(),
+        }
     }
 }
 
-enum Printable {
-    Bench(Report),
-    Restart(restart::RestartReport),
+/// "10s", "500ms", "2m".
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))
 }
 
 /// Resolves on ctrl-c or SIGTERM, so that the local cluster is torn down.

@@ -7,7 +7,6 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::stats::{new_hist, CpuUsage, Stats};
-use crate::output::{print_line, Format};
 
 /// Fields every workload reports; workload-specific ones go to `extra`.
 #[derive(Debug, Serialize)]
@@ -133,18 +132,8 @@ impl Report {
         })
     }
 
-    /// Prints one JSON line, or a two-column table.
-    pub fn print(&self, format: Format) -> anyhow::Result<()> {
-        match format {
-            Format::Json => print_line(&serde_json::to_string(self)?),
-            Format::Table => print_line(&self.table()?),
-        }
-    }
-
-    fn table(&self) -> anyhow::Result<String> {
-        let mut table = Table::new();
-        table.load_preset(presets::NOTHING);
-        table.set_header(vec!["METRIC", "VALUE"]);
+    /// The report as a two-column table.
+    pub fn table(&self) -> String {
         let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
         let rows: Vec<(&str, String)> = vec![
             ("workload", self.workload.clone()),
@@ -171,17 +160,28 @@ impl Report {
             ("client 0 endpoint", self.client0_endpoint.clone()),
             ("server version", self.server_version.clone()),
         ];
-        for (key, value) in rows {
-            table.add_row(vec![key.to_owned(), value]);
-        }
-        for sample in &self.error_samples {
-            table.add_row(vec!["error sample".to_owned(), sample.clone()]);
-        }
-        for (key, value) in flatten("", &self.extra) {
-            table.add_row(vec![key, value]);
-        }
-        Ok(table.to_string())
+        let rows = rows
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .chain(
+                self.error_samples
+                    .iter()
+                    .map(|sample| ("error sample".to_owned(), sample.clone())),
+            )
+            .chain(flatten("", &self.extra));
+        metric_table(rows)
     }
+}
+
+/// A METRIC/VALUE table without borders.
+pub fn metric_table(rows: impl IntoIterator<Item = (String, String)>) -> String {
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING);
+    table.set_header(vec!["METRIC", "VALUE"]);
+    for (key, value) in rows {
+        table.add_row(vec![key, value]);
+    }
+    table.to_string()
 }
 
 /// `verify: {ok: true}` → `verify.ok  true`, strings without quotes.

@@ -12,9 +12,8 @@ use percy_client::Consistency;
 use serde::Serialize;
 
 use super::local_cluster::{probe_client, LocalCluster};
-use super::report::r3;
+use super::report::{metric_table, r3};
 use super::{leader_of, setup, Env, Victim};
-use crate::output::{print_line, Format};
 
 /// How long the restarted node may take to serve again before we give up.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -48,22 +47,18 @@ pub struct RestartReport {
 const TARGET: Duration = Duration::from_secs(3);
 
 impl RestartReport {
-    pub fn print(&self, format: Format) -> Result<()> {
-        match format {
-            Format::Json => print_line(&serde_json::to_string(self)?),
-            Format::Table => {
-                let value = serde_json::to_value(self)?;
-                let rows = value
-                    .as_object()
-                    .map(|o| {
-                        o.iter()
-                            .map(|(k, v)| vec![k.clone(), v.to_string()])
-                            .collect::<Vec<_>>()
-                    })
-                    .unwrap_or_default();
-                print_line(&crate::output::table(&["METRIC", "VALUE"], rows))
-            }
-        }
+    /// The report as a two-column table: its JSON fields, one per row.
+    pub fn table(&self) -> Result<String> {
+        let value = serde_json::to_value(self)?;
+        let rows = value
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        Ok(metric_table(rows))
     }
 }
 

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
+use crate::files::manifest::Manifest;
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use percy_client::manifest::Manifest;
 use percy_client::proto::{Definition, DefinitionResponse, DesiredState};
 use serde_json::json;
 

@@ -11,6 +11,7 @@ mod chat;
 mod cluster;
 mod config;
 mod definition;
+mod files;
 mod lock;
 mod merge;
 mod output;
@@ -99,7 +100,7 @@ enum Command {
     /// Merge a branch into a target branch (in memory, compare-and-swap on the ref).
     Merge(merge::Args),
     /// Load generator: claims, CAS, locks, reads, heartbeats, restart (like `nats bench`).
-    Bench(bench::Args),
+    Bench(percy_bench::Args),
 }
 
 /// What every subcommand needs.
@@ -127,9 +128,7 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 // The worker reports what it does (claimed, completed, failed) at info.
-                .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new("warn,percy_client::worker=info")
-                }),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,percy_worker=info")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use percy_client::git::{run_merge_cli, MergeArgs, UNFENCED_TOKEN};
+use percy_git::{run_merge_cli, MergeArgs, UNFENCED_TOKEN};
 
 use crate::{Ctx, Refused};
 
@@ -66,8 +66,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn report_json(report: &percy_client::git::MergeReport) -> serde_json::Value {
-    use percy_client::git::MergeOutcome;
+fn report_json(report: &percy_git::MergeReport) -> serde_json::Value {
+    use percy_git::MergeOutcome;
     let (outcome, commit, paths) = match &report.outcome {
         MergeOutcome::Merged { commit, resolved } => ("merged", Some(commit.to_string()), resolved),
         MergeOutcome::FastForwarded { commit } => {

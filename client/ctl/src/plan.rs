@@ -3,11 +3,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
+use crate::files::plan::{topological_order, PlanFile};
 use anyhow::Context;
 use clap::Subcommand;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use percy_client::plan::{topological_order, PlanFile};
 use percy_client::proto::{event, Task};
 use percy_client::{ClientError, EntityKind, TaskStatus, WatchOptions};
 use serde_json::json;

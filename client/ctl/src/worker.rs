@@ -1,5 +1,5 @@
 //! `percyctl worker`: run a worker in the foreground until SIGTERM or ctrl-c (see
-//! `percy_client::worker`). Logs go to stderr through tracing; the exit code is 0 after a
+//! `percy_worker`). Logs go to stderr through tracing; the exit code is 0 after a
 //! clean shutdown.
 
 use std::collections::BTreeMap;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use percy_client::worker::{
+use percy_worker::{
     terminate_signal, GitConfig, Worker, WorkerConfig, DEFAULT_MAX_CONCURRENT,
     DEFAULT_TARGET_BRANCH,
 };

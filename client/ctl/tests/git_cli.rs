@@ -1,6 +1,8 @@
 //! `percyctl merge` as a user runs it: a clean merge exits 0 and moves the target, an
 //! unresolved conflict exits 1 and leaves the target untouched.
 
+// The repository fixtures of percy-git's tests, shared rather than copied.
+#[path = "../../git/tests/git_common/mod.rs"]
 mod git_common;
 
 use std::process::Command;

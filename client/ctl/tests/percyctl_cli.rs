@@ -1,12 +1,16 @@
 //! percyctl end to end against a real (in-process) Percy cluster: the binary is run as a
 //! child process, exactly as a user or script would.
 
+mod ctl;
+// The in-process cluster of the client library's tests, shared rather than copied.
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::io::Write;
 use std::process::Stdio;
 
-use support::{percyctl, percyctl_command, TestCluster};
+use ctl::{percyctl, percyctl_command};
+use support::TestCluster;
 
 /// Registers an agent with a long TTL (the test must not race its expiry) and returns its id.
 fn register(endpoints: &str, name: &str, extra: &[&str]) -> u64 {
@@ -57,7 +61,7 @@ fn two_agents_race_for_a_task_and_exactly_one_wins() {
             .expect("spawn percyctl")
         })
         .collect();
-    let results: Vec<support::Ctl> = children
+    let results: Vec<ctl::Ctl> = children
         .into_iter()
         .map(|c| c.wait_with_output().expect("percyctl exits").into())
         .collect();
@@ -331,7 +335,7 @@ fn plans_are_submitted_shown_in_dependency_order_and_watched_to_the_end() {
     assert!(table.stdout.contains("build(ready)"), "{table:?}");
 
     // Follow the plan while an "agent" works through it.
-    let mut watcher = support::ChildGuard(
+    let mut watcher = ctl::ChildGuard(
         percyctl_command(&ep, &["plan", "watch", "release"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -496,7 +500,7 @@ fn definitions_apply_idempotently() {
 
 #[test]
 fn an_unreachable_cluster_is_a_one_line_error_with_exit_2() {
-    let quick = support::percyctl_with_timeout("127.0.0.1:1", "1s", &["task", "list"]);
+    let quick = ctl::percyctl_with_timeout("127.0.0.1:1", "1s", &["task", "list"]);
     assert_eq!(quick.code, 2, "{quick:?}");
     assert!(
         quick

@@ -2,7 +2,7 @@
 
 use git2::{BranchType, Commit, ErrorCode, Repository};
 
-use crate::git::error::GitError;
+use crate::error::GitError;
 
 /// Prefix of task branches: task `t1` works on `percy/t1`.
 pub const TASK_BRANCH_PREFIX: &str = "percy/";

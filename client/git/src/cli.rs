@@ -8,10 +8,10 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::git::error::GitError;
-use crate::git::fence::{StaticFence, UNFENCED_TOKEN};
-use crate::git::merge::{merge_branch, MergeOutcome, MergeRequest};
-use crate::git::resolver::ResolverCommand;
+use crate::error::GitError;
+use crate::fence::{StaticFence, UNFENCED_TOKEN};
+use crate::merge::{merge_branch, MergeOutcome, MergeRequest};
+use crate::resolver::ResolverCommand;
 
 /// Arguments of `percyctl merge`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use git2::{IndexAddOption, Oid, Repository, Signature};
 
-use crate::git::error::GitError;
-use crate::git::trailer::{with_trailers, TASK_TRAILER};
+use crate::error::GitError;
+use crate::trailer::{with_trailers, TASK_TRAILER};
 
 /// Pathspec matching every path of the worktree.
 const ALL_PATHS: &str = "*";

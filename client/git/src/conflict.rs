@@ -24,8 +24,8 @@ use git2::{
     Delta, DiffFindOptions, Index, IndexConflict, IndexEntry, IndexTime, Oid, Repository, Tree,
 };
 
-use crate::git::error::GitError;
-use crate::git::resolver::is_binary;
+use crate::error::GitError;
+use crate::resolver::is_binary;
 
 /// Index mode of a submodule (gitlink) entry: it has no blob to hand a resolver.
 const GITLINK_MODE: u32 = 0o160_000;

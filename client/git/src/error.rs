@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use crate::git::fence::FenceError;
+use crate::fence::FenceError;
 
 /// Why a git pipeline operation could not be carried out.
 #[derive(Debug, thiserror::Error)]

@@ -21,8 +21,8 @@
 
 use git2::{Commit, Repository};
 
-use crate::git::error::GitError;
-use crate::git::trailer::{trailer_value, FENCE_TRAILER};
+use crate::error::GitError;
+use crate::trailer::{trailer_value, FENCE_TRAILER};
 
 /// What `MergeFence::still_held` returns when it cannot find out (e.g. the cluster is
 /// unreachable).

@@ -4,7 +4,7 @@
 //! commits into an in-memory index (`merge_commits`), conflicts are resolved in that
 //! index, the tree is written straight to the object database (`write_tree_to`), and
 //! the merge commit is created without updating any ref. Only then is the target ref
-//! moved, by compare-and-swap (see [`crate::git::fence`] for the checks around it).
+//! moved, by compare-and-swap (see [`crate::fence`] for the checks around it).
 //!
 //! Like a merge on a git server, this moves `refs/heads/<into>` even when that branch
 //! is checked out in the user's own working tree: that checkout's files and index are
@@ -23,17 +23,15 @@ use std::time::Duration;
 
 use git2::{Commit, ErrorCode, MergeOptions, Oid, Repository, Signature};
 
-use crate::git::branch::branch_commit;
+use crate::branch::branch_commit;
 
-use crate::git::conflict::{
-    collect_conflicts, renamed_paths, Conflict, ConflictKind, ConflictedPath,
-};
-use crate::git::error::GitError;
-use crate::git::fence::{
+use crate::conflict::{collect_conflicts, renamed_paths, Conflict, ConflictKind, ConflictedPath};
+use crate::error::GitError;
+use crate::fence::{
     check_not_superseded, confirm_held, tip_fence_token, MergeFence, UNFENCED_TOKEN,
 };
-use crate::git::resolver::{run_resolver, Resolution, ResolverCommand, ResolverContext};
-use crate::git::trailer::{with_trailers, FENCE_TRAILER, TASK_TRAILER};
+use crate::resolver::{run_resolver, Resolution, ResolverCommand, ResolverContext};
+use crate::trailer::{with_trailers, FENCE_TRAILER, TASK_TRAILER};
 
 /// Name recorded as author and committer of merge commits.
 pub const MERGE_COMMITTER_NAME: &str = "Percy";

@@ -8,10 +8,10 @@
 
 use std::path::Path;
 
-use crate::git::error::GitError;
-use crate::git::fence::MergeFence;
-use crate::git::merge::{merge_branch, MergeOutcome, MergeRequest};
-use crate::git::resolver::ResolverCommand;
+use crate::error::GitError;
+use crate::fence::MergeFence;
+use crate::merge::{merge_branch, MergeOutcome, MergeRequest};
+use crate::resolver::ResolverCommand;
 
 /// A completed task's branch waiting to be merged.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,8 +31,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::git::conflict::{Conflict, ConflictKind};
-use crate::git::error::GitError;
+use crate::conflict::{Conflict, ConflictKind};
+use crate::error::GitError;
 
 /// Exit status with which a resolver that wrote nothing asks for the path to be
 /// deleted. A dedicated code (rather than "exit 0, no output") so that a resolver that

@@ -27,17 +27,16 @@
 //! completed, and its worktree is created from the target branch when it starts —
 //! which by then contains every dependency's merge.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use fs2::FileExt;
 use git2::{ErrorCode, Reference, Repository, WorktreeAddOptions, WorktreePruneOptions};
 
-use crate::git::branch::{branch_commit, task_branch};
+use crate::branch::{branch_commit, task_branch};
 
-use crate::git::commit::{commit_all, CommitOutcome};
-use crate::git::error::GitError;
+use crate::commit::{commit_all, CommitOutcome};
+use crate::error::GitError;
 
 /// Prefix of the git worktree names Percy creates (`percy-<task-id>`); worktrees
 /// without it are the user's and never touched.
@@ -246,10 +245,10 @@ fn try_lock(dirs: &Dirs, task_id: &str) -> Result<Option<File>, GitError> {
         .write(true)
         .open(&path)
         .map_err(|e| GitError::io("open", &path, e))?;
-    match file.try_lock_exclusive() {
+    match file.try_lock() {
         Ok(()) => Ok(Some(file)),
-        Err(e) if e.raw_os_error() == fs2::lock_contended_error().raw_os_error() => Ok(None),
-        Err(e) => Err(GitError::io("lock", &path, e)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(GitError::io("lock", &path, e)),
     }
 }
 

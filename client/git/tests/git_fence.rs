@@ -8,7 +8,7 @@ use std::thread;
 
 use git2::Repository;
 use git_common::*;
-use percy_client::git::{
+use percy_git::{
     merge_branch, tip_fence_token, GitError, MergeFence, MergeOutcome, MergeRequest, StaticFence,
 };
 
@@ -90,7 +90,7 @@ fn fence_that_cannot_be_checked_does_not_move_the_ref() {
         fn token(&self) -> u64 {
             1
         }
-        fn still_held(&self) -> Result<bool, percy_client::git::FenceError> {
+        fn still_held(&self) -> Result<bool, percy_git::FenceError> {
             Err("cluster unreachable".into())
         }
     }

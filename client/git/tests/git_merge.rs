@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use git2::Repository;
 use git_common::*;
-use percy_client::git::{
+use percy_git::{
     merge_branch, run_merge_cli, ConflictKind, GitError, MergeArgs, MergeOutcome, MergeRequest,
     ResolverCommand, StaticFence, RESOLVER_DELETE_EXIT_CODE,
 };

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use git2::Repository;
 use git_common::*;
-use percy_client::git::{
+use percy_git::{
     ConflictPolicy, MergeOutcome, MergeQueue, QueueSettings, QueuedMerge, StaticFence, TASK_TRAILER,
 };
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use git2::{BranchType, Repository};
 use git_common::*;
-use percy_client::git::{prune_stale, CommitOutcome, GitError, TaskWorktree};
+use percy_git::{prune_stale, CommitOutcome, GitError, TaskWorktree};
 
 fn base_repo(dir: &Path) -> Repository {
     init_repo(

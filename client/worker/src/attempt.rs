@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::proto::{Task, TaskResult};
-use crate::worker::config::WorkerConfig;
-use crate::worker::executor::{execute, ExecEnd, ExecOutcome, Execution};
-use crate::worker::repo::Repo;
-use crate::worker::tail::SUMMARY_MAX_BYTES;
-use crate::{Client, ClientError};
+use crate::config::WorkerConfig;
+use crate::executor::{execute, ExecEnd, ExecOutcome, Execution};
+use crate::repo::Repo;
+use crate::tail::SUMMARY_MAX_BYTES;
+use percy_client::proto::{Task, TaskResult};
+use percy_client::{Client, ClientError};
 
 /// How many times a result is reported when the cluster cannot be reached (each report
 /// already retries across endpoints for the client's deadline).

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::worker::error::WorkerError;
+use crate::error::WorkerError;
 
 /// Tasks run at once unless configured otherwise.
 pub const DEFAULT_MAX_CONCURRENT: u32 = 1;
@@ -22,12 +22,12 @@ pub struct GitConfig {
     pub repo: PathBuf,
     /// The branch tasks start from and are merged into.
     pub target: String,
-    /// Command that resolves merge conflicts (see [`crate::git::resolver`]); `None` = a
+    /// Command that resolves merge conflicts (see [`percy_git::resolver`]); `None` = a
     /// conflict fails the task.
     pub resolver: Option<String>,
 }
 
-/// Everything a [`crate::worker::Worker`] needs besides the client.
+/// Everything a [`crate::Worker`] needs besides the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerConfig {
     /// The agent name. Two live workers must not share one: the cluster would treat them as

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::ClientError;
+use percy_client::ClientError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -23,6 +23,6 @@ pub enum WorkerError {
     #[error("preparing the git repository {}: {source}", repo.display())]
     Git {
         repo: PathBuf,
-        source: crate::git::GitError,
+        source: percy_git::GitError,
     },
 }

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::task::JoinHandle;
 
-use crate::worker::tail::{Tail, STDERR_TAIL_BYTES, STDOUT_TAIL_BYTES};
+use crate::tail::{Tail, STDERR_TAIL_BYTES, STDOUT_TAIL_BYTES};
 
 /// The shell commands run through.
 const SHELL: &str = "sh";

@@ -12,8 +12,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use crate::proto::{event, Agent, AgentStatus, Event, Message, Task};
-use crate::{Client, ClientError, EntityKind, EventStream, TaskStatus, WatchOptions, BROADCAST};
+use percy_client::proto::{event, Agent, AgentStatus, Event, Message, Task};
+use percy_client::{
+    Client, ClientError, EntityKind, EventStream, TaskStatus, WatchOptions, BROADCAST,
+};
 
 /// Pause before reopening a watch that ended with an error.
 pub const WATCH_REOPEN_DELAY: Duration = Duration::from_secs(1);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 use tonic::Code;
 
-use crate::Client;
+use percy_client::Client;
 
 /// Lower bound of the heartbeat interval, whatever the server advertises.
 pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
@@ -64,7 +64,7 @@ pub async fn beat_until_expired(client: Client, agent_id: u64, interval: Duratio
 }
 
 fn status_word(status: i32) -> &'static str {
-    use crate::proto::AgentStatus;
+    use percy_client::proto::AgentStatus;
     match AgentStatus::try_from(status) {
         Ok(AgentStatus::Active) => "active",
         Ok(AgentStatus::Expired) => "expired",

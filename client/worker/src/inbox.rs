@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::io::AsyncWriteExt;
 
-use crate::proto::Message;
+use percy_client::proto::Message;
 
 /// File name of the inbox inside the inbox directory, after the agent name.
 const INBOX_SUFFIX: &str = ".inbox";

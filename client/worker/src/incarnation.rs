@@ -14,13 +14,13 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tonic::Code;
 
-use crate::proto::Agent;
-use crate::worker::attempt::{run_attempt, AttemptEnv, AttemptOutcome, Interrupt};
-use crate::worker::feed::{Feed, Wake};
-use crate::worker::heartbeat::beat_until_expired;
-use crate::worker::inbox::Inbox;
-use crate::worker::shutdown::Shutdown;
-use crate::worker::WorkerSummary;
+use crate::attempt::{run_attempt, AttemptEnv, AttemptOutcome, Interrupt};
+use crate::feed::{Feed, Wake};
+use crate::heartbeat::beat_until_expired;
+use crate::inbox::Inbox;
+use crate::shutdown::Shutdown;
+use crate::WorkerSummary;
+use percy_client::proto::Agent;
 
 /// Safety net under the watch: look for claimable tasks this often even without an event
 /// (a missed wake-up then costs at most this long, never a stuck task).

@@ -5,8 +5,8 @@
 //! worker fails those attempts (the cluster requeues them while attempts remain) and
 //! releases the agent's locks, before it claims anything itself.
 
-use crate::proto::Agent;
-use crate::{Client, Consistency, TaskFilter, TaskStatus};
+use percy_client::proto::Agent;
+use percy_client::{Client, Consistency, TaskFilter, TaskStatus};
 
 /// Fails every task `agent` holds and releases its locks; returns the task ids.
 pub async fn abandon_leftovers(client: &Client, agent: &Agent) -> Vec<String> {

@@ -11,7 +11,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use percy_client::worker::{terminate_signal, Worker, WorkerConfig};
+//! use percy_worker::{terminate_signal, Worker, WorkerConfig};
 //! let client = percy_client::Client::connect(&["127.0.0.1:7070".to_owned()]).await?;
 //! let mut config = WorkerConfig::new("builder-1", "make -C \"$PERCY_TASK_ID\"");
 //! config.capabilities = vec!["make".into()];
@@ -37,14 +37,14 @@ mod tail;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::proto::RegisterAgentRequest;
-use crate::worker::attempt::AttemptEnv;
-use crate::worker::heartbeat::heartbeat_interval;
-use crate::worker::inbox::Inbox;
-use crate::worker::incarnation::{Incarnation, IncarnationEnd};
-use crate::worker::repo::Repo;
-use crate::worker::shutdown::Shutdown;
-use crate::Client;
+use crate::attempt::AttemptEnv;
+use crate::heartbeat::heartbeat_interval;
+use crate::inbox::Inbox;
+use crate::incarnation::{Incarnation, IncarnationEnd};
+use crate::repo::Repo;
+use crate::shutdown::Shutdown;
+use percy_client::proto::RegisterAgentRequest;
+use percy_client::Client;
 
 pub use config::{
     GitConfig, WorkerConfig, DEFAULT_MAX_CONCURRENT, DEFAULT_TARGET_BRANCH, DEFAULT_TASK_GRACE,
@@ -158,7 +158,7 @@ impl Worker {
     async fn register(
         &self,
         shutdown: &mut Shutdown,
-    ) -> Result<Option<crate::proto::RegisterAgentResponse>, WorkerError> {
+    ) -> Result<Option<percy_client::proto::RegisterAgentResponse>, WorkerError> {
         let labels = labels::merged_labels(&self.config.labels);
         let request = RegisterAgentRequest {
             header: None,

@@ -2,7 +2,7 @@
 //! `percy/<task-id>`, branched from the target; after success everything is committed
 //! (authored by the agent) and merged into the target under the cluster lock
 //! `git/<repo-name>/refs/heads/<target>`, whose fencing token guards the merge
-//! (see [`crate::git::fence`]). A conflict the resolver cannot settle fails the task with
+//! (see [`percy_git::fence`]). A conflict the resolver cannot settle fails the task with
 //! the conflicted paths; the target is then untouched.
 //!
 //! libgit2 is blocking, so every git step runs on the blocking pool.
@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 
-use crate::git::{
+use crate::config::GitConfig;
+use crate::error::WorkerError;
+use percy_client::proto::Task;
+use percy_client::{Client, Consistency, LockRequest};
+use percy_git::{
     merge_branch, prune_stale, CommitOutcome, ConflictedPath, FenceError, GitError, MergeFence,
     MergeOutcome, MergeRequest, ResolverCommand, TaskWorktree,
 };
-use crate::proto::Task;
-use crate::worker::config::GitConfig;
-use crate::worker::error::WorkerError;
-use crate::{Client, Consistency, LockRequest};
 
 /// Lease of the merge lock: a worker that dies mid-merge must not block the target forever
 /// (its agent's expiry releases it too; this bounds a live but stuck merge).

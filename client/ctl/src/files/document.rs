@@ -83,17 +83,17 @@ pub(crate) fn parse_document<T: DeserializeOwned>(
     match format {
         Format::Toml => toml::from_str(text).map_err(|e| syntax(e.to_string().trim().to_owned())),
         Format::Yaml => {
-            let value: serde_yaml::Value =
-                serde_yaml::from_str(text).map_err(|e| syntax(e.to_string()))?;
+            let value: yaml_serde::Value =
+                yaml_serde::from_str(text).map_err(|e| syntax(e.to_string()))?;
             let value = match value {
-                serde_yaml::Value::Sequence(items) => {
-                    let mut map = serde_yaml::Mapping::new();
-                    map.insert(list_key.into(), serde_yaml::Value::Sequence(items));
-                    serde_yaml::Value::Mapping(map)
+                yaml_serde::Value::Sequence(items) => {
+                    let mut map = yaml_serde::Mapping::new();
+                    map.insert(list_key.into(), yaml_serde::Value::Sequence(items));
+                    yaml_serde::Value::Mapping(map)
                 }
                 other => other,
             };
-            serde_yaml::from_value(value).map_err(|e| syntax(e.to_string()))
+            yaml_serde::from_value(value).map_err(|e| syntax(e.to_string()))
         }
     }
 }

@@ -13,10 +13,10 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use percy_proto::v1::{DefinitionSpec, DesiredState};
+use percy_client::proto::{DefinitionSpec, DesiredState};
 use serde::Deserialize;
 
-use crate::document::{parse_document, read_document, DocumentError, Format};
+use super::document::{read_document, DocumentError};
 
 const DEFINITIONS_KEY: &str = "definitions";
 
@@ -73,8 +73,12 @@ impl Manifest {
         Ok(manifest)
     }
 
-    pub fn parse(text: &str, format: Format) -> Result<Manifest, ManifestError> {
-        let manifest: Manifest = parse_document(text, format, "manifest", DEFINITIONS_KEY)?;
+    /// Parses manifest text in the given format and checks it (percyctl itself only reads
+    /// files; the tests use this).
+    #[cfg(test)]
+    pub fn parse(text: &str, format: super::document::Format) -> Result<Manifest, ManifestError> {
+        let manifest: Manifest =
+            super::document::parse_document(text, format, "manifest", DEFINITIONS_KEY)?;
         manifest.validate()?;
         Ok(manifest)
     }
@@ -114,6 +118,7 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::document::Format;
 
     #[test]
     fn yaml_and_toml_manifests_agree() {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use git2::{Commit, Index, IndexEntry, IndexTime, Oid, Repository, Signature};
-use percy_client::git::{FenceError, MergeFence};
+use percy_git::{FenceError, MergeFence};
 
 pub const TARGET: &str = "main";
 

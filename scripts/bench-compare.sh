@@ -148,7 +148,7 @@ PERCYCTL=target/release/percyctl
 ABENCH="$ANCHOR/target/release/anchor-bench"
 
 [ -x "$PERCYCTL" ] && [ -x target/release/percyd ] ||
-  cargo build --release -p percy-client -p percy-server
+  cargo build --release -p percyctl -p percy-server
 [ -x "$ABENCH" ] || (cd "$ANCHOR" && cargo build --release)
 
 mkdir -p "$(dirname "$OUT")"

@@ -1,7 +1,9 @@
 //! Percy client library: a [`Client`] that talks to any node of a Percy cluster, retries
 //! through failures with exactly-once semantics for writes, and exposes every `percy.v1`
-//! RPC as a typed method; the watch stream; plan and manifest files. See ARCHITECTURE.md
-//! for the code map.
+//! RPC as a typed method; the watch stream; an agent's keep-alive stream. It depends on
+//! nothing a program talking to Percy would not need: the worker runtime (`percy-worker`),
+//! the git pipeline (`percy-git`), the CLI (`percyctl`) and the load generator
+//! (`percy-bench`) are crates of their own. See ARCHITECTURE.md for the code map.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), percy_client::ClientError> {
@@ -14,21 +16,15 @@
 
 mod api;
 mod client;
-mod document;
 mod endpoints;
 mod error;
-pub mod git;
 mod keep_alive;
-pub mod manifest;
-pub mod plan;
 pub mod retry;
 mod session;
 mod watch;
-pub mod worker;
 
 pub use api::{LockRequest, TaskFilter, BROADCAST};
 pub use client::Client;
-pub use document::{DocumentError, Format};
 pub use endpoints::CONNECT_TIMEOUT;
 pub use error::{code_name, ClientError};
 pub use keep_alive::KeepAlive;

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use anyhow::{Context, Result};
 use common::{check, say, step, task_status, wait_for, LocalCluster};
 use percy_client::proto::TaskSpec;
-use percy_client::worker::{Worker, WorkerConfig, WorkerSummary};
 use percy_client::{Client, Consistency, TaskStatus};
+use percy_worker::{Worker, WorkerConfig, WorkerSummary};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -20,7 +20,7 @@ const EXEC: &str = r#"echo "$PERCY_AGENT_NAME ran $PERCY_TASK_ID (attempt $PERCY
 
 struct Running {
     stop: oneshot::Sender<()>,
-    done: JoinHandle<Result<WorkerSummary, percy_client::worker::WorkerError>>,
+    done: JoinHandle<Result<WorkerSummary, percy_worker::WorkerError>>,
 }
 
 fn start_worker(client: &Client, name: &str, capability: &str, inbox: &std::path::Path) -> Running {

@@ -9,8 +9,8 @@ mod common;
 use anyhow::{Context, Result};
 use common::{check, refusal_text, say, step, wait_for, LocalCluster};
 use percy_client::proto::TaskSpec;
-use percy_client::worker::{Worker, WorkerConfig};
 use percy_client::{Consistency, TaskStatus};
+use percy_worker::{Worker, WorkerConfig};
 use tokio::sync::oneshot;
 
 /// fetch → {build-a, build-b} → link → release

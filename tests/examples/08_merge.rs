@@ -13,7 +13,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use common::{check, init_bare_repository, say, step};
-use percy_client::git::{
+use percy_git::{
     merge_branch, CommitOutcome, MergeOutcome, MergeRequest, ResolverCommand, StaticFence,
     TaskWorktree,
 };

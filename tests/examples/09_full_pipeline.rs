@@ -635,7 +635,7 @@ impl Process {
             .args(["--grace", WORKER_GRACE])
             .arg("--inbox-dir")
             .arg(root.join(format!("inbox-{name}")))
-            .env("RUST_LOG", "warn,percy_client::worker=info")
+            .env("RUST_LOG", "warn,percy_worker=info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)

@@ -26,7 +26,7 @@ pub fn percyctl_binary() -> Result<PathBuf> {
     static BINARY: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     cached(&BINARY, || {
         build_binary(
-            &["build", "-p", "percy-client", "--bin", "percyctl"],
+            &["build", "-p", "percyctl", "--bin", "percyctl"],
             "percyctl",
             "PERCYCTL_BIN",
         )

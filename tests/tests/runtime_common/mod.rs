@@ -120,7 +120,7 @@ impl WorkerProcess {
             .arg("--inbox-dir")
             .arg(dir.join("inbox"))
             .args(args)
-            .env("RUST_LOG", "warn,percy_client::worker=info")
+            .env("RUST_LOG", "warn,percy_worker=info")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

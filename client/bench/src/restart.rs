@@ -1,0 +1,194 @@
+//! `restart` (needs `--local`): load `--tasks` tasks, let every node apply them, kill -9 one
+//! node (a follower by default), start it again on its data dir and time how long until it
+//! answers at all and until it serves a linearizable read. A follower serves one only after
+//! its own state machine has caught up to the leader's read index, so the second figure is
+//! "recovered and serving".
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use percy_client::Consistency;
+use serde::Serialize;
+
+use super::local_cluster::{probe_client, LocalCluster};
+use super::report::{metric_table, r3};
+use super::{leader_of, setup, Env, Victim};
+
+/// How long the restarted node may take to serve again before we give up.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the followers may take to apply the loaded tasks.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
+/// Pause between probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+/// Clients used to submit the tasks.
+const LOAD_CLIENTS: usize = 8;
+
+#[derive(Debug, Serialize)]
+pub struct RestartReport {
+    pub workload: &'static str,
+    pub tasks: usize,
+    pub load_s: f64,
+    pub load_tasks_per_s: f64,
+    pub victim: u64,
+    pub victim_was_leader: bool,
+    pub victim_data_dir_bytes: u64,
+    pub applied_index_before_kill: u64,
+    pub restart_to_first_answer_ms: f64,
+    pub restart_to_linearizable_read_ms: f64,
+    pub applied_index_when_serving: u64,
+    pub target_ms: f64,
+    pub target_met: bool,
+    pub server_version: String,
+    pub tag: String,
+}
+
+/// The target: a node holding 1,000,000 tasks serves again within 3 s.
+const TARGET: Duration = Duration::from_secs(3);
+
+impl RestartReport {
+    /// The report as a two-column table: its JSON fields, one per row.
+    pub fn table(&self) -> Result<String> {
+        let value = serde_json::to_value(self)?;
+        let rows = value
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        Ok(metric_table(rows))
+    }
+}
+
+pub async fn run(env: &Env, cluster: &mut LocalCluster) -> Result<RestartReport> {
+    let clients = env.clients(LOAD_CLIENTS).await?;
+    let t_load = Instant::now();
+    let submitted = setup::submit_tasks(env, &clients, env.args.tasks).await?;
+    let load_s = t_load.elapsed().as_secs_f64();
+    let probe = submitted
+        .ids
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow!("--tasks must be at least 1"))?;
+    env.progress
+        .say("restart: waiting for every node to apply the tasks".into());
+    let (leader, _) = leader_of(&env.endpoints).await?;
+    wait_all_applied(env, cluster).await?;
+    let victim = match env.args.kill {
+        Victim::Leader => leader,
+        Victim::Follower => env
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, _)| i as u64 + 1)
+            .find(|id| *id != leader)
+            .ok_or_else(|| anyhow!("no follower to kill (a single node?)"))?,
+    };
+    let endpoint = cluster.endpoint(victim)?;
+    let before = probe_client(&endpoint)
+        .await?
+        .cluster_status(Consistency::Serializable)
+        .await?
+        .applied_index;
+    let data_bytes = dir_size(&cluster.data_dir(victim)?);
+    env.progress
+        .say(format!("restart: kill -9 node {victim}, starting it again"));
+    cluster.kill9(victim)?;
+    let t0 = Instant::now();
+    cluster.spawn(victim)?;
+    let client = probe_client(&endpoint).await?;
+    let deadline = t0 + RECOVERY_TIMEOUT;
+    let first_answer = loop {
+        if client
+            .cluster_status(Consistency::Serializable)
+            .await
+            .is_ok()
+        {
+            break t0.elapsed();
+        }
+        cluster.check_alive()?;
+        if Instant::now() >= deadline {
+            bail!("node {victim} did not answer within {RECOVERY_TIMEOUT:?}");
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    };
+    let serving = loop {
+        if client
+            .get_task(&probe, Consistency::Linearizable)
+            .await
+            .is_ok()
+        {
+            break t0.elapsed();
+        }
+        cluster.check_alive()?;
+        if Instant::now() >= deadline {
+            bail!("node {victim} did not serve a linearizable read within {RECOVERY_TIMEOUT:?}");
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    };
+    let applied_now = client
+        .cluster_status(Consistency::Serializable)
+        .await
+        .map(|s| s.applied_index)
+        .unwrap_or(0);
+    let ms = |d: Duration| r3(d.as_secs_f64() * 1000.0);
+    Ok(RestartReport {
+        workload: "restart",
+        tasks: submitted.ids.len(),
+        load_s: r3(load_s),
+        load_tasks_per_s: r3(submitted.ids.len() as f64 / load_s.max(f64::MIN_POSITIVE)),
+        victim,
+        victim_was_leader: victim == leader,
+        victim_data_dir_bytes: data_bytes,
+        applied_index_before_kill: before,
+        restart_to_first_answer_ms: ms(first_answer),
+        restart_to_linearizable_read_ms: ms(serving),
+        applied_index_when_serving: applied_now,
+        target_ms: ms(TARGET),
+        target_met: serving <= TARGET,
+        server_version: env.server_version.clone(),
+        tag: env.args.tag.clone(),
+    })
+}
+
+/// Waits until every node has applied what the leader has committed now.
+async fn wait_all_applied(env: &Env, cluster: &LocalCluster) -> Result<()> {
+    let (_, leader_addr) = leader_of(&env.endpoints).await?;
+    let target = probe_client(&leader_addr)
+        .await?
+        .cluster_status(Consistency::Serializable)
+        .await
+        .context("status of the leader")?
+        .commit_index;
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    for endpoint in cluster.endpoints() {
+        let client = probe_client(&endpoint).await?;
+        loop {
+            if let Ok(status) = client.cluster_status(Consistency::Serializable).await {
+                if status.applied_index >= target {
+                    break;
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("{endpoint} did not apply index {target} within {CATCH_UP_TIMEOUT:?}");
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
+    Ok(())
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}

@@ -1,0 +1,248 @@
+//! `percyctl`: the command-line client of Percy, in the style of etcdctl and kubectl.
+//!
+//! Exit codes: 0 success; 1 the server refused (bad input, failed precondition, not found, …)
+//! or the outcome is negative (nothing to claim, a plan that did not complete); 2 usage or
+//! connection errors. Errors are one line on stderr: `error: <what failed>: <why>`.
+
+mod agent;
+mod args;
+mod bench;
+mod chat;
+mod cluster;
+mod config;
+mod definition;
+mod files;
+mod lock;
+mod merge;
+mod output;
+mod plan;
+mod task;
+mod views;
+mod watch;
+mod worker;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use percy_client::{Client, ClientError, Consistency, RetryPolicy};
+
+use crate::output::Output;
+
+/// Exit code when the server refused the request or the result is negative.
+const EXIT_REFUSED: u8 = 1;
+/// Exit code for usage errors and an unreachable cluster.
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "percyctl",
+    version,
+    about = "Command-line client for Percy, the coordination service for clusters of coding agents"
+)]
+struct Cli {
+    /// Comma-separated list of percyd endpoints (host:port); any node will do.
+    #[arg(
+        long,
+        global = true,
+        env = "PERCY_ENDPOINTS",
+        default_value = "127.0.0.1:7070",
+        value_delimiter = ','
+    )]
+    endpoints: Vec<String>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
+    output: output::Format,
+    /// Read from the answering node's local state (faster, possibly stale) instead of a
+    /// linearizable read.
+    #[arg(long, global = true)]
+    serializable: bool,
+    /// How long a request may keep retrying through failures before giving up (give it
+    /// before the subcommand: `percyctl --timeout 30s task list`).
+    #[arg(long, env = "PERCY_TIMEOUT", default_value = "10s", value_parser = args::duration)]
+    timeout: Duration,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Raft status of the nodes, membership changes.
+    #[command(subcommand)]
+    Cluster(cluster::Command),
+    /// Register agents, heartbeat, list.
+    #[command(subcommand)]
+    Agent(agent::Command),
+    /// Submit, claim and drive tasks.
+    #[command(subcommand)]
+    Task(task::Command),
+    /// Submit a DAG of tasks from a file, show and follow its progress.
+    #[command(subcommand)]
+    Plan(plan::Command),
+    /// Path locks with fencing tokens.
+    #[command(subcommand)]
+    Lock(lock::Command),
+    /// The replicated key/value configuration, with compare-and-set.
+    #[command(subcommand)]
+    Config(config::Command),
+    /// Create or update agent definitions from a file.
+    Apply(definition::ApplyArgs),
+    /// Agent definitions.
+    #[command(subcommand, alias = "def")]
+    Definition(definition::Command),
+    /// Messages to agents.
+    #[command(subcommand)]
+    Chat(chat::Command),
+    /// Print events as they happen.
+    Watch(watch::Args),
+    /// Run tasks with a command, as an agent, until SIGTERM.
+    Worker(worker::Args),
+    /// Merge a branch into a target branch (in memory, compare-and-swap on the ref).
+    Merge(merge::Args),
+    /// Load generator: claims, CAS, locks, reads, heartbeats, restart (like `nats bench`).
+    Bench(percy_bench::Args),
+}
+
+/// What every subcommand needs.
+pub struct Ctx {
+    pub client: Client,
+    pub out: Output,
+    pub consistency: Consistency,
+}
+
+/// A negative outcome that is not a transport problem (exit code 1).
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                // The worker reports what it does (claimed, completed, failed) at info.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,percy_worker=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let endpoints = cli.endpoints.join(",");
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let code = exit_code(&err);
+            if code == EXIT_USAGE && is_unreachable(&err) {
+                eprintln!("error: {err:#} (endpoints: {endpoints})");
+            } else {
+                eprintln!("error: {err:#}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let policy = RetryPolicy::default().with_deadline(cli.timeout);
+    let ctx = Ctx {
+        client: Client::connect_with(&cli.endpoints, policy).await?,
+        out: Output { format: cli.output },
+        consistency: if cli.serializable {
+            Consistency::Serializable
+        } else {
+            Consistency::Linearizable
+        },
+    };
+    match cli.command {
+        Command::Cluster(cmd) => cluster::run(&ctx, cmd).await,
+        Command::Agent(cmd) => agent::run(&ctx, cmd).await,
+        Command::Task(cmd) => task::run(&ctx, cmd).await,
+        Command::Plan(cmd) => plan::run(&ctx, cmd).await,
+        Command::Lock(cmd) => lock::run(&ctx, cmd).await,
+        Command::Config(cmd) => config::run(&ctx, cmd).await,
+        Command::Apply(args) => definition::apply(&ctx, args).await,
+        Command::Definition(cmd) => definition::run(&ctx, cmd).await,
+        Command::Chat(cmd) => chat::run(&ctx, cmd).await,
+        Command::Watch(args) => watch::run(&ctx, args).await,
+        Command::Worker(args) => worker::run(&ctx, args).await,
+        Command::Merge(args) => merge::run(&ctx, args).await,
+        Command::Bench(args) => bench::run(&ctx, args).await,
+    }
+}
+
+fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(client_error) = cause.downcast_ref::<ClientError>() {
+            return if client_error.is_refusal() {
+                EXIT_REFUSED
+            } else {
+                EXIT_USAGE
+            };
+        }
+        if cause.is::<Refused>() {
+            return EXIT_REFUSED;
+        }
+    }
+    EXIT_USAGE
+}
+
+fn is_unreachable(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<ClientError>()
+            .is_some_and(|e| e.code() == tonic::Code::Unavailable)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::Context;
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn refusals_exit_1_and_connection_problems_exit_2() {
+        let refused = anyhow::Error::from(ClientError::from(tonic::Status::failed_precondition(
+            "task is claimed",
+        )))
+        .context("claim task t1");
+        assert_eq!(exit_code(&refused), EXIT_REFUSED);
+        let negative: anyhow::Result<()> = Err(Refused("nothing to claim".into()).into());
+        assert_eq!(
+            exit_code(&negative.context("claim").unwrap_err()),
+            EXIT_REFUSED
+        );
+        let unreachable = anyhow::Error::from(ClientError::from(tonic::Status::unavailable(
+            "tcp connect error",
+        )));
+        assert_eq!(exit_code(&unreachable), EXIT_USAGE);
+        assert!(is_unreachable(&unreachable));
+        assert_eq!(
+            exit_code(&anyhow::anyhow!("cannot read plan.toml")),
+            EXIT_USAGE
+        );
+    }
+
+    #[test]
+    fn errors_print_the_whole_chain_on_one_line() {
+        let err = anyhow::Error::from(ClientError::from(tonic::Status::not_found("no task t9")))
+            .context("get task t9");
+        assert_eq!(format!("{err:#}"), "get task t9: NOT_FOUND: no task t9");
+    }
+}

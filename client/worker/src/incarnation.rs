@@ -1,0 +1,260 @@
+//! One incarnation of the worker: the life of one agent registration. It heartbeats, wakes on
+//! the watch, claims while it has room, runs attempts, and ends in one of two ways:
+//!
+//! - the cluster says the agent expired: every running command is killed (its claim token is
+//!   stale, whatever it produces cannot be reported) and the worker registers again;
+//! - shutdown: no more claims, running commands get the grace period, then are killed and
+//!   their tasks failed; the agent's locks are released and it deregisters.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{Instant, MissedTickBehavior};
+use tonic::Code;
+
+use crate::attempt::{run_attempt, AttemptEnv, AttemptOutcome, Interrupt};
+use crate::feed::{Feed, Wake};
+use crate::heartbeat::beat_until_expired;
+use crate::inbox::Inbox;
+use crate::shutdown::Shutdown;
+use crate::WorkerSummary;
+use percy_client::proto::Agent;
+
+/// Safety net under the watch: look for claimable tasks this often even without an event
+/// (a missed wake-up then costs at most this long, never a stuck task).
+pub const CLAIM_RECHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How an incarnation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncarnationEnd {
+    /// The agent is no longer active; the reason is for the log.
+    Expired(String),
+    /// Shut down as asked; whether the agent could be deregistered.
+    ShutDown { deregistered: bool },
+}
+
+/// A registered agent and everything that lives as long as its registration.
+pub struct Incarnation {
+    env: Arc<AttemptEnv>,
+    agent: Agent,
+    heartbeat_interval: Duration,
+    feed: Feed,
+    inbox: Inbox,
+    running: JoinSet<AttemptOutcome>,
+    interrupt: watch::Sender<Interrupt>,
+}
+
+impl Incarnation {
+    /// `from_revision`: the registration's revision + 1 (where the watch starts).
+    pub fn new(
+        env: Arc<AttemptEnv>,
+        agent: Agent,
+        heartbeat_interval: Duration,
+        from_revision: u64,
+        inbox: Inbox,
+    ) -> Incarnation {
+        let feed = Feed::open(env.client.clone(), agent.clone(), from_revision);
+        Incarnation {
+            env,
+            agent,
+            heartbeat_interval,
+            feed,
+            inbox,
+            running: JoinSet::new(),
+            interrupt: watch::channel(Interrupt::None).0,
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        shutdown: &mut Shutdown,
+        summary: &mut WorkerSummary,
+    ) -> IncarnationEnd {
+        let mut heartbeat = AbortOnDrop(tokio::spawn(beat_until_expired(
+            self.env.client.clone(),
+            self.agent.id,
+            self.heartbeat_interval,
+        )));
+        let mut recheck = tokio::time::interval(CLAIM_RECHECK_INTERVAL);
+        recheck.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The first tick is immediate: look for work that was ready before we registered.
+        let mut want_claim = false;
+        let mut grace_deadline: Option<Instant> = None;
+        loop {
+            if grace_deadline.is_none() && shutdown.is_requested() {
+                let grace = self.env.config.task_grace;
+                tracing::info!(
+                    running = self.running.len(),
+                    ?grace,
+                    "shutting down: no more claims; letting running tasks finish"
+                );
+                grace_deadline = Some(Instant::now() + grace);
+            }
+            if grace_deadline.is_some() && self.running.is_empty() {
+                return self.deregister().await;
+            }
+            if grace_deadline.is_none() && want_claim {
+                want_claim = false;
+                if let Err(reason) = self.claim_while_room().await {
+                    return self.expire(reason, summary).await;
+                }
+            }
+            let killing = grace_deadline.filter(|_| *self.interrupt.borrow() == Interrupt::None);
+            tokio::select! {
+                () = shutdown.requested(), if grace_deadline.is_none() => {}
+                ended = &mut heartbeat.0 => {
+                    let reason = ended.unwrap_or_else(|e| format!("the heartbeat task failed: {e}"));
+                    return self.expire(reason, summary).await;
+                }
+                wake = self.feed.next() => match wake {
+                    Wake::Claimable => want_claim = true,
+                    Wake::AgentInactive(reason) => return self.expire(reason, summary).await,
+                    Wake::Message(message) => {
+                        tracing::info!(from = %message.from, id = message.id, "message received");
+                        if let Err(err) = self.inbox.append(&message).await {
+                            tracing::warn!(inbox = %self.inbox.path().display(), error = %err, "could not write to the inbox");
+                        }
+                    }
+                },
+                Some(done) = self.running.join_next() => {
+                    summary.record(done);
+                    want_claim = true;
+                }
+                _ = recheck.tick() => want_claim = true,
+                () = sleep_until_some(killing) => {
+                    tracing::warn!(running = self.running.len(), "grace period over: killing the remaining tasks");
+                    self.interrupt.send_replace(Interrupt::Shutdown);
+                }
+            }
+        }
+    }
+
+    /// Claims tasks until the agent is full or nothing is claimable. `Err` when the agent
+    /// turned out to be no longer active.
+    async fn claim_while_room(&mut self) -> Result<(), String> {
+        let client = &self.env.client;
+        let agent_id = self.agent.id;
+        while self.running.len() < self.agent.max_concurrent.max(1) as usize {
+            match client.claim_next(agent_id).await {
+                Ok(response) => {
+                    let Some(task) = response.task else {
+                        return Ok(());
+                    };
+                    tracing::info!(
+                        task_id = %task.id,
+                        title = %task.title,
+                        attempt = task.attempts,
+                        claim_token = task.claim_token,
+                        "claimed task"
+                    );
+                    self.running.spawn(run_attempt(
+                        self.env.clone(),
+                        task,
+                        self.interrupt.subscribe(),
+                    ));
+                }
+                // The cluster counts a task we no longer track (e.g. a report that was
+                // applied but whose answer was lost); the task finishes on its own terms.
+                Err(err) if err.code() == Code::ResourceExhausted => {
+                    tracing::debug!(error = %err, "the cluster says this agent is full");
+                    return Ok(());
+                }
+                Err(err) if matches!(err.code(), Code::FailedPrecondition | Code::NotFound) => {
+                    // Most likely the agent is no longer active; the heartbeat reply is the
+                    // authority on that.
+                    return match client.heartbeat(agent_id).await {
+                        Ok(reply) if reply.must_reregister => Err(err.to_string()),
+                        Err(beat) if beat.code() == Code::NotFound => Err(beat.to_string()),
+                        _ => {
+                            tracing::warn!(error = %err, "claim refused");
+                            Ok(())
+                        }
+                    };
+                }
+                Err(err) => {
+                    // The re-check interval tries again.
+                    tracing::warn!(error = %err, "claim failed");
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The agent expired: kill what runs (its tokens are stale) and wait for it to stop.
+    async fn expire(mut self, reason: String, summary: &mut WorkerSummary) -> IncarnationEnd {
+        tracing::warn!(
+            agent_id = self.agent.id,
+            %reason,
+            running = self.running.len(),
+            "the agent expired: stopping its work"
+        );
+        self.interrupt.send_replace(Interrupt::Expired);
+        while let Some(done) = self.running.join_next().await {
+            summary.record(done);
+        }
+        IncarnationEnd::Expired(reason)
+    }
+
+    /// Nothing runs any more: release the agent's locks and deregister.
+    async fn deregister(self) -> IncarnationEnd {
+        let client = &self.env.client;
+        let agent_id = self.agent.id;
+        match client.release_all_locks(agent_id).await {
+            Ok(released) if !released.released.is_empty() => {
+                tracing::info!(locks = ?released.released, "released the agent's locks");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "could not release the agent's locks"),
+        }
+        match client.deregister_agent(agent_id).await {
+            Ok(_) => {
+                tracing::info!(agent_id, name = %self.agent.name, "deregistered");
+                IncarnationEnd::ShutDown { deregistered: true }
+            }
+            Err(err) => {
+                // Its TTL expires it anyway; that releases whatever is left.
+                tracing::warn!(agent_id, error = %err, "could not deregister; the agent will expire");
+                IncarnationEnd::ShutDown {
+                    deregistered: false,
+                }
+            }
+        }
+    }
+}
+
+impl WorkerSummary {
+    fn record(&mut self, done: Result<AttemptOutcome, tokio::task::JoinError>) {
+        match done {
+            Ok(outcome) => match outcome {
+                AttemptOutcome::Completed => self.completed += 1,
+                AttemptOutcome::Failed(_) => self.failed += 1,
+                AttemptOutcome::Lost(_) => self.lost += 1,
+                AttemptOutcome::Abandoned => self.abandoned += 1,
+            },
+            // A panicking attempt is a bug; its claim lapses with the agent or is retried.
+            Err(err) => {
+                tracing::error!(error = %err, "a task attempt panicked");
+                self.lost += 1;
+            }
+        }
+    }
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The heartbeat task stops with the incarnation, however it ends.
+struct AbortOnDrop(JoinHandle<String>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

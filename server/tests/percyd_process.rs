@@ -1,13 +1,14 @@
 //! Real `percyd` processes driven through the generated gRPC clients: the claim race, lock
 //! contention with fencing tokens, SIGKILL of the leader, SIGKILL of everything and restart,
-//! bad input, startup errors, and SIGTERM.
+//! bad input, startup errors, SIGTERM, and a restart after catching up from a snapshot.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::procs::{free_port, Percyd, ProcCluster, PERCYD};
-use common::{channel, eventually, SETTLE};
+use common::{channel, eventually, metric, SETTLE};
 use percy_proto::v1::agent_service_client::AgentServiceClient;
 use percy_proto::v1::config_service_client::ConfigServiceClient;
 use percy_proto::v1::lock_service_client::LockServiceClient;
@@ -428,4 +429,120 @@ async fn sigterm_stops_cleanly_and_data_survives() {
     .entry
     .unwrap();
     assert_eq!(entry.value, b"v");
+}
+
+/// Writes `key` (value = the key) through `addr`, retried until acknowledged.
+async fn put_key(addr: &str, key: &str) {
+    eventually(&format!("write {key}"), SETTLE, || async move {
+        ConfigServiceClient::new(channel(addr).await)
+            .put(PutConfigRequest {
+                header: None,
+                key: key.into(),
+                value: key.as_bytes().to_vec(),
+                expected_revision: None,
+            })
+            .await
+            .ok()
+    })
+    .await;
+}
+
+/// Waits until `node` answers a linearizable read of `key` with its value; fails at once,
+/// with its stderr, if the process exits instead.
+async fn serves(node: &mut Percyd, key: &str) {
+    let addr = node.addr.clone();
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        assert!(
+            node.is_running(),
+            "node {} exited:\n{}",
+            node.id,
+            node.stderr()
+        );
+        let read = ConfigServiceClient::new(channel(&addr).await)
+            .get(GetConfigRequest {
+                header: None,
+                key: key.into(),
+            })
+            .await;
+        if let Ok(read) = read {
+            if read
+                .into_inner()
+                .entry
+                .is_some_and(|e| e.value == key.as_bytes())
+            {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {} did not serve {key} within {SETTLE:?}",
+            node.id
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A follower that was down while the others snapshotted and purged their logs catches up by
+/// installing a snapshot past the end of its own log, goes on appending after it, and must
+/// then survive a restart (fault runs ended with "corrupt log entry 3611: found where entry
+/// 3179 belongs" here). Node 3 keeps the default snapshot policy, so any snapshot it has was
+/// installed from the leader; nodes 1 and 2 snapshot every 20 entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_restarts_after_catching_up_from_a_snapshot() {
+    const SNAPSHOT_EVERY: &str = "20";
+    const WRITES_WHILE_DOWN: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let peers: BTreeMap<u64, String> = (1..=3)
+        .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+        .collect();
+    let mut nodes: Vec<Percyd> = (1..=3)
+        .map(|id| {
+            let extra: &[&str] = if id == 3 {
+                &[]
+            } else {
+                &["--snapshot-every", SNAPSHOT_EVERY]
+            };
+            Percyd::spawn_with(id, &peers, &dir.path().join(format!("node{id}")), extra)
+        })
+        .collect();
+    let (first, lagging) = (peers[&1].clone(), peers[&3].clone());
+    put_key(&first, "before").await;
+    serves(&mut nodes[2], "before").await;
+    let lagging_last_index = metric(&lagging, "percy_raft_applied_index").await;
+
+    nodes[2].kill();
+    // Nodes 1 and 2 go on; whichever leads snapshots and purges far past node 3's log.
+    for i in 0..WRITES_WHILE_DOWN {
+        put_key(&first, &format!("while-down/{i}")).await;
+    }
+    let snapshotted = eventually("a snapshot well past the lagging log", SETTLE, || async {
+        let mut highest = 0.0f64;
+        for addr in [&peers[&1], &peers[&2]] {
+            highest = highest.max(metric(addr, "percy_raft_snapshot_index").await);
+        }
+        (highest >= lagging_last_index + 100.0).then_some(highest)
+    })
+    .await;
+
+    nodes[2].restart();
+    serves(
+        &mut nodes[2],
+        &format!("while-down/{}", WRITES_WHILE_DOWN - 1),
+    )
+    .await;
+    let installed = metric(&lagging, "percy_raft_snapshot_index").await;
+    assert!(
+        installed > lagging_last_index,
+        "node 3 caught up from the log (snapshot {installed}, its log ended at \
+         {lagging_last_index}, the others snapshotted at {snapshotted})"
+    );
+    // Entries after the snapshot land in node 3's log; then a crash and a restart.
+    put_key(&first, "after-install").await;
+    serves(&mut nodes[2], "after-install").await;
+    nodes[2].kill();
+    nodes[2].restart();
+    serves(&mut nodes[2], "after-install").await;
+    put_key(&lagging, "after-restart").await;
+    serves(&mut nodes[2], "after-restart").await;
 }

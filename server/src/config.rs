@@ -62,6 +62,12 @@ pub enum ConfigError {
     BadPeer(String),
     #[error("node id {0} appears twice in --peers")]
     DuplicatePeer(NodeId),
+    #[error("--listen {listen} is not node {node_id}'s address in --peers ({advertised}): peers would call another process, or nobody")]
+    ListenNotOwnAddress {
+        listen: SocketAddr,
+        node_id: NodeId,
+        advertised: String,
+    },
     #[error("election timeout min ({min} ms) must be below max ({max} ms) and above the heartbeat ({heartbeat} ms)")]
     BadTimeouts { min: u64, max: u64, heartbeat: u64 },
     #[error("--snapshot-every must be at least 1")]
@@ -104,9 +110,16 @@ impl NodeConfig {
         if self.node_id == 0 {
             return Err(ConfigError::ZeroNodeId);
         }
-        if !self.peers.contains_key(&self.node_id) {
+        let Some(advertised) = self.peers.get(&self.node_id) else {
             let ids: Vec<String> = self.peers.keys().map(|id| id.to_string()).collect();
             return Err(ConfigError::NodeNotInPeers(self.node_id, ids.join(",")));
+        };
+        if !listen_serves(self.listen, advertised) {
+            return Err(ConfigError::ListenNotOwnAddress {
+                listen: self.listen,
+                node_id: self.node_id,
+                advertised: advertised.clone(),
+            });
         }
         let (min, max, hb) = (
             self.election_timeout_min.as_millis() as u64,
@@ -138,6 +151,26 @@ impl NodeConfig {
     pub fn is_bootstrapper(&self) -> bool {
         self.peers.keys().next() == Some(&self.node_id)
     }
+}
+
+/// Whether a node listening on `listen` is reached at `advertised`, its own `--peers` address:
+/// the same port, and the same IP unless the node listens on every interface (0.0.0.0, ::).
+/// A host name other than `localhost` is not resolved here (that is I/O, and the name may
+/// well resolve differently for the peers): only its port is compared.
+fn listen_serves(listen: SocketAddr, advertised: &str) -> bool {
+    if let Ok(addr) = advertised.parse::<SocketAddr>() {
+        return addr.port() == listen.port()
+            && (listen.ip().is_unspecified() || addr.ip() == listen.ip());
+    }
+    let Some((host, port)) = advertised.rsplit_once(':') else {
+        return false;
+    };
+    if port.parse() != Ok(listen.port()) {
+        return false;
+    }
+    !host.eq_ignore_ascii_case("localhost")
+        || listen.ip().is_unspecified()
+        || listen.ip().is_loopback()
 }
 
 /// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002`.
@@ -270,7 +303,15 @@ mod tests {
         .unwrap();
         assert_eq!(c.peers.len(), 3);
         assert!(!c.is_bootstrapper());
-        let c = cli(&["--node-id", "1", "--peers", peers]).unwrap();
+        let c = cli(&[
+            "--node-id",
+            "1",
+            "--listen",
+            "127.0.0.1:7001",
+            "--peers",
+            peers,
+        ])
+        .unwrap();
         assert!(c.is_bootstrapper());
     }
 
@@ -278,6 +319,60 @@ mod tests {
     fn node_not_in_peers_is_refused_by_name() {
         let err = cli(&["--node-id", "4", "--peers", "1=a:1,2=b:2"]).unwrap_err();
         assert_eq!(err.to_string(), "node id 4 is not in --peers (1,2)");
+    }
+
+    #[test]
+    fn listen_must_be_this_nodes_own_peer_address() {
+        let peers = "1=127.0.0.1:7001,2=127.0.0.1:7002";
+        let err = cli(&[
+            "--node-id",
+            "1",
+            "--listen",
+            "127.0.0.1:7002",
+            "--peers",
+            peers,
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--listen 127.0.0.1:7002 is not node 1's address in --peers (127.0.0.1:7001): \
+             peers would call another process, or nobody"
+        );
+        cli(&[
+            "--node-id",
+            "1",
+            "--listen",
+            "127.0.0.1:7001",
+            "--peers",
+            peers,
+        ])
+        .unwrap();
+    }
+
+    #[test]
+    fn a_listen_address_serves_the_addresses_it_is_reached_at() {
+        let listen = |addr: &str| addr.parse::<SocketAddr>().unwrap();
+        assert!(listen_serves(listen("127.0.0.1:7001"), "127.0.0.1:7001"));
+        assert!(!listen_serves(listen("127.0.0.1:7001"), "127.0.0.1:7002"));
+        assert!(!listen_serves(listen("127.0.0.1:7001"), "127.0.0.2:7001"));
+        // Every interface serves any address with the port.
+        assert!(listen_serves(listen("0.0.0.0:7001"), "10.1.2.3:7001"));
+        assert!(listen_serves(listen("[::]:7001"), "[fd00::1]:7001"));
+        assert!(!listen_serves(listen("0.0.0.0:7001"), "10.1.2.3:7002"));
+        assert!(listen_serves(listen("[::1]:7001"), "[::1]:7001"));
+        // Host names: localhost only for loopback; others by port alone.
+        assert!(listen_serves(listen("127.0.0.1:7001"), "localhost:7001"));
+        assert!(listen_serves(listen("[::1]:7001"), "LOCALHOST:7001"));
+        assert!(!listen_serves(listen("10.1.2.3:7001"), "localhost:7001"));
+        assert!(listen_serves(
+            listen("10.1.2.3:7001"),
+            "node1.internal:7001"
+        ));
+        assert!(!listen_serves(
+            listen("10.1.2.3:7001"),
+            "node1.internal:7002"
+        ));
+        assert!(!listen_serves(listen("10.1.2.3:7001"), "node1.internal"));
     }
 
     #[test]

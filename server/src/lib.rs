@@ -6,6 +6,7 @@
 
 mod api;
 mod batcher;
+mod cluster_identity;
 pub mod config;
 mod context;
 mod convert;

@@ -53,9 +53,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tokio::select! {
         _ = sigterm.recv() => tracing::info!("SIGTERM"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
-        result = node.serving() => {
-            return result.map_err(|e| anyhow::anyhow!("server stopped: {e}"));
-        }
+        result = node.serving() => return result.map_err(anyhow::Error::from),
     }
     node.shutdown().await;
     Ok(())

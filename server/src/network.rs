@@ -1,6 +1,7 @@
 //! Outgoing node-to-node traffic: openraft's `RaftNetworkFactory` over the internal tonic
 //! client, plus the shared per-peer channel cache that forwarding (writes, read-index,
-//! heartbeats) reuses. One HTTP/2 channel per peer, created lazily and kept. Also the
+//! heartbeats) reuses. One HTTP/2 channel per peer, created lazily and kept; every call on it
+//! carries this node's cluster id (`cluster_identity`). Also the
 //! leader's commit gate ([`CommitGate`]): the one field of an outgoing request it changes.
 //! This module never interprets replies beyond decoding them.
 
@@ -22,9 +23,11 @@ use percy_proto::internal::raft_service_client::RaftServiceClient;
 use percy_proto::internal::RaftBytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
 
+use crate::cluster_identity::ClusterStamp;
 use crate::removal::Removal;
 use crate::storage::DurableLog;
 use crate::tagged_stream::{AppendEntriesStream, ForwardStream, StreamCallError, TaggedStreams};
@@ -38,6 +41,9 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// Peers are trusted: internal messages may be as large as a batch of big entries.
 pub const INTERNAL_MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 
+/// The internal client of one peer: every call carries this node's cluster id.
+pub type PeerClient = RaftServiceClient<InterceptedService<Channel, ClusterStamp>>;
+
 /// Channels to peers by id, shared by Raft replication and request forwarding.
 #[derive(Clone, Default)]
 pub struct PeerClients {
@@ -47,16 +53,18 @@ pub struct PeerClients {
     /// proxy, or the fault-injection suite's per-link proxies, each node dials another by a
     /// different address while the membership holds one address per node.
     local_addresses: Arc<BTreeMap<NodeId, String>>,
+    stamp: ClusterStamp,
     /// Streams of AppendEntries and of forwarded writes to the peers, over the same channels.
     pub append_streams: TaggedStreams<AppendEntriesStream>,
     pub forward_streams: TaggedStreams<ForwardStream>,
 }
 
 impl PeerClients {
-    pub fn new(local_addresses: BTreeMap<NodeId, String>) -> Self {
+    pub fn new(local_addresses: BTreeMap<NodeId, String>, stamp: ClusterStamp) -> Self {
         Self {
             channels: Arc::default(),
             local_addresses: Arc::new(local_addresses),
+            stamp,
             append_streams: TaggedStreams::default(),
             forward_streams: TaggedStreams::default(),
         }
@@ -72,11 +80,7 @@ impl PeerClients {
 
     /// The internal client for `id`, dialled at [`PeerClients::dialed_addr`]; the channel is
     /// reused unless the address changed.
-    pub fn client(
-        &self,
-        id: NodeId,
-        membership_addr: &str,
-    ) -> Result<RaftServiceClient<Channel>, String> {
+    pub fn client(&self, id: NodeId, membership_addr: &str) -> Result<PeerClient, String> {
         let addr = self.dialed_addr(id, membership_addr);
         let mut channels = self
             .channels
@@ -96,9 +100,11 @@ impl PeerClients {
                 channel
             }
         };
-        Ok(RaftServiceClient::new(channel)
-            .max_decoding_message_size(INTERNAL_MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(INTERNAL_MAX_MESSAGE_BYTES))
+        Ok(
+            RaftServiceClient::with_interceptor(channel, self.stamp.clone())
+                .max_decoding_message_size(INTERNAL_MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(INTERNAL_MAX_MESSAGE_BYTES),
+        )
     }
 }
 
@@ -200,7 +206,7 @@ pub struct PeerConnection {
     target: NodeId,
     /// Where `client` dials, which is also what its streams are kept under.
     addr: String,
-    client: Result<RaftServiceClient<Channel>, String>,
+    client: Result<PeerClient, String>,
     commit_gate: CommitGate,
     streams: TaggedStreams<AppendEntriesStream>,
     removal: Removal,

@@ -1,11 +1,14 @@
-//! Starting, bootstrapping and stopping one node: binds the port, opens storage, creates the
-//! Raft instance, initialises the cluster when this node is the lowest-id peer and the log is
-//! empty, serves every gRPC service plus reflection, health and `/metrics` on the one port, and
-//! starts the background tasks (watch feed, liveness monitor). [`NodeHandle::shutdown`] undoes
-//! it in order. This is the library API tests and tools use to run nodes in-process.
+//! Starting, bootstrapping and stopping one node: binds the port, opens storage (refusing a
+//! data dir of another node), creates the Raft instance, initialises the cluster when this
+//! node is the lowest-id peer and the log is empty (and gives it its cluster id), serves every
+//! gRPC service plus reflection, health and `/metrics` on the one port, starts the background
+//! tasks (watch feed, liveness monitor), and asks the peers whether they belong to this
+//! node's cluster ([`NodeHandle::serving`] fails if one does not). [`NodeHandle::shutdown`]
+//! undoes it in order. This is the library API tests and tools use to run nodes in-process.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,11 +26,13 @@ use percy_proto::v1::watch_service_server::WatchServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api;
 use crate::batcher::Batcher;
+use crate::cluster_identity::{check_peers, ClusterGuard, ClusterStamp, ForeignPeer, Stamped};
 use crate::config::{ConfigError, NodeConfig};
 use crate::context::NodeContext;
 use crate::liveness::{run_monitor, Liveness};
@@ -36,7 +41,7 @@ use crate::network::{CommitGate, NetworkFactory, PeerClients, INTERNAL_MAX_MESSA
 use crate::raft_service::RaftRpc;
 use crate::removal::{self, Removal};
 use crate::state::StateView;
-use crate::storage::{self, DurableLog, StorageError};
+use crate::storage::{self, ClusterId, DataDirIdentity, DurableLog, StorageError};
 use crate::types::{NodeId, Raft};
 use crate::vote_guard::LeaderContact;
 use crate::watch::{run_pump, WatchHub};
@@ -74,6 +79,16 @@ pub enum NodeError {
     Raft(String),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error("data dir {data_dir} belongs to cluster {ours}, but peer {peer} at {addr} belongs to cluster {theirs}: the data dir is another cluster's, or --peers names another cluster's nodes")]
+    OtherCluster {
+        data_dir: PathBuf,
+        ours: ClusterId,
+        peer: NodeId,
+        addr: String,
+        theirs: ClusterId,
+    },
+    #[error("server stopped: {0}")]
+    Stopped(String),
 }
 
 /// Entry point: `Node::start(config)`.
@@ -106,9 +121,14 @@ impl Node {
             port: config.listen.port(),
             source,
         })?;
-        let (log_store, sm_store) = storage::open(&config.data_dir)?;
+        let (log_store, sm_store, identity) = storage::open_node(&config.data_dir, config.node_id)?;
         if log_store.forget_restored_leadership(config.node_id)? {
             tracing::info!("this node led before it stopped: it leads again only if re-elected");
+        }
+        // The bootstrapping node names the cluster, before it can call anyone; every other
+        // node learns the name from the first call it gets (`cluster_identity`).
+        if config.is_bootstrapper() {
+            identity.establish_cluster_id()?;
         }
         let state = StateView::new(sm_store.state(), sm_store.applied_revision());
         let durable = log_store.durable_log();
@@ -116,7 +136,7 @@ impl Node {
         // Raft::new takes the store; this handle subscribes to its changes afterwards.
         let change_feed = sm_store.clone();
 
-        let peers = PeerClients::new(config.peers.clone());
+        let peers = PeerClients::new(config.peers.clone(), ClusterStamp::new(identity.clone()));
         let removal = Removal::default();
         let raft = Raft::new(
             config.node_id,
@@ -182,13 +202,21 @@ impl Node {
             tokio::spawn(commit_gate.announce(ctx.raft.clone())),
             tokio::spawn(notice_removal(ctx.clone())),
         ];
-        let server = tokio::spawn(serve(ctx.clone(), listener, shutdown_rx));
-        tracing::info!(node_id = ctx.node_id, %addr, "percyd serving");
+        let server = tokio::spawn(serve(ctx.clone(), identity.clone(), listener, shutdown_rx));
+        let peer_check = tokio::spawn(check_peers(identity.clone(), ctx.config.peers.clone()));
+        tracing::info!(
+            node_id = ctx.node_id,
+            %addr,
+            cluster_id = ?identity.cluster_id(),
+            "percyd serving"
+        );
         Ok(NodeHandle {
             ctx,
             addr,
+            identity,
             shutdown_tx,
             server,
+            peer_check: Some(peer_check),
             tasks,
         })
     }
@@ -241,6 +269,7 @@ fn raft_config(config: &NodeConfig) -> Result<openraft::Config, NodeError> {
 /// Every service on one port, until `shutdown` fires.
 async fn serve(
     ctx: Arc<NodeContext>,
+    identity: DataDirIdentity,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
@@ -248,7 +277,7 @@ async fn serve(
     health
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
-    let routes = routes(&ctx, health_service);
+    let routes = routes(&ctx, &identity, health_service);
     // The builder's `tcp_nodelay` is ignored for a caller-supplied listener; set it on the
     // incoming stream instead. Without it, Nagle's algorithm and delayed ACKs hold small
     // responses back for up to 40 ms.
@@ -277,6 +306,7 @@ macro_rules! public {
 
 fn routes(
     ctx: &Arc<NodeContext>,
+    identity: &DataDirIdentity,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
@@ -311,12 +341,14 @@ fn routes(
             ClusterServiceServer,
             api::cluster::ClusterApi { ctx: c() }
         ))
-        .add_service(
+        .add_service(InterceptedService::new(
             RaftServiceServer::new(RaftRpc { ctx: c() })
                 .max_decoding_message_size(INTERNAL_MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(INTERNAL_MAX_MESSAGE_BYTES),
-        )
-        .add_service(health);
+            ClusterGuard::new(identity.clone()),
+        ))
+        // Peers ask the health service which cluster this node belongs to.
+        .add_service(Stamped::new(health, ClusterStamp::new(identity.clone())));
     if let Some(reflection) = crate::reflection::v1() {
         builder.add_service(reflection);
     }
@@ -344,8 +376,11 @@ fn routes(
 pub struct NodeHandle {
     ctx: Arc<NodeContext>,
     addr: SocketAddr,
+    identity: DataDirIdentity,
     shutdown_tx: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Asking the peers which cluster they belong to; `None` once it ended well.
+    peer_check: Option<JoinHandle<Result<(), ForeignPeer>>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -367,6 +402,11 @@ impl NodeHandle {
     /// The Raft instance (metrics, membership), for tests and tools.
     pub fn raft(&self) -> &Raft {
         &self.ctx.raft
+    }
+
+    /// The cluster this node belongs to, once it knows (see `cluster_identity`).
+    pub fn cluster_id(&self) -> Option<ClusterId> {
+        self.identity.cluster_id()
     }
 
     /// The leader as this node knows it.
@@ -415,13 +455,42 @@ impl NodeHandle {
         for task in self.tasks {
             task.abort();
         }
+        if let Some(peer_check) = self.peer_check {
+            peer_check.abort();
+        }
     }
 
-    /// Waits until the server stops on its own (it does only on a fatal transport error).
-    pub async fn serving(&mut self) -> Result<(), String> {
-        match (&mut self.server).await {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+    /// Waits until the node cannot go on: the server stopped on its own (it does only on a
+    /// fatal transport error), or a peer turned out to belong to another cluster.
+    pub async fn serving(&mut self) -> Result<(), NodeError> {
+        if let Some(peer_check) = self.peer_check.as_mut() {
+            tokio::select! {
+                stopped = &mut self.server => return server_stopped(stopped),
+                checked = peer_check => {
+                    self.peer_check = None;
+                    if let Ok(Err(foreign)) = checked {
+                        tracing::error!(?foreign, "a peer belongs to another cluster");
+                        return Err(NodeError::OtherCluster {
+                            data_dir: self.ctx.config.data_dir.clone(),
+                            ours: foreign.ours,
+                            peer: foreign.peer,
+                            addr: foreign.addr,
+                            theirs: foreign.theirs,
+                        });
+                    }
+                }
+            }
         }
+        server_stopped((&mut self.server).await)
+    }
+}
+
+fn server_stopped(
+    stopped: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>,
+) -> Result<(), NodeError> {
+    match stopped {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(NodeError::Stopped(e.to_string())),
+        Err(e) => Err(NodeError::Stopped(e.to_string())),
     }
 }

@@ -29,7 +29,6 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use openraft::raft::AppendEntriesRequest;
 use parking_lot::Mutex;
-use percy_proto::internal::raft_service_client::RaftServiceClient;
 use percy_proto::internal::RaftBytes;
 use percy_statemachine::Command;
 use serde::de::DeserializeOwned;
@@ -37,9 +36,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
+use crate::network::PeerClient;
 use crate::types::TypeConfig;
 use crate::wire::{self, AppendEntriesResult, ForwardReply, Tagged};
 
@@ -54,7 +53,7 @@ pub trait StreamKind: Send + Sync + 'static {
     type Request: Serialize + Sync;
     type Answer: DeserializeOwned + Send + 'static;
     fn open(
-        client: RaftServiceClient<Channel>,
+        client: PeerClient,
         requests: ReceiverStream<RaftBytes>,
     ) -> BoxFuture<'static, Result<Streaming<RaftBytes>, Status>>;
 }
@@ -67,7 +66,7 @@ impl StreamKind for AppendEntriesStream {
     type Request = AppendEntriesRequest<TypeConfig>;
     type Answer = Result<AppendEntriesResult, String>;
     fn open(
-        mut client: RaftServiceClient<Channel>,
+        mut client: PeerClient,
         requests: ReceiverStream<RaftBytes>,
     ) -> BoxFuture<'static, Result<Streaming<RaftBytes>, Status>> {
         Box::pin(async move {
@@ -84,7 +83,7 @@ impl StreamKind for ForwardStream {
     type Request = Command;
     type Answer = ForwardReply;
     fn open(
-        mut client: RaftServiceClient<Channel>,
+        mut client: PeerClient,
         requests: ReceiverStream<RaftBytes>,
     ) -> BoxFuture<'static, Result<Streaming<RaftBytes>, Status>> {
         Box::pin(async move {
@@ -171,7 +170,7 @@ impl<K: StreamKind> TaggedStreams<K> {
     pub async fn call(
         &self,
         peer: &str,
-        client: &RaftServiceClient<Channel>,
+        client: &PeerClient,
         request: &K::Request,
         timeout: Duration,
     ) -> Result<K::Answer, StreamCallError> {
@@ -232,7 +231,7 @@ impl<K: StreamKind> TaggedStreams<K> {
     async fn open(
         &self,
         peer: &str,
-        client: &RaftServiceClient<Channel>,
+        client: &PeerClient,
     ) -> Result<Arc<Open<K::Answer>>, StreamCallError> {
         if let Some(open) = self.current(peer)? {
             return Ok(open);
@@ -316,6 +315,7 @@ mod tests {
     use futures::{Stream, StreamExt};
     use openraft::raft::AppendEntriesResponse;
     use openraft::{CommittedLeaderId, LogId, Vote};
+    use percy_proto::internal::raft_service_client::RaftServiceClient;
     use percy_proto::internal::raft_service_server::{RaftService, RaftServiceServer};
     use percy_proto::internal::{ReadIndexRequest, ReadIndexResponse};
     use tokio::net::TcpListener;
@@ -323,6 +323,7 @@ mod tests {
     use tonic::{Request, Response, Status, Streaming};
 
     use super::*;
+    use crate::cluster_identity::ClusterStamp;
 
     /// How a scripted peer treats its streams.
     #[derive(Clone, Copy)]
@@ -428,7 +429,7 @@ mod tests {
     }
 
     /// A scripted peer on a free port; the client and how many streams it opened.
-    async fn peer(peer: Peer) -> (RaftServiceClient<Channel>, Arc<AtomicUsize>) {
+    async fn peer(peer: Peer) -> (PeerClient, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let opened = Arc::new(AtomicUsize::new(0));
@@ -444,7 +445,10 @@ mod tests {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .expect("endpoint")
             .connect_lazy();
-        (RaftServiceClient::new(channel), opened)
+        (
+            RaftServiceClient::with_interceptor(channel, ClusterStamp::default()),
+            opened,
+        )
     }
 
     fn rpc(commit: u64) -> AppendEntriesRequest<TypeConfig> {

@@ -113,6 +113,9 @@ async fn three_nodes_forward_read_fail_over_and_change_membership() {
     // The new node has the data (it caught up as a learner), and answers reads.
     let read = get(&fourth_addr, "greeting", Consistency::Linearizable).await;
     assert_eq!(read.entry.unwrap().value, b"hello");
+    // It learned the cluster's id from the leader's first call.
+    assert!(nodes[0].cluster_id().is_some());
+    assert_eq!(nodes[2].cluster_id(), nodes[0].cluster_id());
 
     // Remove the stopped old leader from the membership; three voters remain, all running.
     let removed = cluster

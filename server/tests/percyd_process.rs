@@ -1,13 +1,16 @@
 //! Real `percyd` processes driven through the generated gRPC clients: the claim race, lock
 //! contention with fencing tokens, SIGKILL of the leader, SIGKILL of everything and restart,
-//! bad input, startup errors, and SIGTERM.
+//! bad input, startup errors (misconfiguration included: another node's or another cluster's
+//! data dir, a --listen that is not the node's own --peers address), SIGTERM, and a restart
+//! after catching up from a snapshot.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::procs::{free_port, Percyd, ProcCluster, PERCYD};
-use common::{channel, eventually, SETTLE};
+use common::{channel, eventually, metric, SETTLE};
 use percy_proto::v1::agent_service_client::AgentServiceClient;
 use percy_proto::v1::config_service_client::ConfigServiceClient;
 use percy_proto::v1::lock_service_client::LockServiceClient;
@@ -327,18 +330,6 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert!(cluster.node(1).is_running());
 }
 
-fn run_to_exit(args: &[&str]) -> (std::process::ExitStatus, String) {
-    let out = std::process::Command::new(PERCYD)
-        .args(args)
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn startup_errors_are_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -360,6 +351,29 @@ fn startup_errors_are_one_clear_line() {
         run_to_exit(&["--node-id", "4", "--peers", "1=127.0.0.1:1,2=127.0.0.1:2"]);
     assert!(!status.success());
     assert!(stderr.contains("node id 4 is not in --peers"), "{stderr}");
+
+    // --listen is not this node's address in --peers: its peers would call someone else.
+    let (mine, other) = (free_port(), free_port());
+    let listen = format!("127.0.0.1:{other}");
+    let peers = format!("1=127.0.0.1:{mine},2=127.0.0.1:{other}");
+    let (status, stderr) = run_to_exit(&[
+        "--node-id",
+        "1",
+        "--listen",
+        &listen,
+        "--peers",
+        &peers,
+        "--data-dir",
+        data,
+    ]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "percyd: --listen {listen} is not node 1's address in --peers (127.0.0.1:{mine}): \
+             peers would call another process, or nobody"
+        )
+    );
 
     // A data dir that is not a database: refused, never reset.
     let bogus = dir.path().join("bogus");
@@ -529,4 +543,240 @@ async fn read_config(addr: String, key: String) -> Option<ConfigEntry> {
         }
     })
     .await
+}
+
+/// Writes `key` (value = the key) through `addr`, retried until acknowledged.
+async fn put_key(addr: &str, key: &str) {
+    eventually(&format!("write {key}"), SETTLE, || async move {
+        ConfigServiceClient::new(channel(addr).await)
+            .put(PutConfigRequest {
+                header: None,
+                key: key.into(),
+                value: key.as_bytes().to_vec(),
+                expected_revision: None,
+            })
+            .await
+            .ok()
+    })
+    .await;
+}
+
+/// Waits until `node` answers a linearizable read of `key` with its value; fails at once,
+/// with its stderr, if the process exits instead.
+async fn serves(node: &mut Percyd, key: &str) {
+    let addr = node.addr.clone();
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        assert!(
+            node.is_running(),
+            "node {} exited:\n{}",
+            node.id,
+            node.stderr()
+        );
+        let read = ConfigServiceClient::new(channel(&addr).await)
+            .get(GetConfigRequest {
+                header: None,
+                key: key.into(),
+            })
+            .await;
+        if let Ok(read) = read {
+            if read
+                .into_inner()
+                .entry
+                .is_some_and(|e| e.value == key.as_bytes())
+            {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {} did not serve {key} within {SETTLE:?}",
+            node.id
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A follower that was down while the others snapshotted and purged their logs catches up by
+/// installing a snapshot past the end of its own log, goes on appending after it, and must
+/// then survive a restart (fault runs ended with "corrupt log entry 3611: found where entry
+/// 3179 belongs" here). Node 3 keeps the default snapshot policy, so any snapshot it has was
+/// installed from the leader; nodes 1 and 2 snapshot every 20 entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_restarts_after_catching_up_from_a_snapshot() {
+    const SNAPSHOT_EVERY: &str = "20";
+    const WRITES_WHILE_DOWN: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let peers: BTreeMap<u64, String> = (1..=3)
+        .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+        .collect();
+    let mut nodes: Vec<Percyd> = (1..=3)
+        .map(|id| {
+            let extra: &[&str] = if id == 3 {
+                &[]
+            } else {
+                &["--snapshot-every", SNAPSHOT_EVERY]
+            };
+            Percyd::spawn_with(id, &peers, &dir.path().join(format!("node{id}")), extra)
+        })
+        .collect();
+    let (first, lagging) = (peers[&1].clone(), peers[&3].clone());
+    put_key(&first, "before").await;
+    serves(&mut nodes[2], "before").await;
+    let lagging_last_index = metric(&lagging, "percy_raft_applied_index").await;
+
+    nodes[2].kill();
+    // Nodes 1 and 2 go on; whichever leads snapshots and purges far past node 3's log.
+    for i in 0..WRITES_WHILE_DOWN {
+        put_key(&first, &format!("while-down/{i}")).await;
+    }
+    let snapshotted = eventually("a snapshot well past the lagging log", SETTLE, || async {
+        let mut highest = 0.0f64;
+        for addr in [&peers[&1], &peers[&2]] {
+            highest = highest.max(metric(addr, "percy_raft_snapshot_index").await);
+        }
+        (highest >= lagging_last_index + 100.0).then_some(highest)
+    })
+    .await;
+
+    nodes[2].restart();
+    serves(
+        &mut nodes[2],
+        &format!("while-down/{}", WRITES_WHILE_DOWN - 1),
+    )
+    .await;
+    let installed = metric(&lagging, "percy_raft_snapshot_index").await;
+    assert!(
+        installed > lagging_last_index,
+        "node 3 caught up from the log (snapshot {installed}, its log ended at \
+         {lagging_last_index}, the others snapshotted at {snapshotted})"
+    );
+    // Entries after the snapshot land in node 3's log; then a crash and a restart.
+    put_key(&first, "after-install").await;
+    serves(&mut nodes[2], "after-install").await;
+    nodes[2].kill();
+    nodes[2].restart();
+    serves(&mut nodes[2], "after-install").await;
+    put_key(&lagging, "after-restart").await;
+    serves(&mut nodes[2], "after-restart").await;
+}
+
+/// Runs `percyd` with `args` until it exits: its exit status and stderr. Bounded by
+/// [`SETTLE`] (then it is killed and the test fails), so a check that stops working fails the
+/// test instead of leaving a misconfigured node running.
+fn run_to_exit<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(
+    args: &[S],
+) -> (std::process::ExitStatus, String) {
+    let stderr_file = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new(PERCYD)
+        .args(args)
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr_file.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + SETTLE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "percyd {args:?} still running after {SETTLE:?}: {}",
+                std::fs::read_to_string(stderr_file.path()).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status, std::fs::read_to_string(stderr_file.path()).unwrap())
+}
+
+fn node_args(id: u64, listen: &str, peers: &str, data_dir: &std::path::Path) -> Vec<String> {
+    [
+        "--node-id",
+        &id.to_string(),
+        "--listen",
+        listen,
+        "--peers",
+        peers,
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A data dir started under another --node-id served the other node's vote and log as its
+/// own; now it is refused before anything in it is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_of_another_node_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node1");
+    let peers = BTreeMap::from([(1, format!("127.0.0.1:{}", free_port()))]);
+    let mut first = Percyd::spawn(1, &peers, &data);
+    put_key(&first.addr, "written-by-node-1").await;
+    assert!(first.terminate().is_some_and(|s| s.success()));
+
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (status, stderr) = run_to_exit(&node_args(2, &listen, &format!("2={listen}"), &data));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "percyd: {} holds the data of node 1; refusing to start it as node 2 (check \
+             --node-id and --data-dir)",
+            data.join(percy_server::storage::DB_DIR_NAME).display()
+        )
+    );
+    // The data dir is still node 1's.
+    first.restart();
+    serves(&mut first, "written-by-node-1").await;
+}
+
+/// A data dir of another cluster (here, of a one-node cluster whose node had the same id)
+/// started as a member of this one: its peers say they belong to another cluster, and it stops
+/// with one line instead of joining elections with a log that is not this cluster's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_of_another_cluster_is_refused() {
+    let mut cluster = ProcCluster::start(3);
+    cluster.leader(&[1, 2, 3]).await;
+    let first = cluster.node(1).addr.clone();
+    put_key(&first, "in-this-cluster").await;
+    let peers: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("{}={}", n.id, n.addr))
+        .collect();
+    let (third, third_addr) = (cluster.node(3).id, cluster.node(3).addr.clone());
+
+    let other_dir = cluster.dir.path().join("other-cluster");
+    let alone = BTreeMap::from([(third, format!("127.0.0.1:{}", free_port()))]);
+    let mut other = Percyd::spawn(third, &alone, &other_dir);
+    put_key(&other.addr, "in-another-cluster").await;
+    assert!(other.terminate().is_some_and(|s| s.success()));
+
+    cluster.node(3).kill();
+    let (status, stderr) =
+        run_to_exit(&node_args(third, &third_addr, &peers.join(","), &other_dir));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let line = stderr.trim();
+    assert_eq!(line.lines().count(), 1, "{stderr}");
+    assert!(
+        line.starts_with(&format!(
+            "percyd: data dir {} belongs to cluster ",
+            other_dir.display()
+        )) && [1, 2].iter().any(|id| {
+            let addr = &cluster.nodes[*id as usize - 1].addr;
+            line.contains(&format!("but peer {id} at {addr} belongs to cluster "))
+        }) && line.ends_with(
+            ": the data dir is another cluster's, or --peers names another cluster's nodes"
+        ),
+        "{line}"
+    );
+    // The cluster itself carries on, node 3 back on its own data dir.
+    cluster.node(3).restart();
+    put_key(&first, "after").await;
+    serves(cluster.node(3), "after").await;
 }

@@ -326,20 +326,6 @@ async fn next_reply(replies: &mut tonic::Streaming<KeepAliveResponse>) -> KeepAl
         .expect("the stream is still open")
 }
 
-/// The value of the un-labelled metric `name` in `addr`'s /metrics.
-async fn metric(addr: &str, name: &str) -> f64 {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: percy\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.unwrap();
-    body.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name} in {body}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_streams_answer_each_beat_in_order_on_the_leader_and_through_followers() {
     let mut slots = slots(&[1, 2, 3]).await;

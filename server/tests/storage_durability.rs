@@ -127,10 +127,10 @@ fn acknowledged_appends_survive_process_abort() {
     });
 }
 
-/// The abort test above cannot tell a missing `fdatasync` apart (the appends reach the page
-/// cache, which survives the process), so this one checks that appends are synced by the log
-/// itself, in rounds that cover several appends, and that the watermark reaches the end.
-/// (What must wait for the watermark is tested in the server's `durability_tests`.)
+/// Appends are synced by the log itself, in rounds that cover several appends, and the
+/// watermark reaches the end. (Whether the rounds really reach the disk is checked by
+/// `every_acknowledged_append_was_synced`; what must wait for the watermark is tested in the
+/// server's `durability_tests`.)
 #[tokio::test]
 async fn appends_become_durable_in_sync_rounds() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -148,6 +148,118 @@ async fn appends_become_durable_in_sync_rounds() {
         (1..=3).contains(&rounds),
         "{rounds} sync rounds for 3 appends"
     );
+}
+
+/// What the abort test and the sync-round count cannot see: whether the appends reached the
+/// disk. A round counts even when it synced no file (a log that forgot to hand its files to
+/// the sync thread), and a process abort keeps the page cache. So this asks the kernel: once
+/// the durable watermark covers the appends, no page of any log file may still be dirty.
+/// Guards the `fdatasync` of `durable_log`'s sync thread and the files `Wal::append` hands it.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn every_acknowledged_append_was_synced() {
+    // Under target/, not /tmp: on tmpfs a synced page stays dirty.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    page_cache::assert_syncs_are_visible(dir.path());
+    let (mut log, _sm) = open(dir.path());
+    for first in (1..=ABORT_ENTRIES).step_by(ABORT_BATCH as usize) {
+        let batch: Vec<_> = (first..first + ABORT_BATCH)
+            .map(|i| put_config(1, i, &format!("key-{i}"), &format!("value-{i}")))
+            .collect();
+        log.blocking_append(batch).await.expect("append");
+    }
+    log.durable_log()
+        .wait_covered(ABORT_ENTRIES)
+        .await
+        .expect("durable");
+    let wal_dir = dir.path().join(percy_server::storage::WAL_DIR_NAME);
+    let mut files = 0;
+    for item in std::fs::read_dir(&wal_dir).expect("wal dir") {
+        let path = item.expect("wal dir entry").path();
+        let file = std::fs::File::open(&path).expect("open a log file");
+        let pages = page_cache::pages(&file);
+        assert!(pages.cached > 0, "{} was never written", path.display());
+        assert_eq!(
+            pages.dirty,
+            0,
+            "{} has unsynced pages after the watermark covered every append",
+            path.display()
+        );
+        files += 1;
+    }
+    assert!(files > 0, "no log file in {}", wal_dir.display());
+}
+
+/// The page cache's view of a file, from `cachestat(2)` (Linux 6.5).
+#[cfg(target_os = "linux")]
+mod page_cache {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::path::Path;
+
+    /// `__NR_cachestat`, the same number on every architecture (libc does not name it on all).
+    const SYS_CACHESTAT: libc::c_long = 451;
+
+    /// `struct cachestat_range`: offset 0, length 0 means the whole file.
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+
+    /// `struct cachestat`, in pages.
+    #[repr(C)]
+    #[derive(Debug, Default)]
+    pub struct Pages {
+        pub cached: u64,
+        pub dirty: u64,
+        pub writeback: u64,
+        pub evicted: u64,
+        pub recently_evicted: u64,
+    }
+
+    pub fn pages(file: &std::fs::File) -> Pages {
+        let range = Range { off: 0, len: 0 };
+        let mut pages = Pages::default();
+        // SAFETY: the descriptor is owned by `file`, which outlives the call; the kernel
+        // reads `range` and writes `pages`, both `repr(C)` and alive for the call.
+        let result = unsafe {
+            libc::syscall(
+                SYS_CACHESTAT,
+                file.as_raw_fd(),
+                &range as *const Range,
+                &mut pages as *mut Pages,
+                0u32,
+            )
+        };
+        assert_eq!(
+            result,
+            0,
+            "cachestat(2) failed (it needs Linux 6.5): {}",
+            std::io::Error::last_os_error()
+        );
+        pages
+    }
+
+    /// The instrument itself, on a scratch file in `dir`: a write leaves dirty pages, and
+    /// `fdatasync` cleans them. Without this the check above could pass for want of a way to
+    /// fail.
+    pub fn assert_syncs_are_visible(dir: &Path) {
+        let path = dir.join("page-cache-probe");
+        let mut file = std::fs::File::create(&path).expect("create the probe");
+        file.write_all(&[1u8; 3 * 4096]).expect("write the probe");
+        assert!(
+            pages(&file).dirty > 0,
+            "an unsynced write shows no dirty pages here"
+        );
+        file.sync_data().expect("sync the probe");
+        assert_eq!(
+            pages(&file).dirty,
+            0,
+            "a synced file still shows dirty pages"
+        );
+        std::fs::remove_file(&path).expect("remove the probe");
+    }
 }
 
 #[test]
@@ -247,6 +359,41 @@ async fn purge_keeps_the_rest_and_remembers_the_purge_point() {
         log.get_log_state().await.expect("state").last_log_id,
         Some(log_id(2, 11))
     );
+}
+
+/// A follower that installs a snapshot past the end of its log purges every entry it has
+/// and goes on after the snapshot. It must be able to restart then: fault runs ended with
+/// "corrupt log entry 3611: found where entry 3179 belongs" when the next entries went into
+/// the old file behind the purged ones.
+#[tokio::test]
+async fn a_log_purged_past_its_end_goes_on_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (mut log, _sm) = open(dir.path());
+        log.blocking_append((1..=10).map(|i| blank(1, i)))
+            .await
+            .expect("append");
+        log.purge(log_id(2, 20)).await.expect("purge past the end");
+        log.blocking_append([blank(2, 21), blank(2, 22)])
+            .await
+            .expect("append after the snapshot");
+        log.durable_log().wait_covered(22).await.expect("durable");
+    }
+    let (mut log, _sm) = open(dir.path());
+    let state = log.get_log_state().await.expect("log state");
+    assert_eq!(state.last_purged_log_id, Some(log_id(2, 20)));
+    assert_eq!(state.last_log_id, Some(log_id(2, 22)));
+    let kept: Vec<u64> = log
+        .try_get_log_entries(..)
+        .await
+        .expect("entries")
+        .iter()
+        .map(|e| e.log_id.index)
+        .collect();
+    assert_eq!(kept, vec![21, 22]);
+    log.blocking_append([blank(2, 23)])
+        .await
+        .expect("append after the restart");
 }
 
 #[tokio::test]

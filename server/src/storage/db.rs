@@ -1,7 +1,8 @@
 //! The sled database behind a node's data dir: opening it, its layout, its format marker.
 //!
 //! Owns: where things live (`<data_dir>/db`, one tree per kind of record), the check that the
-//! data dir was written by a compatible build, and turning sled's failures (errors *and*
+//! data dir was written by a compatible build (which node and cluster it belongs to is
+//! `identity`'s, in the same meta tree), and turning sled's failures (errors *and*
 //! panics on damaged files) into [`StorageError`]s that name the path. Must not: encode or
 //! interpret records — that is `codec`, `log_store` and `snapshot`.
 
@@ -24,7 +25,7 @@ pub const STORAGE_FORMAT_VERSION: u8 = 2;
 const TREE_RAFT_STATE: &str = "raft_state";
 /// The latest snapshot: its metadata and its bytes.
 const TREE_SNAPSHOT: &str = "snapshot";
-/// Format markers.
+/// Format markers, and the data dir's identity (`identity`).
 const TREE_META: &str = "meta";
 
 const KEY_FORMAT_VERSION: &[u8] = b"format_version";
@@ -38,6 +39,7 @@ pub(crate) struct Database {
     db: sled::Db,
     pub raft_state: sled::Tree,
     pub snapshot: sled::Tree,
+    pub meta: sled::Tree,
     path: Arc<Path>,
 }
 
@@ -60,10 +62,11 @@ impl Database {
         let database = Self {
             raft_state: open_tree(TREE_RAFT_STATE)?,
             snapshot: open_tree(TREE_SNAPSHOT)?,
+            meta: open_tree(TREE_META)?,
             db: db.clone(),
             path: path.clone(),
         };
-        database.check_format(&open_tree(TREE_META)?)?;
+        database.check_format()?;
         Ok(database)
     }
 
@@ -74,6 +77,20 @@ impl Database {
             .await
             .map(drop)
             .map_err(|source| self.io_error(action, source))
+    }
+
+    /// [`Database::flush`] for the rare records written outside the async runtime's reach
+    /// (the data dir's identity): blocks the calling thread for one sled flush.
+    pub fn flush_blocking(&self, action: &'static str) -> Result<(), StorageError> {
+        self.db
+            .flush()
+            .map(drop)
+            .map_err(|source| self.io_error(action, source))
+    }
+
+    /// The database's directory, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn io_error(&self, action: &'static str, source: sled::Error) -> StorageError {
@@ -94,7 +111,8 @@ impl Database {
 
     /// A new database gets the markers; an existing one must carry ours. A database that has
     /// data but no marker is refused rather than adopted.
-    fn check_format(&self, meta: &sled::Tree) -> Result<(), StorageError> {
+    fn check_format(&self) -> Result<(), StorageError> {
+        let meta = &self.meta;
         let expected = [
             ("data dir", KEY_FORMAT_VERSION, STORAGE_FORMAT_VERSION),
             (

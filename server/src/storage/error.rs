@@ -32,6 +32,12 @@ pub enum StorageError {
     },
     #[error("{path}: holds data but no Percy format marker; refusing to use it (not a percy data dir, or damaged)")]
     MissingMarker { path: PathBuf },
+    #[error("{path} holds the data of node {recorded}; refusing to start it as node {requested} (check --node-id and --data-dir)")]
+    WrongNode {
+        path: PathBuf,
+        recorded: NodeId,
+        requested: NodeId,
+    },
     #[error("{path}: corrupt {what}: {detail}")]
     Corrupt {
         path: PathBuf,

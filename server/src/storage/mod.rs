@@ -3,8 +3,9 @@
 //! sled database under `<data_dir>/db`; plus the in-memory state machine that openraft
 //! applies committed entries to.
 //!
-//! Owns: everything under `<data_dir>/db` and `<data_dir>/wal` and their on-disk formats.
-//! Nothing else in the server touches sled or the log files.
+//! Owns: everything under `<data_dir>/db` and `<data_dir>/wal` and their on-disk formats,
+//! and which node and cluster a data dir belongs to (`identity`). Nothing else in the server
+//! touches sled or the log files.
 //!
 //! Durability contract: log entries are made durable by `fdatasync` on a thread of their own
 //! (`durable_log`), and nothing lets an entry count outside this node before then: it is not
@@ -15,7 +16,7 @@
 //!
 //! Wiring:
 //! ```ignore
-//! let (log_store, sm_store) = percy_server::storage::open(&data_dir)?;
+//! let (log_store, sm_store, identity) = percy_server::storage::open_node(&data_dir, node_id)?;
 //! let state = sm_store.state();          // keep for reads
 //! let changes = sm_store.subscribe();    // keep for watches
 //! let raft = Raft::new(node_id, config, network, log_store, sm_store).await?;
@@ -27,6 +28,7 @@ mod db;
 mod durable_log;
 mod error;
 mod events;
+mod identity;
 mod log_store;
 mod snapshot;
 mod state_machine_store;
@@ -34,10 +36,13 @@ mod wal;
 
 use std::path::Path;
 
+use crate::types::NodeId;
+
 pub use db::{DB_DIR_NAME, STORAGE_FORMAT_VERSION};
 pub use durable_log::{DurableLog, NotDurable, Watermark};
 pub use error::StorageError;
 pub use events::{StateChange, EVENT_CHANNEL_CAPACITY};
+pub use identity::{BadClusterId, ClusterId, DataDirIdentity, LearnError};
 pub use log_store::LogStore;
 pub use state_machine_store::{SharedStateMachine, StateMachineStore};
 pub use wal::WAL_DIR_NAME;
@@ -50,7 +55,26 @@ pub use wal::WAL_DIR_NAME;
 /// database cannot be opened (damaged files, or another process holds it), it was written by
 /// an incompatible build, or a record needed at startup cannot be decoded.
 pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
+    open_stores(db::Database::open(data_dir)?, data_dir)
+}
+
+/// [`open`] for node `node_id`, after checking that the data dir is this node's (and making
+/// it so if it is new), before anything in it is read or changed. Also fails with
+/// [`StorageError::WrongNode`] when the data dir was first opened by another node.
+pub fn open_node(
+    data_dir: &Path,
+    node_id: NodeId,
+) -> Result<(LogStore, StateMachineStore, DataDirIdentity), StorageError> {
     let db = db::Database::open(data_dir)?;
+    let identity = DataDirIdentity::claim(db.clone(), node_id)?;
+    let (log_store, sm_store) = open_stores(db, data_dir)?;
+    Ok((log_store, sm_store, identity))
+}
+
+fn open_stores(
+    db: db::Database,
+    data_dir: &Path,
+) -> Result<(LogStore, StateMachineStore), StorageError> {
     let log_store = LogStore::new(db.clone(), data_dir)?;
     let sm_store = StateMachineStore::new(db, log_store.durable_log())?;
     Ok((log_store, sm_store))

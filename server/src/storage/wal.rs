@@ -8,12 +8,18 @@
 //!
 //! Layout: `<data_dir>/wal/<first index, 20 digits>.wal`; a file is a sequence of records
 //! `[payload length: u32 LE][CRC-32 of payload: u32 LE][payload]`, the payload being
-//! `codec::encode_entry`. Indexes are contiguous across records and files.
+//! `codec::encode_entry`. Indexes are contiguous within a file. Between files they are too,
+//! except across a purge point: a snapshot installed past the end of the log purges every
+//! entry, and the log goes on after the snapshot in a new file named after the first index
+//! past it. The gap between the old file's last entry and the new file's first holds only
+//! purged indexes (the old file itself is deleted by the purge, or skipped at open if a crash
+//! came first).
 //!
 //! Recovery: every record is read and checked at open. A bad or incomplete record at the very
 //! end of the last file is a torn write from a crash (never acknowledged: acknowledgement
 //! waits for `fdatasync`) and is cut off; a bad record anywhere else is corruption and an
-//! error. What survives is then synced ([`Wal::sync_all`]): a previous process may have left
+//! error, and so is a gap between files that is not wholly behind the purge point, or a log
+//! that does not go on right after the purge point. What survives is then synced ([`Wal::sync_all`]): a previous process may have left
 //! records in the page cache only, and this one must not build on them as if durable.
 //!
 //! Owns: the segment files and the in-memory map from log index to record position. Must not:
@@ -59,6 +65,10 @@ struct Segment {
     path: PathBuf,
     /// Where the next record goes: the end of the last record.
     bytes: u64,
+    /// The index the next record in this file would have: its name plus its records, purged
+    /// ones included. A file takes an append only at this index, so the indexes in a file stay
+    /// contiguous.
+    next_index: u64,
     /// The file's length, `bytes` plus preallocated zeros.
     allocated: u64,
 }
@@ -69,6 +79,8 @@ pub(crate) struct Wal {
     dir: PathBuf,
     segments: BTreeMap<u64, Segment>,
     records: BTreeMap<u64, RecordPosition>,
+    /// The purge point: entries up to it are gone, and an empty log goes on right after it.
+    last_purged: Option<u64>,
     /// [`SEGMENT_TARGET_BYTES`], except in tests of segment handling.
     segment_target_bytes: u64,
 }
@@ -91,20 +103,35 @@ impl Wal {
             dir,
             segments: BTreeMap::new(),
             records: BTreeMap::new(),
+            last_purged,
             segment_target_bytes,
         };
         let firsts = wal.list_segments()?;
         let mut next_index = None;
         for (position, &first) in firsts.iter().enumerate() {
-            if next_index.is_some_and(|next| next != first) {
-                return Err(corrupt(
-                    &wal.segment_path(first),
-                    "log file",
-                    format!("starts at entry {first}, the file before ends before {next_index:?}"),
-                ));
+            if let Some(next) = next_index {
+                if !follows(next, first, last_purged) {
+                    return Err(corrupt(
+                        &wal.segment_path(first),
+                        "log file",
+                        format!(
+                            "starts at entry {first}, but the file before ends before entry \
+                             {next} and the log is purged through {last_purged:?}"
+                        ),
+                    ));
+                }
             }
             let is_last = position + 1 == firsts.len();
             next_index = Some(wal.load_segment(first, is_last, last_purged)?);
+        }
+        if let (Some(purged), Some(first)) = (last_purged, wal.first_index()) {
+            if first != purged + 1 {
+                return Err(corrupt(
+                    &wal.dir,
+                    "log",
+                    format!("purged through entry {purged}, but the first entry left is {first}"),
+                ));
+            }
         }
         wal.sync_all()?;
         Ok(wal)
@@ -203,6 +230,7 @@ impl Wal {
                 file: Arc::new(file),
                 path,
                 bytes: offset,
+                next_index: expected_index,
                 allocated,
             },
         );
@@ -221,20 +249,30 @@ impl Wal {
         self.records.keys().next_back().copied()
     }
 
+    /// Why an append of `index` would break the log, if it would: it must come right after
+    /// the last entry, and must not leave a hole after the purge point when every entry is
+    /// purged (an entry behind the purge point is skipped at the next open, like any purged
+    /// one; openraft's conformance suite writes such entries, openraft itself does not).
+    fn refuse_append(&self, index: u64) -> Option<String> {
+        match (self.last_index(), self.last_purged) {
+            (Some(last), _) if index != last + 1 => Some(format!(
+                "appended after entry {last}: the log must stay contiguous"
+            )),
+            (None, Some(purged)) if index > purged + 1 => Some(format!(
+                "appended after the purge point {purged}: the entries between would be missing"
+            )),
+            _ => None,
+        }
+    }
+
     /// Writes `entries` (index, encoded entry; contiguous, following the last index) and
     /// returns the files that must be synced before they count as durable. They are synced
     /// without the log's lock, so readers are not held up by the disk.
     pub fn append(&mut self, entries: &[(u64, Vec<u8>)]) -> Result<Vec<Arc<File>>, StorageError> {
         let mut to_sync: Vec<Arc<File>> = Vec::new();
         for (index, payload) in entries {
-            if let Some(last) = self.last_index() {
-                if *index != last + 1 {
-                    return Err(corrupt(
-                        &self.dir,
-                        format!("log entry {index}"),
-                        format!("appended after entry {last}: the log must stay contiguous"),
-                    ));
-                }
+            if let Some(why) = self.refuse_append(*index) {
+                return Err(corrupt(&self.dir, format!("log entry {index}"), why));
             }
             let segment = self.writable_segment(*index)?;
             let mut record = Vec::with_capacity(RECORD_HEADER_BYTES as usize + payload.len());
@@ -268,6 +306,7 @@ impl Wal {
                 },
             );
             segment_entry.bytes += record.len() as u64;
+            segment_entry.next_index = *index + 1;
             if !to_sync.iter().any(|f| Arc::ptr_eq(f, &segment_entry.file)) {
                 to_sync.push(segment_entry.file.clone());
             }
@@ -275,11 +314,13 @@ impl Wal {
         Ok(to_sync)
     }
 
-    /// The segment the entry at `index` goes to: the last one, unless it is full (or there is
-    /// none), in which case a new one named after `index` is created and made durable.
+    /// The segment the entry at `index` goes to: the last one if `index` comes next in it and
+    /// it is not full; otherwise a new one named after `index`, created and made durable. (The
+    /// last file's next index is not `index` when the log was purged past its end, by a
+    /// snapshot from the leader: writing on in that file would leave a gap inside it.)
     fn writable_segment(&mut self, index: u64) -> Result<u64, StorageError> {
         if let Some((&first, segment)) = self.segments.last_key_value() {
-            if segment.bytes < self.segment_target_bytes {
+            if segment.next_index == index && segment.bytes < self.segment_target_bytes {
                 return Ok(first);
             }
         }
@@ -298,6 +339,7 @@ impl Wal {
                 file: Arc::new(file),
                 path,
                 bytes: 0,
+                next_index: index,
                 allocated: 0,
             },
         );
@@ -384,6 +426,7 @@ impl Wal {
             ));
         };
         segment.bytes = position.offset - RECORD_HEADER_BYTES;
+        segment.next_index = index;
         segment.allocated = segment.bytes;
         segment
             .file
@@ -394,15 +437,17 @@ impl Wal {
     }
 
     /// Forgets entries up to and including `index`, deleting every file that holds nothing
-    /// newer. The caller has made the purge point durable first, so entries that survive in
-    /// a partly purged file are skipped at the next open.
+    /// newer — the last one too, when `index` is past the end of the log (a snapshot from the
+    /// leader): the next append starts a new file after `index`. The caller has made the purge
+    /// point durable first, so entries that survive in a partly purged file (or a file whose
+    /// deletion a crash undid) are skipped at the next open.
     pub fn purge_through(&mut self, index: u64) -> Result<(), StorageError> {
         self.records = self.records.split_off(&(index + 1));
+        self.last_purged = self.last_purged.max(Some(index));
         let deletable: Vec<u64> = self
             .segments
-            .keys()
-            .zip(self.segments.keys().skip(1))
-            .filter(|(_, &next_first)| next_first <= index + 1)
+            .iter()
+            .filter(|(_, segment)| segment.next_index <= index + 1)
             .map(|(&first, _)| first)
             .collect();
         for first in deletable {
@@ -413,6 +458,12 @@ impl Wal {
         }
         Ok(())
     }
+}
+
+/// Whether a log file starting at entry `first` may follow one whose next entry would have been
+/// `next`: directly, or after a gap of purged indexes only.
+fn follows(next: u64, first: u64, last_purged: Option<u64>) -> bool {
+    first == next || (first > next && last_purged.is_some_and(|purged| first <= purged + 1))
 }
 
 /// Whether a bad record at `offset` looks like a write a crash interrupted: its header is cut
@@ -555,6 +606,78 @@ mod tests {
             wal.read(7, Some(9)).expect("read"),
             vec![entry(7), entry(8)]
         );
+    }
+
+    /// A snapshot installed past the end of the log purges every entry, and the log goes on
+    /// after the snapshot, not after its old last entry. Before the fix the next entry went
+    /// into the old segment behind the old entries, and the next open refused the gap
+    /// ("corrupt log entry 21: found where entry 11 belongs"): the node could not restart.
+    #[test]
+    fn a_log_purged_past_its_end_goes_on_after_the_purge_point_across_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = |purged| Wal::open(dir.path(), purged).expect("open");
+        let mut wal = open(None);
+        for index in 1..=10 {
+            wal.append(&[entry(index)]).expect("append");
+        }
+        // The snapshot covers 1..=20; the log held only 1..=10.
+        wal.purge_through(20).expect("purge");
+        assert_eq!((wal.first_index(), wal.last_index()), (None, None));
+        wal.append(&[entry(21), entry(22)])
+            .expect("append after the purge");
+        drop(wal);
+
+        let mut wal = open(Some(20));
+        assert_eq!((wal.first_index(), wal.last_index()), (Some(21), Some(22)));
+        assert_eq!(wal.read(0, None).expect("read"), vec![entry(21), entry(22)]);
+        assert!(wal.append(&[entry(24)]).is_err(), "a gap is refused");
+        wal.append(&[entry(23)]).expect("append after reopen");
+        drop(wal);
+        let wal = open(Some(20));
+        assert_eq!((wal.first_index(), wal.last_index()), (Some(21), Some(23)));
+    }
+
+    /// A crash between making the purge point durable and deleting the purged files leaves
+    /// the old file behind: its entries are skipped and the gap after it is accepted, because
+    /// it holds purged indexes only. A gap that is not behind the purge point is a lost file.
+    #[test]
+    fn a_gap_between_files_is_accepted_only_behind_the_purge_point() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = |purged| Wal::open(dir.path(), purged);
+        let mut wal = open(None).expect("open");
+        for index in 1..=10 {
+            wal.append(&[entry(index)]).expect("append");
+        }
+        drop(wal);
+        // The purge point moved to 20, the purge itself never ran.
+        let mut wal = open(Some(20)).expect("open");
+        assert_eq!(wal.last_index(), None);
+        assert!(
+            wal.append(&[entry(22)]).is_err(),
+            "a hole after the purge point"
+        );
+        wal.append(&[entry(21)])
+            .expect("append after the purge point");
+        drop(wal);
+        assert_eq!(segment_files(dir.path()), 2);
+        let wal = open(Some(20)).expect("reopen");
+        assert_eq!((wal.first_index(), wal.last_index()), (Some(21), Some(21)));
+        drop(wal);
+        // Were the purge point 15, entries 16..=20 would be missing: an error, not a reset.
+        assert!(open(Some(15)).is_err());
+    }
+
+    #[test]
+    fn files_follow_each_other_directly_or_across_purged_indexes() {
+        assert!(follows(11, 11, None));
+        assert!(!follows(11, 21, None), "a hole");
+        assert!(follows(11, 21, Some(20)));
+        assert!(
+            follows(11, 16, Some(20)),
+            "entries 16..=20 of the file are skipped"
+        );
+        assert!(!follows(11, 22, Some(20)), "entry 21 is missing");
+        assert!(!follows(11, 5, Some(20)), "files overlap");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use percy_server::{Node, NodeConfig, NodeHandle};
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
@@ -104,4 +105,18 @@ pub async fn agreed_leader(nodes: &[&NodeHandle]) -> u64 {
         (running.contains(&first) && leaders.iter().all(|l| *l == Some(first))).then_some(first)
     })
     .await
+}
+
+/// The value of the un-labelled metric `name` in `addr`'s /metrics.
+pub async fn metric(addr: &str, name: &str) -> f64 {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: percy\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in {body}"))
 }

@@ -34,9 +34,19 @@ pub struct Percyd {
 impl Percyd {
     /// Spawns `percyd` as node `id` of `peers`, data in `data_dir`.
     pub fn spawn(id: u64, peers: &BTreeMap<u64, String>, data_dir: &Path) -> Self {
+        Self::spawn_with(id, peers, data_dir, &[])
+    }
+
+    /// [`Percyd::spawn`] with `extra` flags (kept for restarts).
+    pub fn spawn_with(
+        id: u64,
+        peers: &BTreeMap<u64, String>,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Self {
         let addr = peers[&id].clone();
         let peers_arg: Vec<String> = peers.iter().map(|(i, a)| format!("{i}={a}")).collect();
-        let args = vec![
+        let mut args = vec![
             "--node-id".to_string(),
             id.to_string(),
             "--listen".into(),
@@ -46,6 +56,7 @@ impl Percyd {
             "--data-dir".into(),
             data_dir.display().to_string(),
         ];
+        args.extend(extra.iter().map(|arg| arg.to_string()));
         let mut p = Self {
             id,
             addr,

@@ -37,6 +37,11 @@ impl AgentRegistry {
         self.by_id.values()
     }
 
+    /// Every incarnation, expired and deregistered ones included.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
     /// Adds a new incarnation; it becomes the newest one of its name. Incarnations are added
     /// in id order (ids are revisions), so a restore that inserts in id order rebuilds the same
     /// name index.

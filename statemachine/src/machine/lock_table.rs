@@ -77,6 +77,11 @@ impl LockTable {
         self.waiters.get(&queued_revision)
     }
 
+    /// Paths locked now.
+    pub fn lock_count(&self) -> usize {
+        self.locks.len()
+    }
+
     pub fn waiter_count(&self) -> usize {
         self.waiters.len()
     }

@@ -6,6 +6,7 @@
 //! is a failure to verify, never a pass.
 
 pub mod claim;
+pub mod exactly_once;
 pub mod linearizability;
 pub mod lock;
 pub mod queue;

@@ -14,6 +14,7 @@ use percy_tests::nemesis::FaultKind;
 use percy_tests::proxy::Mode;
 use percy_tests::run::{run, RunOptions, Workload};
 use percy_tests::workload::claim::ClaimWorkload;
+use percy_tests::workload::expiry::ExpiryWorkload;
 use percy_tests::workload::lock::LockWorkload;
 use percy_tests::workload::queue::QueueWorkload;
 use percy_tests::workload::register::RegisterWorkload;
@@ -101,6 +102,11 @@ fn claims_are_never_doubled_or_lost() {
 #[test]
 fn locks_exclude_and_fence() {
     run_workload(|| LockWorkload::new(WORKERS), 4, WORKERS);
+}
+
+#[test]
+fn leases_and_agents_expire_only_when_due() {
+    run_workload(|| ExpiryWorkload::new(WORKERS), 7, WORKERS);
 }
 
 #[test]

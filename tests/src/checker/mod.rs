@@ -7,6 +7,9 @@
 
 pub mod claim;
 pub mod exactly_once;
+pub mod expiry;
+pub mod fenced;
+pub mod lease;
 pub mod linearizability;
 pub mod lock;
 pub mod queue;

@@ -2,6 +2,7 @@
 //! the result. Each one implements [`crate::run::Workload`].
 
 pub mod claim;
+pub mod expiry;
 pub mod lock;
 pub mod queue;
 pub mod register;

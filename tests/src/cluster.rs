@@ -86,9 +86,15 @@ impl Cluster {
         let net = NetRuntime::start()?;
         std::fs::create_dir_all(&config.dir)?;
         let ids: Vec<u64> = (1..=config.nodes).collect();
-        let listen: BTreeMap<u64, SocketAddr> = ids
+        // Each node's port stays bound here until just before the node starts: otherwise the
+        // proxies' own listeners, started meanwhile, may be handed the same port.
+        let mut reserved: BTreeMap<u64, TcpListener> = ids
             .iter()
-            .map(|id| Ok((*id, free_port()?)))
+            .map(|id| Ok((*id, TcpListener::bind(("127.0.0.1", 0))?)))
+            .collect::<Result<_>>()?;
+        let listen: BTreeMap<u64, SocketAddr> = reserved
+            .iter()
+            .map(|(id, listener)| Ok((*id, listener.local_addr()?)))
             .collect::<Result<_>>()?;
         let mut proxies = BTreeMap::new();
         for &from in &ids {
@@ -134,6 +140,7 @@ impl Cluster {
             percyd,
         };
         for id in ids {
+            drop(reserved.remove(&id));
             cluster.spawn(id)?;
         }
         Ok(cluster)
@@ -433,12 +440,6 @@ fn signal(child: &Child, signal: libc::c_int) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// A free loopback port (bound and released; percyd binds it moments later).
-fn free_port() -> Result<SocketAddr> {
-    let listener = TcpListener::bind(("127.0.0.1", 0))?;
-    Ok(listener.local_addr()?)
 }
 
 /// A tokio runtime on its own thread, for the proxies: the workload's runtime may be busy, and

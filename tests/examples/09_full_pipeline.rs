@@ -138,7 +138,7 @@ async fn main() -> Result<()> {
 
     step("Start three percyd nodes (real processes on free loopback ports)");
     let percyctl = percyctl_binary()?;
-    let cluster = Cluster::start(&ClusterConfig {
+    let mut cluster = Cluster::start(&ClusterConfig {
         nodes: 3,
         dir: root.join("cluster"),
         extra_args: Vec::new(),

@@ -7,6 +7,10 @@
 //! local `--peers` in preference to the addresses stored in the Raft membership. Clients talk
 //! to nodes directly, so a client of a partitioned node sees what a partitioned user would.
 //!
+//! A node that exits on its own (a crash, a restart that refuses its data dir) is an error the
+//! harness reports with the node's last log lines ([`Cluster::check_running`]), instead of
+//! the timeout it would otherwise cause much later.
+//!
 //! Everything started here is killed when the [`Cluster`] is dropped.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,7 +19,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use percy_client::{Client, Consistency, RetryPolicy};
@@ -39,6 +43,8 @@ pub const LEADER_TIMEOUT: Duration = Duration::from_secs(60);
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 /// Threads of the runtime that carries the proxies.
 const PROXY_THREADS: usize = 2;
+/// Lines of a dead node's log quoted in the error that reports it.
+const DEATH_LOG_LINES: usize = 20;
 
 /// How to start the cluster.
 #[derive(Debug, Clone)]
@@ -59,6 +65,9 @@ struct Node {
     peers: String,
     child: Option<Child>,
     paused: bool,
+    /// When the running process was spawned, and how many processes this node has had.
+    started: Instant,
+    starts: u32,
 }
 
 /// A running cluster. Dropping it kills every process and proxy it started.
@@ -77,9 +86,15 @@ impl Cluster {
         let net = NetRuntime::start()?;
         std::fs::create_dir_all(&config.dir)?;
         let ids: Vec<u64> = (1..=config.nodes).collect();
-        let listen: BTreeMap<u64, SocketAddr> = ids
+        // Each node's port stays bound here until just before the node starts: otherwise the
+        // proxies' own listeners, started meanwhile, may be handed the same port.
+        let mut reserved: BTreeMap<u64, TcpListener> = ids
             .iter()
-            .map(|id| Ok((*id, free_port()?)))
+            .map(|id| Ok((*id, TcpListener::bind(("127.0.0.1", 0))?)))
+            .collect::<Result<_>>()?;
+        let listen: BTreeMap<u64, SocketAddr> = reserved
+            .iter()
+            .map(|(id, listener)| Ok((*id, listener.local_addr()?)))
             .collect::<Result<_>>()?;
         let mut proxies = BTreeMap::new();
         for &from in &ids {
@@ -112,6 +127,8 @@ impl Cluster {
                     peers: peers.join(","),
                     child: None,
                     paused: false,
+                    started: Instant::now(),
+                    starts: 0,
                 },
             );
         }
@@ -123,6 +140,7 @@ impl Cluster {
             percyd,
         };
         for id in ids {
+            drop(reserved.remove(&id));
             cluster.spawn(id)?;
         }
         Ok(cluster)
@@ -153,6 +171,11 @@ impl Cluster {
                 .map(|n| n.listen.to_string()),
         );
         endpoints
+    }
+
+    /// The node's data dir.
+    pub fn data_dir(&self, id: u64) -> &Path {
+        &self.nodes[&id].data_dir
     }
 
     /// The node's log file.
@@ -202,6 +225,37 @@ impl Cluster {
             .with_context(|| format!("spawn {}", self.percyd.display()))?;
         node.child = Some(child);
         node.paused = false;
+        node.started = Instant::now();
+        node.starts += 1;
+        Ok(())
+    }
+
+    /// Fails if a node exited without the harness killing it, naming the node, whether it was
+    /// a restart, how long it ran, its exit status and the last lines of its log. The dead
+    /// node is forgotten (a later [`Cluster::restart`] starts it again).
+    pub fn check_running(&mut self) -> Result<()> {
+        for node in self.nodes.values_mut() {
+            let Some(child) = node.child.as_mut() else {
+                continue;
+            };
+            let Some(status) = child.try_wait()? else {
+                continue;
+            };
+            node.child = None;
+            node.paused = false;
+            let start = if node.starts > 1 {
+                format!("restart #{}", node.starts - 1)
+            } else {
+                "first start".to_owned()
+            };
+            bail!(
+                "node {} exited on its own ({status}) {:.1?} after its {start}; last lines of {}:\n{}",
+                node.id,
+                node.started.elapsed(),
+                node.log.display(),
+                log_tail(&node.log, DEATH_LOG_LINES)
+            );
+        }
         Ok(())
     }
 
@@ -304,10 +358,11 @@ impl Cluster {
         probe_leader(&self.live_nodes()).await
     }
 
-    /// Waits until every running node agrees on a leader.
-    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64> {
+    /// Waits until every running node agrees on a leader; fails at once if a node died.
+    pub async fn wait_for_leader(&mut self, timeout: Duration) -> Result<u64> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            self.check_running()?;
             if let Some(leader) = self.leader().await {
                 return Ok(leader);
             }
@@ -361,6 +416,18 @@ pub async fn probe_leader(nodes: &[(u64, SocketAddr)]) -> Option<u64> {
     (seen.len() == 1).then(|| *seen.iter().next().expect("one leader"))
 }
 
+/// The last `lines` lines of a log file (or why it could not be read).
+fn log_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(error) => format!("(cannot read the log: {error})"),
+    }
+}
+
 /// Sends a signal to a child process.
 fn signal(child: &Child, signal: libc::c_int) -> Result<()> {
     let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
@@ -373,12 +440,6 @@ fn signal(child: &Child, signal: libc::c_int) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// A free loopback port (bound and released; percyd binds it moments later).
-fn free_port() -> Result<SocketAddr> {
-    let listener = TcpListener::bind(("127.0.0.1", 0))?;
-    Ok(listener.local_addr()?)
 }
 
 /// A tokio runtime on its own thread, for the proxies: the workload's runtime may be busy, and

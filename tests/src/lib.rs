@@ -7,6 +7,7 @@
 //! - [`binaries`]: the workspace's `percyd` and `percyctl`, prebuilt or built once.
 //! - [`nemesis`]: the faults, and the seeded schedule that injects and heals them.
 //! - [`fenced`]: the fenced resource the lock workload writes to.
+//! - [`duplicate`]: calls sent twice with one session header, as a lost answer's retry is.
 //! - [`workload`]: what the clients do; [`run`]: one run from start to verdict.
 //!
 //! See the crate README for the history format and how to run the soaks.
@@ -14,6 +15,7 @@
 pub mod binaries;
 pub mod checker;
 pub mod cluster;
+pub mod duplicate;
 pub mod fenced;
 pub mod history;
 pub mod nemesis;

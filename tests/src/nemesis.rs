@@ -2,17 +2,22 @@
 //! heal. Every action is recorded in the history (process `"nemesis"`) on the operations'
 //! clock, with the nodes and links it touched, so a failing run can be read against its faults
 //! and replayed from its seed.
+//!
+//! Whenever the nemesis starts killed nodes again it says so on its restart channel at once,
+//! so that a workload can read what was acknowledged before the crash *the moment* the nodes
+//! are back, while a restored leader may still trust a stale commit index. Before every
+//! action it checks that no node died on its own ([`Cluster::check_running`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{mpsc, watch, Mutex};
 
 use crate::cluster::{probe_leader, Cluster};
 use crate::history::{Recorder, Status};
@@ -27,6 +32,12 @@ pub const HEAL_MS: (u64, u64) = (2_000, 4_000);
 const RESET_PROBABILITY: f64 = 0.25;
 /// Deadline of a membership change issued by the nemesis.
 const MEMBERSHIP_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a heal keeps trying to add a removed member back. A membership change still in
+/// flight refuses the next one ("already undergoing a configuration change"), and a run that
+/// ended on two voters with a dead node would report a missing leader instead of the cause.
+const REJOIN_DEADLINE: Duration = Duration::from_secs(90);
+/// Pause between attempts to add a removed member back.
+const REJOIN_RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// How often the leader monitor looks.
 const LEADER_POLL: Duration = Duration::from_millis(1_000);
 
@@ -43,6 +54,10 @@ pub enum FaultKind {
     KillLeader,
     KillMajority,
     KillAll,
+    /// SIGKILL every node and start them all again at once, without waiting: a whole-cluster
+    /// crash whose restart races the clients (a leader restored in its old term must not
+    /// serve reads from before the crash's commit point).
+    RestartAll,
     PauseOne,
     PauseLeader,
     /// Remove a member (not the leader) while another fault runs; the heal adds it back.
@@ -51,7 +66,7 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every fault.
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::IsolateOne,
         FaultKind::IsolateLeader,
         FaultKind::Halves,
@@ -62,6 +77,7 @@ impl FaultKind {
         FaultKind::KillLeader,
         FaultKind::KillMajority,
         FaultKind::KillAll,
+        FaultKind::RestartAll,
         FaultKind::PauseOne,
         FaultKind::PauseLeader,
         FaultKind::Membership,
@@ -89,10 +105,16 @@ impl FaultKind {
             FaultKind::KillLeader => "kill-leader",
             FaultKind::KillMajority => "kill-majority",
             FaultKind::KillAll => "kill-all",
+            FaultKind::RestartAll => "restart-all",
             FaultKind::PauseOne => "pause-one",
             FaultKind::PauseLeader => "pause-leader",
             FaultKind::Membership => "membership",
         }
+    }
+
+    /// A fault that is over once injected: nothing to hold, nothing to heal.
+    fn is_instant(self) -> bool {
+        self == FaultKind::RestartAll
     }
 
     /// Parses [`FaultKind::name`].
@@ -125,15 +147,19 @@ pub struct Nemesis {
     kinds: Vec<FaultKind>,
     active: Active,
     stats: NemesisStats,
+    /// Told the ids of nodes the moment they were started again after a kill.
+    restarts: mpsc::UnboundedSender<Vec<u64>>,
 }
 
 impl Nemesis {
-    /// A nemesis choosing among `kinds` with a generator seeded by `seed`.
+    /// A nemesis choosing among `kinds` with a generator seeded by `seed`; it sends the ids
+    /// of restarted nodes on `restarts` (a closed receiver is fine).
     pub fn new(
         cluster: Arc<Mutex<Cluster>>,
         recorder: Arc<Recorder>,
         seed: u64,
         kinds: Vec<FaultKind>,
+        restarts: mpsc::UnboundedSender<Vec<u64>>,
     ) -> Self {
         Nemesis {
             cluster,
@@ -142,6 +168,7 @@ impl Nemesis {
             kinds,
             active: Active::default(),
             stats: NemesisStats::default(),
+            restarts,
         }
     }
 
@@ -155,6 +182,9 @@ impl Nemesis {
                 }
                 let kind = *self.kinds.choose(&mut self.rng).expect("kinds not empty");
                 self.inject(kind).await?;
+                if kind.is_instant() {
+                    continue;
+                }
                 let hold = self.duration(FAULT_MS);
                 let stopped = sleep_or_stop(hold, &mut stop).await;
                 self.heal().await?;
@@ -183,6 +213,7 @@ impl Nemesis {
         let call_ns = self.recorder.now_ns();
         let cluster = Arc::clone(&self.cluster);
         let mut cluster = cluster.lock().await;
+        cluster.check_running()?;
         let mut ids: Vec<u64> = cluster
             .ids()
             .into_iter()
@@ -212,6 +243,7 @@ impl Nemesis {
             blocked.insert((b, a));
         };
         let mut input = json!({});
+        let mut restarted = Vec::new();
         match kind {
             FaultKind::IsolateOne | FaultKind::IsolateLeader => {
                 for &other in ids.iter().filter(|&&id| id != target) {
@@ -272,6 +304,17 @@ impl Nemesis {
                 }
                 input = json!({"nodes": victims});
             }
+            FaultKind::RestartAll => {
+                // Every kill first: no node may outlive the crash of another.
+                for &id in &ids {
+                    cluster.kill(id)?;
+                }
+                for &id in &ids {
+                    cluster.restart(id)?;
+                }
+                restarted = ids.clone();
+                input = json!({"nodes": ids});
+            }
             FaultKind::PauseOne | FaultKind::PauseLeader => {
                 cluster.pause(target)?;
                 self.active.paused.insert(target);
@@ -287,6 +330,7 @@ impl Nemesis {
             input["mode"] = json!(format!("{mode:?}").to_lowercase());
         }
         drop(cluster);
+        self.announce_restart(restarted);
         self.stats.faults += 1;
         self.recorder.nemesis(
             kind.name(),
@@ -338,26 +382,61 @@ impl Nemesis {
         Ok(percy_client::Client::connect_with(&endpoints, retry).await?)
     }
 
+    /// Adds a removed member back, retrying until it is a member again or [`REJOIN_DEADLINE`]
+    /// passes (then the run fails with the last refusal). "Already a member" counts as done:
+    /// the removal whose outcome was unknown did not happen.
+    async fn add_back(&self, node: u64, live: &[(u64, std::net::SocketAddr)]) -> Result<Value> {
+        let addr = live
+            .iter()
+            .find(|(id, _)| *id == node)
+            .map(|(_, addr)| addr.to_string())
+            .unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + REJOIN_DEADLINE;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let client = self.admin_client(live).await?;
+            let outcome = client.add_node(node, &addr).await;
+            let (status, result) = outcome_of(&outcome);
+            let done = match &outcome {
+                Ok(_) => true,
+                Err(error) => error.code() == tonic::Code::AlreadyExists,
+            };
+            if done {
+                return Ok(json!({"status": status, "result": result, "attempts": attempts}));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "could not add removed member {node} back within {REJOIN_DEADLINE:?} \
+                     ({attempts} attempts); last answer: {result}"
+                );
+            }
+            tokio::time::sleep(REJOIN_RETRY_PAUSE).await;
+        }
+    }
+
+    /// Tells the restart channel that `nodes` were just started again (if any were).
+    fn announce_restart(&self, nodes: Vec<u64>) {
+        if !nodes.is_empty() {
+            // Nobody listening is fine: the workload has no use for restarts.
+            let _ = self.restarts.send(nodes);
+        }
+    }
+
     /// Undoes every active fault: network first, then processes, then membership.
     pub async fn heal(&mut self) -> Result<()> {
         let active = std::mem::take(&mut self.active);
         let call_ns = self.recorder.now_ns();
         let live = {
             let mut cluster = self.cluster.lock().await;
+            cluster.check_running()?;
             cluster.heal_all()?;
             cluster.live_nodes()
         };
+        self.announce_restart(active.killed.iter().copied().collect());
         let mut output = json!({});
         for &node in &active.removed {
-            let addr = live
-                .iter()
-                .find(|(id, _)| *id == node)
-                .map(|(_, addr)| addr.to_string())
-                .unwrap_or_default();
-            let client = self.admin_client(&live).await?;
-            let outcome = client.add_node(node, &addr).await;
-            let (status, result) = outcome_of(&outcome);
-            output[format!("add-member-{node}")] = json!({"status": status, "result": result});
+            output[format!("add-member-{node}")] = self.add_back(node, &live).await?;
         }
         let input = json!({
             "network": active.network,

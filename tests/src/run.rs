@@ -1,5 +1,6 @@
 //! One run of the suite: start a cluster, set up a workload, let its workers run while the
-//! nemesis follows a seeded schedule, heal everything, do the final reads, check the history
+//! nemesis follows a seeded schedule (and the workload's restart readers run whenever the
+//! nemesis starts killed nodes again), heal everything, do the final reads, check the history
 //! and write a summary. The run directory (printed) holds `history.jsonl`, `summary.json` and,
 //! when the run failed, the nodes' data dirs and logs.
 
@@ -12,7 +13,8 @@ use anyhow::{anyhow, Context, Result};
 use percy_client::{Client, ClientError, RetryPolicy};
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{mpsc, watch, Mutex};
+use tokio::task::JoinSet;
 
 use crate::checker::Verdict;
 use crate::cluster::{Cluster, ClusterConfig, LEADER_TIMEOUT};
@@ -227,6 +229,17 @@ pub trait Workload: Send + Sync + 'static {
         stop: watch::Receiver<bool>,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Runs the moment the nemesis has started `nodes` again after killing them, concurrently
+    /// with the workers (e.g. reads of what was acknowledged before the crash). Default:
+    /// nothing.
+    fn after_restart(
+        self: Arc<Self>,
+        _env: Arc<Env>,
+        _nodes: Vec<u64>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+
     /// Final reads, after the final heal.
     fn finish(self: Arc<Self>, env: Arc<Env>) -> impl Future<Output = Result<()>> + Send;
 
@@ -295,6 +308,24 @@ fn run_dir(workload: &str, seed: u64) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Runs the workload's [`Workload::after_restart`] for every restart the nemesis announces, at
+/// once and concurrently (a slow one must not delay the next), until the channel closes; then
+/// waits for all of them. The first error is the result.
+async fn after_restarts<W: Workload>(
+    workload: Arc<W>,
+    env: Arc<Env>,
+    mut restarts: mpsc::UnboundedReceiver<Vec<u64>>,
+) -> Result<()> {
+    let mut readers = JoinSet::new();
+    while let Some(nodes) = restarts.recv().await {
+        readers.spawn(Arc::clone(&workload).after_restart(Arc::clone(&env), nodes));
+    }
+    while let Some(done) = readers.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
 /// Runs `workload` once with `options`.
 pub async fn run<W: Workload>(workload: Arc<W>, options: &RunOptions) -> Result<Summary> {
     let dir = run_dir(workload.name(), options.seed)?;
@@ -307,7 +338,7 @@ pub async fn run<W: Workload>(workload: Arc<W>, options: &RunOptions) -> Result<
         dir.display()
     );
     let recorder = Arc::new(Recorder::to_file(&dir.join("history.jsonl"))?);
-    let cluster = Cluster::start(&ClusterConfig {
+    let mut cluster = Cluster::start(&ClusterConfig {
         nodes: options.nodes,
         dir: dir.join("cluster"),
         extra_args: Vec::new(),
@@ -341,11 +372,18 @@ pub async fn run<W: Workload>(workload: Arc<W>, options: &RunOptions) -> Result<
         Arc::clone(&recorder),
         stop_rx.clone(),
     ));
+    let (restarts_tx, restarts_rx) = mpsc::unbounded_channel();
+    let restart_readers = tokio::spawn(after_restarts(
+        Arc::clone(&workload),
+        Arc::clone(&env),
+        restarts_rx,
+    ));
     let mut nemesis = Nemesis::new(
         Arc::clone(&cluster),
         Arc::clone(&recorder),
         options.seed,
         options.faults.clone(),
+        restarts_tx,
     );
     let stopper = {
         let duration = options.duration;
@@ -356,12 +394,17 @@ pub async fn run<W: Workload>(workload: Arc<W>, options: &RunOptions) -> Result<
     };
     // Runs until the stopper fires, then heals everything.
     let nemesis_stats = nemesis.run(stop_rx.clone()).await?;
+    // Closes the restart channel: the restart readers finish what they started.
+    drop(nemesis);
     stopper.await?;
     for worker in workers {
         tokio::time::timeout(WORKER_DRAIN, worker)
             .await
             .context("a worker did not stop")???;
     }
+    tokio::time::timeout(WORKER_DRAIN, restart_readers)
+        .await
+        .context("restart readers did not stop")???;
     let leader_changes = monitor.await?;
     cluster
         .lock()
@@ -393,7 +436,6 @@ pub async fn run<W: Workload>(workload: Arc<W>, options: &RunOptions) -> Result<
         serde_json::to_string_pretty(&summary)?,
     )?;
     println!("{summary}");
-    drop(nemesis);
     drop(env);
     drop(cluster);
     if valid {

@@ -1,10 +1,11 @@
 //! The claim checker: tasks are claimed, started and completed by many agents; no task is
-//! completed twice or held by two claims at once, no claim token is reused, nothing completes
-//! with a stale token, and every acknowledged completion is in the final state.
+//! completed twice or held by two claims at once, no claim token is reused, nothing succeeds
+//! with a stale token (one the task was claimed again after, or one its holder gave back), and
+//! every acknowledged completion is in the final state.
 //!
 //! History operations (`key` = the task id, owner = `input.agent`):
-//! - `claim`: input `{"agent": a}` (claim-next); ok output `{"task": id|null, "token": t}`
-//!   (`key` is the task id, or empty when nothing was claimable).
+//! - `claim`: input `{"agent": a}` (claim-next) or `{"agent": a, "task": id}` (by name); ok
+//!   output `{"task": id|null, "token": t}`.
 //! - `start`, `complete`, `fail-task`: input `{"agent": a, "token": t}`. `fail-task` gives the
 //!   task back (it is requeued while it has attempts left).
 //! - `final-read` (after the final heal): output
@@ -148,6 +149,23 @@ pub fn check(history: &History) -> Verdict {
                     op.key
                 ));
             }
+        }
+    }
+
+    // A token given back (an acknowledged fail-task) is dead, whoever holds the task now, even
+    // the same agent under a newer token.
+    for op in ok("complete").chain(ok("start")).chain(ok("fail-task")) {
+        let token = op.input_u64("token");
+        let given_back = ok("fail-task").any(|back| {
+            back.key == op.key && back.input_u64("token") == token && back.precedes(op)
+        });
+        if given_back {
+            anomalies.push(format!(
+                "stale token: {} of task {} with token {} succeeded after that token was given back",
+                op.op,
+                op.key,
+                token.unwrap_or(0)
+            ));
         }
     }
 
@@ -326,6 +344,33 @@ mod tests {
             ),
         ]);
         assert_eq!(check(&h).validity, Validity::Invalid);
+    }
+
+    #[test]
+    fn token_used_after_it_was_given_back_is_rejected() {
+        // A revived agent replays the token it gave back; nobody claimed the task since.
+        let h = history(vec![
+            claim(1, "t1", 10, 0, 5),
+            with_token("fail-task", 1, "t1", 10, Status::Ok, 10),
+            with_token("start", 1, "t1", 10, Status::Ok, 20),
+            final_read(
+                json!([{"id": "t1", "status": "working", "claim_token": 10, "assignee": 1}]),
+                100,
+            ),
+        ]);
+        assert_eq!(check(&h).validity, Validity::Invalid);
+        // The same replay refused is fine.
+        let refused = history(vec![
+            claim(1, "t1", 10, 0, 5),
+            with_token("fail-task", 1, "t1", 10, Status::Ok, 10),
+            with_token("start", 1, "t1", 10, Status::Fail, 20),
+            final_read(
+                json!([{"id": "t1", "status": "ready", "claim_token": 0, "assignee": 0}]),
+                100,
+            ),
+        ]);
+        let verdict = check(&refused);
+        assert!(verdict.is_valid(), "{verdict}");
     }
 
     #[test]

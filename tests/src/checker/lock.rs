@@ -13,12 +13,12 @@
 //! Locks in this workload have no TTL and agents do not expire during a run, so a rejected
 //! fenced write means two clients believed they held the lock at once.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
 use super::linearizability::{self, LinOp, Model, Outcome};
-use super::{Validity, Verdict};
+use super::{fenced, Validity, Verdict};
 use crate::history::{History, Op, Status};
 
 /// Search steps allowed per lock before the verdict is "unknown".
@@ -161,97 +161,13 @@ pub fn check(history: &History, budget: u64) -> Verdict {
             )),
         }
     }
-    check_fenced_resources(history, &mut anomalies);
+    // No TTLs and no expiry in this workload: a rejected write means two holders at once.
+    fenced::check(history, |_| false, &mut anomalies);
     let mut verdict = Verdict::from_anomalies("lock", checked, anomalies);
     if unknown > 0 && unknown == verdict.anomalies.len() {
         verdict.validity = Validity::Unknown;
     }
     verdict
-}
-
-/// Each fenced resource (one per lock path, named by `key`): nothing rejected, nothing
-/// accepted lost, tokens never decrease.
-fn check_fenced_resources(history: &History, anomalies: &mut Vec<String>) {
-    let mut resources: BTreeMap<&str, (Vec<&Op>, Vec<&Op>)> = BTreeMap::new();
-    for op in &history.ops {
-        match op.op.as_str() {
-            "fenced_write" => resources.entry(&op.key).or_default().0.push(op),
-            "fenced_read" if op.status == Status::Ok => {
-                resources.entry(&op.key).or_default().1.push(op)
-            }
-            _ => {}
-        }
-    }
-    for (resource, (writes, reads)) in resources {
-        check_fenced_resource(resource, &writes, &reads, anomalies);
-    }
-}
-
-fn check_fenced_resource(
-    resource: &str,
-    writes: &[&Op],
-    reads: &[&Op],
-    anomalies: &mut Vec<String>,
-) {
-    let Some(final_read) = reads.last() else {
-        anomalies.push(format!(
-            "fenced resource {resource}: no final read recorded"
-        ));
-        return;
-    };
-    let mut log: Vec<(u64, String)> = Vec::new();
-    for entry in final_read
-        .output
-        .get("log")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let token = entry.get(0).and_then(Value::as_u64);
-        let value = entry.get(1).and_then(Value::as_str);
-        match (token, value) {
-            (Some(token), Some(value)) => log.push((token, value.to_owned())),
-            _ => anomalies.push(format!("fenced resource {resource}: bad log entry {entry}")),
-        }
-    }
-    for pair in log.windows(2) {
-        if pair[1].0 < pair[0].0 {
-            anomalies.push(format!(
-                "fenced resource {resource}: token went backwards: {:?} after {:?}",
-                pair[1], pair[0]
-            ));
-        }
-    }
-    let in_log: HashSet<(u64, &str)> = log.iter().map(|(t, v)| (*t, v.as_str())).collect();
-    let mut written: HashSet<(u64, &str)> = HashSet::new();
-    for write in writes {
-        let (Some(token), Some(value)) = (write.input_u64("token"), write.input_str("value"))
-        else {
-            anomalies.push(format!(
-                "fenced resource {resource}: malformed write {write:?}"
-            ));
-            continue;
-        };
-        written.insert((token, value));
-        match write.output.get("accepted").and_then(Value::as_bool) {
-            Some(true) if !in_log.contains(&(token, value)) => anomalies.push(format!(
-                "fenced resource {resource}: accepted write ({token}, {value}) lost"
-            )),
-            Some(false) => anomalies.push(format!(
-                "fenced resource {resource} rejected token {token} from process {}: another \
-                 holder with a higher token wrote while this one held the lock",
-                write.process
-            )),
-            _ => {}
-        }
-    }
-    for (token, value) in &log {
-        if !written.contains(&(*token, value.as_str())) {
-            anomalies.push(format!(
-                "fenced resource {resource} holds ({token}, {value}), which nobody wrote"
-            ));
-        }
-    }
 }
 
 #[cfg(test)]

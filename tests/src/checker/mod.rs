@@ -6,6 +6,10 @@
 //! is a failure to verify, never a pass.
 
 pub mod claim;
+pub mod exactly_once;
+pub mod expiry;
+pub mod fenced;
+pub mod lease;
 pub mod linearizability;
 pub mod lock;
 pub mod queue;

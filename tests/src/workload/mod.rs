@@ -2,6 +2,7 @@
 //! the result. Each one implements [`crate::run::Workload`].
 
 pub mod claim;
+pub mod expiry;
 pub mod lock;
 pub mod queue;
 pub mod register;
@@ -19,6 +20,9 @@ use crate::run::Env;
 /// Agents of the workloads live far longer than any run, so that no expiry (which would
 /// legitimately requeue tasks and release locks behind a worker's back) happens mid-run.
 pub const AGENT_TTL_MS: u64 = 3_600_000;
+/// Chance that a worker sends a mutating call twice with one session header (see
+/// [`crate::duplicate`]) instead of once through its client.
+pub const DUPLICATE_PROBABILITY: f64 = 0.2;
 /// Think time between a worker's operations (ms range).
 pub const THINK_MS: (u64, u64) = (5, 50);
 

@@ -42,7 +42,7 @@ pub struct Setup {
 impl Setup {
     pub async fn start() -> Result<Setup> {
         let dir = tempfile::tempdir()?;
-        let cluster = Cluster::start(&ClusterConfig {
+        let mut cluster = Cluster::start(&ClusterConfig {
             nodes: 3,
             dir: dir.path().join("cluster"),
             extra_args: Vec::new(),

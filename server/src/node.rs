@@ -39,7 +39,7 @@ use crate::liveness::{run_monitor, Liveness};
 use crate::metrics::{Metrics, MetricsError};
 use crate::network::{CommitGate, NetworkFactory, PeerClients, INTERNAL_MAX_MESSAGE_BYTES};
 use crate::raft_service::RaftRpc;
-use crate::removal::{self, Removal};
+use crate::removal::{self, ConfigView, MembershipChange, MembershipTracker, Removal};
 use crate::state::StateView;
 use crate::storage::{self, ClusterId, DataDirIdentity, DurableLog, StorageError};
 use crate::types::{NodeId, Raft};
@@ -200,7 +200,7 @@ impl Node {
             tokio::spawn(run_pump(ctx.clone(), changes)),
             tokio::spawn(run_monitor(ctx.clone(), shutdown_rx.clone())),
             tokio::spawn(commit_gate.announce(ctx.raft.clone())),
-            tokio::spawn(notice_removal(ctx.clone())),
+            tokio::spawn(follow_membership(ctx.clone())),
         ];
         let server = tokio::spawn(serve(ctx.clone(), identity.clone(), listener, shutdown_rx));
         let peer_check = tokio::spawn(check_peers(identity.clone(), ctx.config.peers.clone()));
@@ -222,30 +222,49 @@ impl Node {
     }
 }
 
-/// Stops campaigning once this node learns it was removed: from a peer's refusal (see
-/// `removal`), or from a configuration without it applied after one with it (a node being
-/// added sees older configurations without itself first, so only that order counts).
-async fn notice_removal(ctx: Arc<NodeContext>) {
+/// Stops campaigning and serving once this node learns it was removed, and starts again once
+/// it is added back (see `removal`).
+async fn follow_membership(ctx: Arc<NodeContext>) {
     let mut metrics = ctx.raft.metrics();
-    let mut was_member = false;
+    let mut refusals = ctx.removal.refusals();
+    let mut tracker = MembershipTracker::default();
     loop {
-        let verdict = {
-            let m = metrics.borrow_and_update();
-            let membership = m.membership_config.membership();
-            let member = membership.get_node(&ctx.node_id).is_some();
-            let removed = was_member && !member && membership.voter_ids().next().is_some();
-            was_member |= member;
-            removed.then(|| removal::describe(membership))
+        // Only a refusal heard since the last round is news.
+        let refused = match refusals.has_changed() {
+            Ok(true) => refusals.borrow_and_update().clone(),
+            _ => None,
         };
-        if let Some(members) = verdict {
-            ctx.removal.mark(members);
+        let (config, members) = {
+            let m = metrics.borrow_and_update();
+            let stored = &m.membership_config;
+            let membership = stored.membership();
+            let config = ConfigView {
+                index: stored.log_id().map(|id| id.index),
+                includes_me: membership.get_node(&ctx.node_id).is_some(),
+                has_voters: membership.voter_ids().next().is_some(),
+            };
+            (config, removal::describe(membership))
+        };
+        match tracker.observe(config, refused.as_ref()) {
+            MembershipChange::Unchanged => {}
+            MembershipChange::Dropped => {
+                ctx.removal.mark(members);
+                ctx.raft.runtime_config().elect(false);
+            }
+            MembershipChange::Refused(named_by_peer) => {
+                ctx.removal.mark(named_by_peer);
+                ctx.raft.runtime_config().elect(false);
+            }
+            MembershipChange::Rejoined => {
+                ctx.removal.clear();
+                ctx.raft.runtime_config().elect(true);
+            }
         }
         tokio::select! {
             changed = metrics.changed() => if changed.is_err() { return },
-            () = ctx.removal.removed() => break,
+            changed = refusals.changed() => if changed.is_err() { return },
         }
     }
-    ctx.raft.runtime_config().elect(false);
 }
 
 fn raft_config(config: &NodeConfig) -> Result<openraft::Config, NodeError> {

@@ -193,10 +193,11 @@ impl RaftService for RaftRpc {
             let ack = m.millis_since_quorum_ack.filter(|_| leading);
             (ack.map(Duration::from_millis), ctx.leader_contact.since())
         };
-        let (vote, last_log_id, is_member, members) = ctx
+        let (vote, last_log_id, is_member, members, config_index) = ctx
             .raft
             .with_raft_state(move |state| {
-                let membership = state.membership_state.effective().membership();
+                let effective = state.membership_state.effective();
+                let membership = effective.membership();
                 (
                     *state.vote_ref(),
                     // openraft keeps the last log id private; the commit point is a lower
@@ -204,6 +205,7 @@ impl RaftService for RaftRpc {
                     state.committed,
                     removal::is_member(membership, candidate),
                     removal::describe(membership),
+                    effective.log_id().map(|id| id.index),
                 )
             })
             .await
@@ -217,7 +219,9 @@ impl RaftService for RaftRpc {
         };
         match vote_guard::judge(&view) {
             VoteVerdict::Consider => reply(&ctx.raft.vote(rpc).await),
-            VoteVerdict::NotAMember => Err(removal::not_a_member(candidate, &members)),
+            VoteVerdict::NotAMember => {
+                Err(removal::not_a_member(candidate, &members, config_index))
+            }
             VoteVerdict::LeaderAlive => {
                 ctx.metrics.votes_refused_leader_alive.inc();
                 let refused: Result<VoteResponse<NodeId>, RaftError<NodeId>> =

@@ -132,17 +132,22 @@ async fn wait_applied(ctx: &NodeContext, index: u64, deadline: Instant) -> Resul
 /// follower must apply before it may answer.
 pub async fn read_index(ctx: &NodeContext, request: &ReadIndexRequest) -> Result<u64, Status> {
     let follower = request.follower_id;
-    let (is_member, members) = {
+    let (is_member, members, config_index) = {
         let metrics = ctx.raft.metrics();
         let m = metrics.borrow();
         let membership = m.membership_config.membership();
         (
             crate::removal::is_member(membership, follower),
             crate::removal::describe(membership),
+            m.membership_config.log_id().map(|id| id.index),
         )
     };
     if !is_member {
-        return Err(crate::removal::not_a_member(follower, &members));
+        return Err(crate::removal::not_a_member(
+            follower,
+            &members,
+            config_index,
+        ));
     }
     if let Some(read_index) = confirmed_by_follower(ctx, request).await {
         ctx.metrics.read_index_by_follower.inc();

@@ -175,13 +175,22 @@ async fn confirm_identity(id: NodeId, addr: &str) -> Result<(), Status> {
         .connect()
         .await
         .map_err(|e| refuse(format!("does not answer ({e})")))?;
-    let status = ClusterServiceClient::new(channel)
+    // A node removed earlier refuses the call, but still says who it is: every answer,
+    // refusals included, names the node that gave it (`percy_proto::routing`).
+    let answered_as = match ClusterServiceClient::new(channel)
         .status(ClusterStatusRequest::default())
         .await
-        .map_err(|e| refuse(format!("does not answer ({})", e.message())))?
-        .into_inner();
-    if status.node_id != id {
-        return Err(refuse(format!("answers as node {}", status.node_id)));
+    {
+        Ok(status) => status.into_inner().node_id,
+        Err(refusal) => refusal
+            .metadata()
+            .get(percy_proto::routing::NODE_ID)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<NodeId>().ok())
+            .ok_or_else(|| refuse(format!("does not answer ({})", refusal.message())))?,
+    };
+    if answered_as != id {
+        return Err(refuse(format!("answers as node {answered_as}")));
     }
     Ok(())
 }

@@ -66,6 +66,33 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>
     Ok(value)
 }
 
+/// Decodes a `T` followed by an optional `E` (a section a later version appended): input that
+/// ends after the `T` was written before `E` existed and decodes with `E::default()`.
+pub(crate) fn decode_extended<T: DeserializeOwned, E: DeserializeOwned + Default>(
+    bytes: &[u8],
+) -> Result<(T, E), CodecError> {
+    let (&version, body) = bytes
+        .split_first()
+        .ok_or_else(|| CodecError::Corrupt("empty input".to_string()))?;
+    if version != FORMAT_VERSION {
+        return Err(CodecError::UnknownVersion { found: version });
+    }
+    let (value, rest) =
+        postcard::take_from_bytes(body).map_err(|e| CodecError::Corrupt(e.to_string()))?;
+    if rest.is_empty() {
+        return Ok((value, E::default()));
+    }
+    let (extension, rest) =
+        postcard::take_from_bytes(rest).map_err(|e| CodecError::Corrupt(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CodecError::Corrupt(format!(
+            "{} unexpected trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok((value, extension))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ use crate::definition::{DefinitionSpec, DesiredState};
 use crate::lock::LockMode;
 use crate::message::Recipient;
 use crate::task::{TaskId, TaskResult, TaskSpec};
+use crate::token::{TokenId, TokenSpec};
 
 /// Identifies a request for exactly-once retries (Raft dissertation §6.3, with RIFL-style
 /// acknowledgements so one client may have many requests in flight).
@@ -166,4 +167,15 @@ pub enum Op {
     /// Time passes: expire lock TTLs, lock waits past their deadline, idle sessions. Proposed
     /// by the leader when something is due (and harmless when nothing is).
     Tick,
+
+    /// A new access token (its secret's hash only). `bootstrap`: only if no token was ever
+    /// created (the cluster's first admin token).
+    CreateToken {
+        spec: TokenSpec,
+        bootstrap: bool,
+    },
+    /// Deletes a token: every node refuses it once it has applied this.
+    RevokeToken {
+        token_id: TokenId,
+    },
 }

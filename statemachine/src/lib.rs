@@ -32,6 +32,7 @@ pub mod message;
 mod path;
 pub mod response;
 pub mod task;
+pub mod token;
 pub mod validate;
 
 pub use agent::{Agent, AgentId, AgentStatus};
@@ -48,4 +49,5 @@ pub use message::{Message, Recipient};
 pub use path::{lock_paths_conflict, normalize_lock_path};
 pub use response::{Cascade, Outcome, Released, Response};
 pub use task::{Task, TaskId, TaskResult, TaskSpec, TaskStatus};
+pub use token::{Role, Token, TokenId, TokenSpec};
 pub use validate::{validate, validate_command};

@@ -55,3 +55,5 @@ pub const SESSION_IDLE_TIMEOUT_MS: u64 = 10 * 60_000;
 pub const MAX_SESSION_INFLIGHT: usize = 4_096;
 /// Most sessions kept at once; the least recently used one is dropped beyond this.
 pub const MAX_SESSIONS: usize = 100_000;
+/// Most access tokens at once (each is a few hundred bytes of state on every node).
+pub const MAX_TOKENS: usize = 10_000;

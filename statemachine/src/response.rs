@@ -9,6 +9,7 @@ use crate::error::CommandError;
 use crate::lock::LockGrant;
 use crate::message::Message;
 use crate::task::{Task, TaskId};
+use crate::token::Token;
 
 pub type Response = Result<Outcome, CommandError>;
 
@@ -87,4 +88,7 @@ pub enum Outcome {
         expired_sessions: u32,
         granted: Vec<LockGrant>,
     },
+
+    TokenCreated(Token),
+    TokenRevoked(Token),
 }

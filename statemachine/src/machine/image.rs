@@ -10,10 +10,12 @@ use crate::definition::Definition;
 use crate::lock::{Lock, LockWaiter};
 use crate::message::Recipient;
 use crate::task::Task;
+use crate::token::Token;
 
 use super::messages::Mailbox;
 use super::sessions::{Session, SessionTable};
 use super::task_store::TaskStore;
+use super::tokens::TokenTable;
 use super::StateMachine;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -32,6 +34,24 @@ pub(crate) struct StateImage {
     definitions: Vec<Definition>,
     mailboxes: Vec<(Recipient, Mailbox)>,
     sessions: Vec<Session>,
+}
+
+/// The access tokens, encoded after the [`StateImage`]: snapshots written before tokens existed
+/// end where the image ends, and still restore (with no tokens).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct TokenImage {
+    last_token_id: u64,
+    /// In id order.
+    tokens: Vec<Token>,
+}
+
+impl TokenImage {
+    pub fn of(machine: &StateMachine) -> Self {
+        Self {
+            last_token_id: machine.tokens.last_id(),
+            tokens: machine.tokens.iter().cloned().collect(),
+        }
+    }
 }
 
 impl StateImage {
@@ -57,7 +77,7 @@ impl StateImage {
 
     /// Rebuilds the machine and its indexes. Duplicate keys, or a state that fails the
     /// invariants, mean the image is corrupt.
-    pub fn into_machine(self) -> Result<StateMachine, CodecError> {
+    pub fn into_machine(self, tokens: TokenImage) -> Result<StateMachine, CodecError> {
         let corrupt = |what: String| CodecError::Corrupt(format!("snapshot: {what}"));
         let mut machine = StateMachine {
             revision: self.revision,
@@ -117,6 +137,8 @@ impl StateImage {
         if machine.sessions.len() != session_count {
             return Err(corrupt("a session appears twice".to_string()));
         }
+        machine.tokens =
+            TokenTable::from_parts(tokens.tokens, tokens.last_token_id).map_err(corrupt)?;
         machine.check_invariants().map_err(corrupt)?;
         Ok(machine)
     }

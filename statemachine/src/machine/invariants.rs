@@ -68,7 +68,8 @@ pub(super) fn check(machine: &StateMachine) -> Result<(), String> {
     check_waiters(machine)?;
     check_config_and_definitions(machine)?;
     check_mailboxes(machine)?;
-    check_sessions(machine)
+    check_sessions(machine)?;
+    machine.tokens.check()
 }
 
 fn is_active(machine: &StateMachine, agent_id: AgentId) -> bool {

@@ -23,6 +23,7 @@ mod submit;
 mod task_store;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 use std::collections::BTreeMap;
 
@@ -36,6 +37,7 @@ use crate::lock::{Lock, LockWaiter};
 use crate::message::{Message, Recipient};
 use crate::response::{Outcome, Response};
 use crate::task::{Task, TaskStatus};
+use crate::token::{Token, TokenId};
 use crate::validate::validate;
 
 use agent_registry::AgentRegistry;
@@ -44,6 +46,7 @@ use lock_table::LockTable;
 use messages::Mailbox;
 use sessions::{Admission, SessionTable};
 use task_store::TaskStore;
+use tokens::TokenTable;
 
 /// The result of one apply: the answer for the caller and the changes for watchers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +94,7 @@ pub struct StateMachine {
     definitions: BTreeMap<String, Definition>,
     mailboxes: BTreeMap<Recipient, Mailbox>,
     sessions: SessionTable,
+    tokens: TokenTable,
 }
 
 impl StateMachine {
@@ -275,6 +279,8 @@ impl StateMachine {
             }
             Op::SendMessage { from, to, body } => self.send_message(ctx, from, to, body),
             Op::Tick => Ok(self.tick(ctx)),
+            Op::CreateToken { spec, bootstrap } => self.create_token(ctx, spec, bootstrap),
+            Op::RevokeToken { token_id } => self.revoke_token(token_id),
         }
     }
 
@@ -411,16 +417,37 @@ impl StateMachine {
         }
     }
 
+    /// The token whose secret hashes to `secret_sha256`, if it exists (not revoked).
+    pub fn token_by_hash(&self, secret_sha256: &[u8; 32]) -> Option<&Token> {
+        self.tokens.by_hash(secret_sha256)
+    }
+
+    pub fn token(&self, id: TokenId) -> Option<&Token> {
+        self.tokens.get(id)
+    }
+
+    /// Live tokens, in id order.
+    pub fn tokens(&self) -> Vec<&Token> {
+        self.tokens.iter().collect()
+    }
+
+    /// Whether any token was ever created (revoked ones count): a cluster with tokens gets no
+    /// second bootstrap admin token.
+    pub fn has_ever_had_tokens(&self) -> bool {
+        self.tokens.last_id() > 0
+    }
+
     /// Compact binary image of the whole state, with a format version.
     pub fn snapshot(&self) -> Vec<u8> {
-        crate::codec::encode(&image::StateImage::of(self))
+        crate::codec::encode(&(image::StateImage::of(self), image::TokenImage::of(self)))
     }
 
     /// Refuses an unknown format version or corrupt bytes with a clear error. The restored
     /// state must also pass [`Self::check_invariants`], so a snapshot that decodes but makes
     /// no sense is refused as corrupt too.
     pub fn restore(bytes: &[u8]) -> Result<Self, crate::codec::CodecError> {
-        let image: image::StateImage = crate::codec::decode(bytes)?;
-        image.into_machine()
+        let (image, tokens): (image::StateImage, image::TokenImage) =
+            crate::codec::decode_extended(bytes)?;
+        image.into_machine(tokens)
     }
 }

@@ -7,6 +7,7 @@ mod locks;
 mod machine;
 mod sessions;
 mod tasks;
+mod tokens;
 
 use std::collections::{BTreeMap, BTreeSet};
 

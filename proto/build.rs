@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use prost::Message;
 
 const PROTO_FILES: [&str; 2] = ["proto/percy.proto", "proto/raft.proto"];
+const PUBLIC_PROTO: &str = "proto/percy.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for file in PROTO_FILES {
@@ -16,6 +17,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(
         out_dir.join("percy_descriptor.bin"),
         descriptors.encode_to_vec(),
+    )?;
+    // Reflection lists the public API only: the internal service is not for clients.
+    let public = protox::compile([PUBLIC_PROTO], ["proto"])?;
+    std::fs::write(
+        out_dir.join("percy_public_descriptor.bin"),
+        public.encode_to_vec(),
     )?;
     tonic_prost_build::configure()
         .build_client(true)

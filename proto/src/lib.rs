@@ -17,6 +17,18 @@ pub mod internal {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/percy_descriptor.bin"));
 
+/// Encoded `FileDescriptorSet` of the public `percy.v1` API only: what server reflection
+/// serves (the internal node-to-node service is not for clients).
+pub const PUBLIC_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/percy_public_descriptor.bin"));
+
+/// The `authorization` metadata of a call with a bearer token (`Bearer <token>`), as etcd,
+/// Consul and NATS clients send theirs.
+pub mod auth {
+    pub const AUTHORIZATION: &str = "authorization";
+    pub const BEARER_PREFIX: &str = "Bearer ";
+}
+
 /// gRPC response metadata every node adds to its unary answers (successes and errors alike):
 /// the answering node's id and the leader as that node knows it ("0" = unknown). The client
 /// library learns from them which of its endpoints leads, and sends writes and linearizable

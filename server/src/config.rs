@@ -50,6 +50,8 @@ pub struct NodeConfig {
     pub agent_ttl_ms: u64,
     pub agent_heartbeat_interval_ms: u64,
     pub watch_history: usize,
+    /// Every public call needs a token (`auth`); off by default.
+    pub auth: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +104,7 @@ impl NodeConfig {
             agent_ttl_ms: DEFAULT_AGENT_TTL_MS,
             agent_heartbeat_interval_ms: DEFAULT_AGENT_HEARTBEAT_INTERVAL_MS,
             watch_history: DEFAULT_WATCH_HISTORY,
+            auth: false,
         }
     }
 
@@ -244,6 +247,10 @@ pub struct Cli {
     #[arg(long, env = "PERCY_WORKER_THREADS",
           value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_WORKER_THREADS)))]
     pub worker_threads: Option<u16>,
+    /// Require a token on every public call (health and /metrics stay open). On first start
+    /// the bootstrapping node writes an admin token to <data-dir>/admin.token.
+    #[arg(long, env = "PERCY_AUTH")]
+    pub auth: bool,
 }
 
 impl Cli {
@@ -260,6 +267,7 @@ impl Cli {
         config.agent_ttl_ms = self.agent_ttl_ms;
         config.agent_heartbeat_interval_ms = self.agent_heartbeat_interval_ms;
         config.watch_history = self.watch_history;
+        config.auth = self.auth;
         config.validate()?;
         Ok(config)
     }

@@ -5,6 +5,7 @@
 //! `percy_statemachine`. Start a node in-process with [`Node::start`].
 
 mod api;
+mod auth;
 mod batcher;
 mod cluster_identity;
 pub mod config;
@@ -32,5 +33,6 @@ mod vote_guard;
 mod watch;
 mod wire;
 
+pub use auth::bootstrap::{admin_token_path, ADMIN_TOKEN_FILE};
 pub use config::{Cli, NodeConfig};
 pub use node::{Node, NodeError, NodeHandle, PUBLIC_MAX_MESSAGE_BYTES};

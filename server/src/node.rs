@@ -22,6 +22,7 @@ use percy_proto::v1::lock_service_server::LockServiceServer;
 use percy_proto::v1::message_service_server::MessageServiceServer;
 use percy_proto::v1::plan_service_server::PlanServiceServer;
 use percy_proto::v1::task_service_server::TaskServiceServer;
+use percy_proto::v1::token_service_server::TokenServiceServer;
 use percy_proto::v1::watch_service_server::WatchServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -31,6 +32,7 @@ use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api;
+use crate::auth::{self, Authenticated};
 use crate::batcher::Batcher;
 use crate::cluster_identity::{check_peers, ClusterGuard, ClusterStamp, ForeignPeer, Stamped};
 use crate::config::{ConfigError, NodeConfig};
@@ -195,13 +197,16 @@ impl Node {
             leader_contact: LeaderContact::default(),
         });
 
-        let tasks = vec![
+        let mut tasks = vec![
             batching,
             tokio::spawn(run_pump(ctx.clone(), changes)),
             tokio::spawn(run_monitor(ctx.clone(), shutdown_rx.clone())),
             tokio::spawn(commit_gate.announce(ctx.raft.clone())),
             tokio::spawn(follow_membership(ctx.clone())),
         ];
+        if ctx.config.auth && ctx.config.is_bootstrapper() {
+            tasks.push(tokio::spawn(auth::bootstrap::run(ctx.clone())));
+        }
         let server = tokio::spawn(serve(ctx.clone(), identity.clone(), listener, shutdown_rx));
         let peer_check = tokio::spawn(check_peers(identity.clone(), ctx.config.peers.clone()));
         tracing::info!(
@@ -315,11 +320,15 @@ async fn serve(
         .await
 }
 
+/// A public service: size limits, and the token check of `--auth` in front (`auth::layer`).
 macro_rules! public {
-    ($server:ident, $api:expr) => {
-        $server::new($api)
-            .max_decoding_message_size(PUBLIC_MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(PUBLIC_MAX_MESSAGE_BYTES)
+    ($server:ident, $api:expr, $ctx:expr) => {
+        Authenticated::new(
+            $server::new($api)
+                .max_decoding_message_size(PUBLIC_MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(PUBLIC_MAX_MESSAGE_BYTES),
+            $ctx,
+        )
     };
 }
 
@@ -335,30 +344,53 @@ fn routes(
     builder
         .add_service(public!(
             AgentServiceServer,
-            api::agent::AgentApi { ctx: c() }
+            api::agent::AgentApi { ctx: c() },
+            c()
         ))
-        .add_service(public!(TaskServiceServer, api::task::TaskApi { ctx: c() }))
-        .add_service(public!(PlanServiceServer, api::plan::PlanApi { ctx: c() }))
-        .add_service(public!(LockServiceServer, api::lock::LockApi { ctx: c() }))
+        .add_service(public!(
+            TaskServiceServer,
+            api::task::TaskApi { ctx: c() },
+            c()
+        ))
+        .add_service(public!(
+            PlanServiceServer,
+            api::plan::PlanApi { ctx: c() },
+            c()
+        ))
+        .add_service(public!(
+            LockServiceServer,
+            api::lock::LockApi { ctx: c() },
+            c()
+        ))
         .add_service(public!(
             ConfigServiceServer,
-            api::config::ConfigApi { ctx: c() }
+            api::config::ConfigApi { ctx: c() },
+            c()
         ))
         .add_service(public!(
             DefinitionServiceServer,
-            api::definition::DefinitionApi { ctx: c() }
+            api::definition::DefinitionApi { ctx: c() },
+            c()
         ))
         .add_service(public!(
             MessageServiceServer,
-            api::message::MessageApi { ctx: c() }
+            api::message::MessageApi { ctx: c() },
+            c()
         ))
         .add_service(public!(
             WatchServiceServer,
-            api::watch::WatchApi { ctx: c() }
+            api::watch::WatchApi { ctx: c() },
+            c()
+        ))
+        .add_service(public!(
+            TokenServiceServer,
+            api::token::TokenApi { ctx: c() },
+            c()
         ))
         .add_service(public!(
             ClusterServiceServer,
-            api::cluster::ClusterApi { ctx: c() }
+            api::cluster::ClusterApi { ctx: c() },
+            c()
         ))
         .add_service(InterceptedService::new(
             RaftServiceServer::new(RaftRpc { ctx: c() })

@@ -11,6 +11,7 @@ use percy_statemachine::{AgentStatus as SmStatus, Op, Outcome};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{observe, read, required_id, unexpected, write};
+use crate::auth;
 use crate::context::NodeContext;
 use crate::convert::{agent_status_to_proto, agent_to_proto};
 use crate::liveness;
@@ -64,6 +65,7 @@ impl AgentService for AgentApi {
         observe(ctx, "AgentService/Heartbeat", async {
             let r = request.into_inner();
             let agent_id = required_id(r.agent_id, "agent_id")?;
+            auth::require_agent(ctx, auth::current(ctx)?.as_ref(), agent_id)?;
             let beat = liveness::heartbeat(ctx, agent_id).await?;
             let (status, must_reregister) = status_of(&beat);
             Ok(HeartbeatResponse {
@@ -86,7 +88,10 @@ impl AgentService for AgentApi {
         &self,
         request: Request<Streaming<KeepAliveRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
+        // Read now: the stream is polled outside the authenticated scope.
+        let caller = auth::current(&self.ctx)?;
         let open = Some(KeepAliveState {
+            caller,
             closed: self.ctx.watch.closed(),
             ctx: self.ctx.clone(),
             inbound: request.into_inner(),
@@ -94,6 +99,7 @@ impl AgentService for AgentApi {
         let replies = futures::stream::unfold(open, |state| async move {
             let KeepAliveState {
                 ctx,
+                caller,
                 mut inbound,
                 mut closed,
             } = state?;
@@ -113,12 +119,13 @@ impl AgentService for AgentApi {
             let reply = observe(
                 &ctx,
                 "AgentService/KeepAlive",
-                keep_alive_reply(&ctx, request),
+                keep_alive_reply(&ctx, caller.as_ref(), request),
             )
             .await
             .map(Response::into_inner);
             let next = reply.is_ok().then_some(KeepAliveState {
                 ctx,
+                caller,
                 inbound,
                 closed,
             });
@@ -205,6 +212,8 @@ impl AgentService for AgentApi {
 /// An open keep-alive stream between two messages.
 struct KeepAliveState {
     ctx: Arc<NodeContext>,
+    /// Who opened the stream (`None` without `--auth`): every message must be for its agent.
+    caller: Option<auth::Caller>,
     inbound: Streaming<KeepAliveRequest>,
     /// The node's shutdown signal.
     closed: tokio::sync::watch::Receiver<bool>,
@@ -212,9 +221,11 @@ struct KeepAliveState {
 
 async fn keep_alive_reply(
     ctx: &NodeContext,
+    caller: Option<&auth::Caller>,
     request: KeepAliveRequest,
 ) -> Result<KeepAliveResponse, Status> {
     let agent_id = required_id(request.agent_id, "agent_id")?;
+    auth::require_agent(ctx, caller, agent_id)?;
     let beat = liveness::heartbeat(ctx, agent_id).await?;
     let (status, must_reregister) = status_of(&beat);
     Ok(KeepAliveResponse {

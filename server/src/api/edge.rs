@@ -11,6 +11,7 @@ use percy_statemachine::{Command, Op, Outcome, SessionRef, StateMachine};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Response, Status};
 
+use crate::auth;
 use crate::context::NodeContext;
 use crate::convert::command_error_to_status;
 use crate::propose::propose;
@@ -31,8 +32,14 @@ pub fn session(header: Option<&RequestHeader>) -> Option<SessionRef> {
 pub async fn write(
     ctx: &NodeContext,
     header: Option<&RequestHeader>,
-    op: Op,
+    mut op: Op,
 ) -> Result<(Outcome, Option<ResponseHeader>), Status> {
+    // Who may do this is decided here, on the node the caller reached, before anything is
+    // proposed (see `auth`).
+    if let Some(caller) = auth::current(ctx)? {
+        ctx.state
+            .read(|sm| auth::ops::authorize(&caller, &mut op, sm))?;
+    }
     percy_statemachine::validate(&op).map_err(command_error_to_status)?;
     let command = Command {
         session: session(header),

@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use percy_proto::v1::message_service_server::MessageService;
 use percy_proto::v1::*;
-use percy_statemachine::{Op, Outcome, Recipient};
+use percy_statemachine::{Op, Outcome, Recipient, Role};
 use tonic::{Request, Response, Status};
 
 use super::{observe, read, unexpected, write};
+use crate::auth;
 use crate::context::NodeContext;
 use crate::convert::message_to_proto;
 
@@ -57,6 +58,11 @@ impl MessageService for MessageApi {
         let ctx = &self.ctx;
         observe(ctx, "MessageService/History", async {
             let r = request.into_inner();
+            // An agent token reads its own inbox and the broadcast one only.
+            let caller = auth::current(ctx)?;
+            if r.agent_id != 0 && caller.as_ref().is_some_and(|c| c.role == Role::Agent) {
+                auth::require_agent(ctx, caller.as_ref(), r.agent_id)?;
+            }
             let mailbox = recipient(r.agent_id);
             let ((messages, dropped), header) = read(ctx, r.header.as_ref(), |sm| {
                 let (messages, dropped) = sm.messages(&mailbox, r.after_id);

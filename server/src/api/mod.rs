@@ -12,6 +12,7 @@ pub mod lock;
 pub mod message;
 pub mod plan;
 pub mod task;
+pub mod token;
 pub mod watch;
 
 pub(crate) use edge::{observe, read, required, required_id, session, unexpected, write};

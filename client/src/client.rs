@@ -9,11 +9,11 @@ use percy_proto::routing;
 use percy_proto::v1::{Consistency, RequestHeader};
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
-use tonic::transport::Channel;
 
-use crate::endpoints::Endpoints;
+use crate::endpoints::{Conn, Endpoints};
 use crate::error::ClientError;
 use crate::retry::{is_retryable, RetryPolicy};
+use crate::security::Security;
 use crate::session::{read_header, Session};
 
 /// A handle on a Percy cluster. Clones share the channels and the exactly-once session, so
@@ -31,7 +31,7 @@ struct Inner {
 }
 
 impl Client {
-    /// A client for these endpoints (`host:port` or `http://host:port`). Channels connect
+    /// A client for these endpoints (`host:port` or `http://host:port`). Conns connect
     /// lazily, so this succeeds even while the cluster is down; calls then retry until the
     /// policy's deadline.
     pub async fn connect(endpoints: &[String]) -> Result<Client, ClientError> {
@@ -43,9 +43,18 @@ impl Client {
         endpoints: &[String],
         retry: RetryPolicy,
     ) -> Result<Client, ClientError> {
+        Self::connect_secure(endpoints, retry, &Security::default()).await
+    }
+
+    /// Like [`Client::connect_with`], with a token and/or TLS ([`Security`]).
+    pub async fn connect_secure(
+        endpoints: &[String],
+        retry: RetryPolicy,
+        security: &Security,
+    ) -> Result<Client, ClientError> {
         Ok(Client {
             inner: Arc::new(Inner {
-                endpoints: Endpoints::new(endpoints)?,
+                endpoints: Endpoints::new(endpoints, security)?,
                 session: Session::new(),
             }),
             retry,
@@ -87,7 +96,7 @@ impl Client {
         call: F,
     ) -> Result<T, ClientError>
     where
-        F: FnMut(Channel, RequestHeader) -> Fut,
+        F: FnMut(Conn, RequestHeader) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let in_flight = self.inner.session.begin();
@@ -102,7 +111,7 @@ impl Client {
         call: F,
     ) -> Result<T, ClientError>
     where
-        F: FnMut(Channel, RequestHeader) -> Fut,
+        F: FnMut(Conn, RequestHeader) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let route = if consistency == Consistency::Serializable {
@@ -117,7 +126,7 @@ impl Client {
     /// Runs a call that is idempotent by nature and needs no seq (heartbeats).
     pub(crate) async fn idempotent<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
-        F: FnMut(Channel, RequestHeader) -> Fut,
+        F: FnMut(Conn, RequestHeader) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.run(Route::Sticky, RequestHeader::default, Duration::ZERO, call)
@@ -133,7 +142,7 @@ impl Client {
     ) -> Result<T, ClientError>
     where
         H: Fn() -> RequestHeader,
-        F: FnMut(Channel, RequestHeader) -> Fut,
+        F: FnMut(Conn, RequestHeader) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let started = Instant::now();
@@ -180,13 +189,13 @@ impl Client {
 
     /// The endpoint list and current preferred channel, for the watch stream (which manages
     /// its own reconnects).
-    pub(crate) fn current_channel(&self) -> (usize, Channel) {
+    pub(crate) fn current_channel(&self) -> (usize, Conn) {
         self.inner.endpoints.current()
     }
 
     /// The state machine revision of the node behind `channel`, asked of that node alone
     /// (no retries): the watch stream uses it to pin "now".
-    pub(crate) async fn single_status(&self, channel: Channel) -> Result<u64, tonic::Status> {
+    pub(crate) async fn single_status(&self, channel: Conn) -> Result<u64, tonic::Status> {
         let request = percy_proto::v1::ClusterStatusRequest {
             header: Some(read_header(Consistency::Serializable)),
         };

@@ -14,9 +14,14 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::ClientError;
+use crate::security::{Credential, Security};
+
+/// A channel to one endpoint that sends the client's credential with every call.
+pub(crate) type Conn = InterceptedService<Channel, Credential>;
 
 /// How long to wait for a TCP connection: nodes are on a LAN or loopback, so a slow connect
 /// means the node is down or partitioned and another one should be tried.
@@ -36,7 +41,7 @@ const FAILED: u64 = u64::MAX;
 #[derive(Debug)]
 pub(crate) struct Endpoints {
     addrs: Vec<String>,
-    channels: Vec<Channel>,
+    channels: Vec<Conn>,
     preferred: AtomicUsize,
     /// The node id behind each endpoint, as it last named itself ([`NOT_ANSWERED`], [`FAILED`]).
     node_ids: Vec<AtomicU64>,
@@ -47,7 +52,7 @@ pub(crate) struct Endpoints {
 impl Endpoints {
     /// Parses every endpoint and prepares a lazy channel for it (no connection is made yet).
     /// Must run inside a tokio runtime.
-    pub(crate) fn new(endpoints: &[String]) -> Result<Self, ClientError> {
+    pub(crate) fn new(endpoints: &[String], security: &Security) -> Result<Self, ClientError> {
         let addrs: Vec<String> = endpoints
             .iter()
             .map(|e| e.trim())
@@ -57,10 +62,14 @@ impl Endpoints {
         if addrs.is_empty() {
             return Err(ClientError::NoEndpoints);
         }
+        let credential = Credential::new(security.token.as_deref())?;
         let channels = addrs
             .iter()
-            .map(|addr| endpoint(addr).map(|e| e.connect_lazy()))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|addr| {
+                let channel = endpoint(addr, security)?.connect_lazy();
+                Ok(InterceptedService::new(channel, credential.clone()))
+            })
+            .collect::<Result<Vec<_>, ClientError>>()?;
         let node_ids = addrs.iter().map(|_| AtomicU64::new(NOT_ANSWERED)).collect();
         Ok(Self {
             addrs,
@@ -76,7 +85,7 @@ impl Endpoints {
     }
 
     /// The endpoint to try now: its index and a channel to it.
-    pub(crate) fn current(&self) -> (usize, Channel) {
+    pub(crate) fn current(&self) -> (usize, Conn) {
         let index = self.preferred.load(Ordering::Relaxed) % self.channels.len();
         (index, self.channels[index].clone())
     }
@@ -84,7 +93,7 @@ impl Endpoints {
     /// The endpoint for the first attempt of a leader-routed call: the leader's when we know
     /// which one it is; else one that has not answered yet (its answer names it, so a few
     /// calls find the leader); else the preferred one (whose node goes to the leader for us).
-    pub(crate) fn for_leader(&self) -> (usize, Channel) {
+    pub(crate) fn for_leader(&self) -> (usize, Conn) {
         let leader = self.leader.load(Ordering::Relaxed);
         let id_of = |i: usize| self.node_ids[i].load(Ordering::Relaxed);
         let chosen = (0..self.channels.len())
@@ -125,21 +134,33 @@ impl Endpoints {
     }
 }
 
-/// `host:port` gets `http://` in front; a full URI is taken as is.
-pub(crate) fn normalize(addr: &str) -> String {
+/// `host:port` gets `http://` in front (`https://` with TLS); a full URI is taken as is.
+pub(crate) fn normalize(addr: &str, tls: bool) -> String {
     if addr.contains("://") {
         addr.to_owned()
+    } else if tls {
+        format!("https://{addr}")
     } else {
         format!("http://{addr}")
     }
 }
 
-fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
-    let endpoint =
-        Endpoint::from_shared(normalize(addr)).map_err(|e| ClientError::InvalidEndpoint {
-            endpoint: addr.to_owned(),
-            reason: e.to_string(),
+fn endpoint(addr: &str, security: &Security) -> Result<Endpoint, ClientError> {
+    let mut endpoint =
+        Endpoint::from_shared(normalize(addr, security.tls.is_some())).map_err(|e| {
+            ClientError::InvalidEndpoint {
+                endpoint: addr.to_owned(),
+                reason: e.to_string(),
+            }
         })?;
+    if let Some(tls) = &security.tls {
+        endpoint = endpoint
+            .tls_config(tls.config())
+            .map_err(|e| ClientError::Tls {
+                endpoint: addr.to_owned(),
+                reason: e.to_string(),
+            })?;
+    }
     Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
@@ -154,18 +175,19 @@ mod tests {
 
     #[test]
     fn bare_addresses_get_a_scheme() {
-        assert_eq!(normalize("127.0.0.1:7070"), "http://127.0.0.1:7070");
-        assert_eq!(normalize("https://percy:443"), "https://percy:443");
+        assert_eq!(normalize("127.0.0.1:7070", false), "http://127.0.0.1:7070");
+        assert_eq!(normalize("127.0.0.1:7070", true), "https://127.0.0.1:7070");
+        assert_eq!(normalize("https://percy:443", false), "https://percy:443");
     }
 
     #[tokio::test]
     async fn empty_lists_and_bad_addresses_are_rejected() {
         assert!(matches!(
-            Endpoints::new(&[" ".to_owned()]),
+            Endpoints::new(&[" ".to_owned()], &Security::default()),
             Err(ClientError::NoEndpoints)
         ));
         assert!(matches!(
-            Endpoints::new(&["bad host:1".to_owned()]),
+            Endpoints::new(&["bad host:1".to_owned()], &Security::default()),
             Err(ClientError::InvalidEndpoint { .. })
         ));
     }
@@ -173,7 +195,7 @@ mod tests {
     #[tokio::test]
     async fn rotation_advances_once_per_failed_endpoint() {
         let list: Vec<String> = ["a:1", "b:2", "c:3"].map(String::from).to_vec();
-        let endpoints = Endpoints::new(&list).expect("valid endpoints");
+        let endpoints = Endpoints::new(&list, &Security::default()).expect("valid endpoints");
         assert_eq!(endpoints.current().0, 0);
         endpoints.rotate_from(0);
         // A second caller that also saw endpoint 0 fail must not skip endpoint 1.
@@ -188,7 +210,7 @@ mod tests {
     #[tokio::test]
     async fn leader_routing_finds_the_leader_and_leaves_it_when_it_fails() {
         let list: Vec<String> = ["a:1", "b:2", "c:3"].map(String::from).to_vec();
-        let endpoints = Endpoints::new(&list).expect("valid endpoints");
+        let endpoints = Endpoints::new(&list, &Security::default()).expect("valid endpoints");
         // Nothing known: the first endpoint that has not answered.
         assert_eq!(endpoints.for_leader().0, 0);
         // Endpoint 0 is node 7 and names node 9 as the leader, which nobody has shown yet.

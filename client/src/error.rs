@@ -40,6 +40,14 @@ pub enum ClientError {
     #[error("invalid endpoint {endpoint:?}: {reason}")]
     InvalidEndpoint { endpoint: String, reason: String },
 
+    /// The token cannot be sent as gRPC metadata (it is not printable ASCII).
+    #[error("invalid token: it must be printable ASCII (as `percyctl token create` prints it)")]
+    InvalidToken,
+
+    /// TLS settings the transport refused.
+    #[error("TLS for {endpoint}: {reason}")]
+    Tls { endpoint: String, reason: String },
+
     /// The server's answer lacks a field the API promises.
     #[error("malformed response from server: missing {0}")]
     MissingField(&'static str),
@@ -59,7 +67,10 @@ impl ClientError {
             Self::Status(status) => status.code(),
             Self::Unavailable { .. } | Self::AttemptTimeout { .. } => Code::Unavailable,
             Self::Compacted { .. } => Code::OutOfRange,
-            Self::NoEndpoints | Self::InvalidEndpoint { .. } => Code::InvalidArgument,
+            Self::NoEndpoints
+            | Self::InvalidEndpoint { .. }
+            | Self::InvalidToken
+            | Self::Tls { .. } => Code::InvalidArgument,
             Self::MissingField(_) => Code::Internal,
         }
     }

@@ -20,6 +20,7 @@ mod endpoints;
 mod error;
 mod keep_alive;
 pub mod retry;
+mod security;
 mod session;
 mod watch;
 
@@ -31,4 +32,5 @@ pub use keep_alive::KeepAlive;
 pub use percy_proto::v1 as proto;
 pub use percy_proto::v1::{Consistency, EntityKind, Event, LockMode, TaskStatus};
 pub use retry::RetryPolicy;
+pub use security::{Security, TlsOptions};
 pub use watch::{EventStream, WatchOptions};

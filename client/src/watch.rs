@@ -17,13 +17,13 @@
 
 use std::pin::Pin;
 
+use crate::endpoints::Conn;
 use futures::Stream;
 use percy_proto::v1::watch_service_client::WatchServiceClient;
 use percy_proto::v1::{Consistency, EntityKind, Event, WatchRequest, WatchResponse};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::Streaming;
 
 use crate::retry::is_retryable;
@@ -192,7 +192,7 @@ impl Pump {
     async fn connect(
         &mut self,
         index: usize,
-        channel: Channel,
+        channel: Conn,
     ) -> Result<Streaming<WatchResponse>, Ended> {
         let timeout = self.client.retry_policy().attempt_timeout;
         let timed_out = || {

@@ -250,28 +250,44 @@ fn table(ids: &Ids) -> Vec<Row> {
         row(
             "AgentService/Register",
             ActAsAgent,
-            rpc!(AgentServiceClient, register, RegisterAgentRequest {
-                name: "builder".into(),
-                ttl_ms: LONG_TTL_MS,
-                ..Default::default()
-            }),
-            Some(rpc!(AgentServiceClient, register, RegisterAgentRequest {
-                name: "other".into(),
-                ttl_ms: LONG_TTL_MS,
-                ..Default::default()
-            })),
+            rpc!(
+                AgentServiceClient,
+                register,
+                RegisterAgentRequest {
+                    name: "builder".into(),
+                    ttl_ms: LONG_TTL_MS,
+                    ..Default::default()
+                }
+            ),
+            Some(rpc!(
+                AgentServiceClient,
+                register,
+                RegisterAgentRequest {
+                    name: "other".into(),
+                    ttl_ms: LONG_TTL_MS,
+                    ..Default::default()
+                }
+            )),
         ),
         row(
             "AgentService/Heartbeat",
             ActAsAgent,
-            rpc!(AgentServiceClient, heartbeat, HeartbeatRequest {
-                header: None,
-                agent_id: builder
-            }),
-            Some(rpc!(AgentServiceClient, heartbeat, HeartbeatRequest {
-                header: None,
-                agent_id: other
-            })),
+            rpc!(
+                AgentServiceClient,
+                heartbeat,
+                HeartbeatRequest {
+                    header: None,
+                    agent_id: builder
+                }
+            ),
+            Some(rpc!(
+                AgentServiceClient,
+                heartbeat,
+                HeartbeatRequest {
+                    header: None,
+                    agent_id: other
+                }
+            )),
         ),
         row(
             "AgentService/KeepAlive",
@@ -282,23 +298,35 @@ fn table(ids: &Ids) -> Vec<Row> {
         row(
             "AgentService/Deregister",
             ActAsAgent,
-            rpc!(AgentServiceClient, deregister, DeregisterAgentRequest {
-                header: None,
-                agent_id: builder
-            }),
-            Some(rpc!(AgentServiceClient, deregister, DeregisterAgentRequest {
-                header: None,
-                agent_id: other
-            })),
+            rpc!(
+                AgentServiceClient,
+                deregister,
+                DeregisterAgentRequest {
+                    header: None,
+                    agent_id: builder
+                }
+            ),
+            Some(rpc!(
+                AgentServiceClient,
+                deregister,
+                DeregisterAgentRequest {
+                    header: None,
+                    agent_id: other
+                }
+            )),
         ),
         row(
             "AgentService/Get",
             Read,
-            rpc!(AgentServiceClient, get, GetAgentRequest {
-                header: None,
-                agent_id: builder,
-                name: String::new()
-            }),
+            rpc!(
+                AgentServiceClient,
+                get,
+                GetAgentRequest {
+                    header: None,
+                    agent_id: builder,
+                    name: String::new()
+                }
+            ),
             None,
         ),
         row(
@@ -310,100 +338,140 @@ fn table(ids: &Ids) -> Vec<Row> {
         row(
             "TaskService/Submit",
             Operate,
-            rpc!(TaskServiceClient, submit, SubmitTaskRequest {
-                header: None,
-                task: Some(TaskSpec {
-                    id: "t-new".into(),
-                    title: "new".into(),
-                    ..Default::default()
-                })
-            }),
+            rpc!(
+                TaskServiceClient,
+                submit,
+                SubmitTaskRequest {
+                    header: None,
+                    task: Some(TaskSpec {
+                        id: "t-new".into(),
+                        title: "new".into(),
+                        ..Default::default()
+                    })
+                }
+            ),
             None,
         ),
         row(
             "TaskService/Claim",
             ActAsAgent,
-            rpc!(TaskServiceClient, claim, ClaimTaskRequest {
-                header: None,
-                agent_id: builder,
-                task_id: "t2".into(),
-                expected_revision: None
-            }),
-            Some(rpc!(TaskServiceClient, claim, ClaimTaskRequest {
-                header: None,
-                agent_id: other,
-                task_id: "t2".into(),
-                expected_revision: None
-            })),
+            rpc!(
+                TaskServiceClient,
+                claim,
+                ClaimTaskRequest {
+                    header: None,
+                    agent_id: builder,
+                    task_id: "t2".into(),
+                    expected_revision: None
+                }
+            ),
+            Some(rpc!(
+                TaskServiceClient,
+                claim,
+                ClaimTaskRequest {
+                    header: None,
+                    agent_id: other,
+                    task_id: "t2".into(),
+                    expected_revision: None
+                }
+            )),
         ),
         row(
             "TaskService/Start",
             ActAsAgent,
-            rpc!(TaskServiceClient, start, StartTaskRequest {
-                header: None,
-                task_id: "t1".into(),
-                agent_id: builder,
-                claim_token: claim
-            }),
+            rpc!(
+                TaskServiceClient,
+                start,
+                StartTaskRequest {
+                    header: None,
+                    task_id: "t1".into(),
+                    agent_id: builder,
+                    claim_token: claim
+                }
+            ),
             // The other agent holding the builder's claim token: not enough any more.
-            Some(rpc!(TaskServiceClient, start, StartTaskRequest {
-                header: None,
-                task_id: "t1".into(),
-                agent_id: other,
-                claim_token: claim
-            })),
+            Some(rpc!(
+                TaskServiceClient,
+                start,
+                StartTaskRequest {
+                    header: None,
+                    task_id: "t1".into(),
+                    agent_id: other,
+                    claim_token: claim
+                }
+            )),
         ),
         row(
             "TaskService/Complete",
             ActAsAgent,
-            rpc!(TaskServiceClient, complete, CompleteTaskRequest {
-                header: None,
-                task_id: "t1".into(),
-                agent_id: builder,
-                claim_token: claim,
-                result: None
-            }),
+            rpc!(
+                TaskServiceClient,
+                complete,
+                CompleteTaskRequest {
+                    header: None,
+                    task_id: "t1".into(),
+                    agent_id: builder,
+                    claim_token: claim,
+                    result: None
+                }
+            ),
             None,
         ),
         row(
             "TaskService/Fail",
             ActAsAgent,
-            rpc!(TaskServiceClient, fail, FailTaskRequest {
-                header: None,
-                task_id: "t1".into(),
-                agent_id: builder,
-                claim_token: claim,
-                error: "x".into()
-            }),
+            rpc!(
+                TaskServiceClient,
+                fail,
+                FailTaskRequest {
+                    header: None,
+                    task_id: "t1".into(),
+                    agent_id: builder,
+                    claim_token: claim,
+                    error: "x".into()
+                }
+            ),
             None,
         ),
         row(
             "TaskService/Cancel",
             Admin,
-            rpc!(TaskServiceClient, cancel, CancelTaskRequest {
-                header: None,
-                task_id: "t1".into(),
-                reason: "x".into()
-            }),
+            rpc!(
+                TaskServiceClient,
+                cancel,
+                CancelTaskRequest {
+                    header: None,
+                    task_id: "t1".into(),
+                    reason: "x".into()
+                }
+            ),
             None,
         ),
         row(
             "TaskService/Requeue",
             Admin,
-            rpc!(TaskServiceClient, requeue, RequeueTaskRequest {
-                header: None,
-                task_id: "t1".into(),
-                reason: "x".into()
-            }),
+            rpc!(
+                TaskServiceClient,
+                requeue,
+                RequeueTaskRequest {
+                    header: None,
+                    task_id: "t1".into(),
+                    reason: "x".into()
+                }
+            ),
             None,
         ),
         row(
             "TaskService/Get",
             Read,
-            rpc!(TaskServiceClient, get, GetTaskRequest {
-                header: None,
-                task_id: "t1".into()
-            }),
+            rpc!(
+                TaskServiceClient,
+                get,
+                GetTaskRequest {
+                    header: None,
+                    task_id: "t1".into()
+                }
+            ),
             None,
         ),
         row(
@@ -415,54 +483,78 @@ fn table(ids: &Ids) -> Vec<Row> {
         row(
             "PlanService/Submit",
             Operate,
-            rpc!(PlanServiceClient, submit, SubmitPlanRequest {
-                header: None,
-                plan_id: "p".into(),
-                tasks: vec![TaskSpec {
-                    id: "p1".into(),
-                    title: "p1".into(),
-                    ..Default::default()
-                }]
-            }),
+            rpc!(
+                PlanServiceClient,
+                submit,
+                SubmitPlanRequest {
+                    header: None,
+                    plan_id: "p".into(),
+                    tasks: vec![TaskSpec {
+                        id: "p1".into(),
+                        title: "p1".into(),
+                        ..Default::default()
+                    }]
+                }
+            ),
             None,
         ),
         row(
             "PlanService/Get",
             Read,
-            rpc!(PlanServiceClient, get, GetPlanRequest {
-                header: None,
-                plan_id: "p".into()
-            }),
+            rpc!(
+                PlanServiceClient,
+                get,
+                GetPlanRequest {
+                    header: None,
+                    plan_id: "p".into()
+                }
+            ),
             None,
         ),
         row(
             "LockService/Acquire",
             ActAsAgent,
-            rpc!(LockServiceClient, acquire, AcquireLocksRequest {
-                agent_id: builder,
-                paths: vec!["src/builder".into()],
-                ..Default::default()
-            }),
-            Some(rpc!(LockServiceClient, acquire, AcquireLocksRequest {
-                agent_id: other,
-                paths: vec!["src/elsewhere".into()],
-                ..Default::default()
-            })),
+            rpc!(
+                LockServiceClient,
+                acquire,
+                AcquireLocksRequest {
+                    agent_id: builder,
+                    paths: vec!["src/builder".into()],
+                    ..Default::default()
+                }
+            ),
+            Some(rpc!(
+                LockServiceClient,
+                acquire,
+                AcquireLocksRequest {
+                    agent_id: other,
+                    paths: vec!["src/elsewhere".into()],
+                    ..Default::default()
+                }
+            )),
         ),
         row(
             "LockService/Release",
             ActAsAgent,
-            rpc!(LockServiceClient, release, ReleaseLocksRequest {
-                header: None,
-                agent_id: builder,
-                paths: vec![]
-            }),
+            rpc!(
+                LockServiceClient,
+                release,
+                ReleaseLocksRequest {
+                    header: None,
+                    agent_id: builder,
+                    paths: vec![]
+                }
+            ),
             // Releasing another agent's lock (all of them).
-            Some(rpc!(LockServiceClient, release, ReleaseLocksRequest {
-                header: None,
-                agent_id: other,
-                paths: vec![]
-            })),
+            Some(rpc!(
+                LockServiceClient,
+                release,
+                ReleaseLocksRequest {
+                    header: None,
+                    agent_id: other,
+                    paths: vec![]
+                }
+            )),
         ),
         row(
             "LockService/List",
@@ -473,30 +565,42 @@ fn table(ids: &Ids) -> Vec<Row> {
         row(
             "ConfigService/Get",
             Read,
-            rpc!(ConfigServiceClient, get, GetConfigRequest {
-                header: None,
-                key: "k".into()
-            }),
+            rpc!(
+                ConfigServiceClient,
+                get,
+                GetConfigRequest {
+                    header: None,
+                    key: "k".into()
+                }
+            ),
             None,
         ),
         row(
             "ConfigService/Put",
             Admin,
-            rpc!(ConfigServiceClient, put, PutConfigRequest {
-                key: "k2".into(),
-                value: b"v".to_vec(),
-                ..Default::default()
-            }),
+            rpc!(
+                ConfigServiceClient,
+                put,
+                PutConfigRequest {
+                    key: "k2".into(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                }
+            ),
             None,
         ),
         row(
             "ConfigService/Delete",
             Admin,
-            rpc!(ConfigServiceClient, delete, DeleteConfigRequest {
-                header: None,
-                key: "k".into(),
-                expected_revision: None
-            }),
+            rpc!(
+                ConfigServiceClient,
+                delete,
+                DeleteConfigRequest {
+                    header: None,
+                    key: "k".into(),
+                    expected_revision: None
+                }
+            ),
             None,
         ),
         row(
@@ -508,70 +612,102 @@ fn table(ids: &Ids) -> Vec<Row> {
         row(
             "DefinitionService/Apply",
             Admin,
-            rpc!(DefinitionServiceClient, apply, ApplyDefinitionsRequest {
-                header: None,
-                definitions: vec![DefinitionSpec {
-                    name: "d".into(),
-                    spec_json: "{}".into(),
-                    desired: DesiredState::Running.into()
-                }]
-            }),
+            rpc!(
+                DefinitionServiceClient,
+                apply,
+                ApplyDefinitionsRequest {
+                    header: None,
+                    definitions: vec![DefinitionSpec {
+                        name: "d".into(),
+                        spec_json: "{}".into(),
+                        desired: DesiredState::Running.into()
+                    }]
+                }
+            ),
             None,
         ),
         row(
             "DefinitionService/SetState",
             Admin,
-            rpc!(DefinitionServiceClient, set_state, SetDefinitionStateRequest {
-                header: None,
-                name: "d".into(),
-                desired: DesiredState::Stopped.into()
-            }),
+            rpc!(
+                DefinitionServiceClient,
+                set_state,
+                SetDefinitionStateRequest {
+                    header: None,
+                    name: "d".into(),
+                    desired: DesiredState::Stopped.into()
+                }
+            ),
             None,
         ),
         row(
             "DefinitionService/Get",
             Read,
-            rpc!(DefinitionServiceClient, get, GetDefinitionRequest {
-                header: None,
-                name: "d".into()
-            }),
+            rpc!(
+                DefinitionServiceClient,
+                get,
+                GetDefinitionRequest {
+                    header: None,
+                    name: "d".into()
+                }
+            ),
             None,
         ),
         row(
             "DefinitionService/List",
             Read,
-            rpc!(DefinitionServiceClient, list, ListDefinitionsRequest::default()),
+            rpc!(
+                DefinitionServiceClient,
+                list,
+                ListDefinitionsRequest::default()
+            ),
             None,
         ),
         row(
             "MessageService/Send",
             Message,
-            rpc!(MessageServiceClient, send, SendMessageRequest {
-                header: None,
-                from: "builder".into(),
-                to_agent: other,
-                body: "hi".into()
-            }),
-            Some(rpc!(MessageServiceClient, send, SendMessageRequest {
-                header: None,
-                from: "other".into(),
-                to_agent: builder,
-                body: "hi".into()
-            })),
+            rpc!(
+                MessageServiceClient,
+                send,
+                SendMessageRequest {
+                    header: None,
+                    from: "builder".into(),
+                    to_agent: other,
+                    body: "hi".into()
+                }
+            ),
+            Some(rpc!(
+                MessageServiceClient,
+                send,
+                SendMessageRequest {
+                    header: None,
+                    from: "other".into(),
+                    to_agent: builder,
+                    body: "hi".into()
+                }
+            )),
         ),
         row(
             "MessageService/History",
             Read,
-            rpc!(MessageServiceClient, history, MessageHistoryRequest {
-                header: None,
-                agent_id: builder,
-                after_id: 0
-            }),
-            Some(rpc!(MessageServiceClient, history, MessageHistoryRequest {
-                header: None,
-                agent_id: other,
-                after_id: 0
-            })),
+            rpc!(
+                MessageServiceClient,
+                history,
+                MessageHistoryRequest {
+                    header: None,
+                    agent_id: builder,
+                    after_id: 0
+                }
+            ),
+            Some(rpc!(
+                MessageServiceClient,
+                history,
+                MessageHistoryRequest {
+                    header: None,
+                    agent_id: other,
+                    after_id: 0
+                }
+            )),
         ),
         row(
             "WatchService/Watch",
@@ -582,37 +718,53 @@ fn table(ids: &Ids) -> Vec<Row> {
         row(
             "ClusterService/Status",
             Read,
-            rpc!(ClusterServiceClient, status, ClusterStatusRequest::default()),
+            rpc!(
+                ClusterServiceClient,
+                status,
+                ClusterStatusRequest::default()
+            ),
             None,
         ),
         row(
             "ClusterService/AddNode",
             Admin,
-            rpc!(ClusterServiceClient, add_node, AddNodeRequest {
-                header: None,
-                node_id: 9,
-                addr: "127.0.0.1:1".into()
-            }),
+            rpc!(
+                ClusterServiceClient,
+                add_node,
+                AddNodeRequest {
+                    header: None,
+                    node_id: 9,
+                    addr: "127.0.0.1:1".into()
+                }
+            ),
             None,
         ),
         row(
             "ClusterService/RemoveNode",
             Admin,
-            rpc!(ClusterServiceClient, remove_node, RemoveNodeRequest {
-                header: None,
-                node_id: 3
-            }),
+            rpc!(
+                ClusterServiceClient,
+                remove_node,
+                RemoveNodeRequest {
+                    header: None,
+                    node_id: 3
+                }
+            ),
             None,
         ),
         row(
             "TokenService/Create",
             Admin,
-            rpc!(TokenServiceClient, create, CreateTokenRequest {
-                header: None,
-                role: Role::Admin.into(),
-                agent: String::new(),
-                name: String::new()
-            }),
+            rpc!(
+                TokenServiceClient,
+                create,
+                CreateTokenRequest {
+                    header: None,
+                    role: Role::Admin.into(),
+                    agent: String::new(),
+                    name: String::new()
+                }
+            ),
             None,
         ),
         row(
@@ -624,10 +776,14 @@ fn table(ids: &Ids) -> Vec<Row> {
         row(
             "TokenService/Revoke",
             Admin,
-            rpc!(TokenServiceClient, revoke, RevokeTokenRequest {
-                header: None,
-                id: victim
-            }),
+            rpc!(
+                TokenServiceClient,
+                revoke,
+                RevokeTokenRequest {
+                    header: None,
+                    id: victim
+                }
+            ),
             None,
         ),
     ]
@@ -645,7 +801,9 @@ fn keep_alive(agent_id: u64) -> Call {
                 .into_inner();
             match replies.message().await? {
                 Some(_) => Ok(()),
-                None => Err(Status::internal("keep-alive stream ended without an answer")),
+                None => Err(Status::internal(
+                    "keep-alive stream ended without an answer",
+                )),
             }
         })
     })
@@ -776,15 +934,21 @@ async fn every_public_rpc_refuses_callers_without_the_right_credential() {
     let before = digest(&channel, &tokens.admin).await;
 
     let mut failures = Vec::new();
-    let mut check = |method: &str, case: &str, result: Result<(), Status>, want: Code| {
-        match result {
-            Err(status) if status.code() == want => {}
-            other => failures.push(format!("{method} with {case}: want {want:?}, got {other:?}")),
-        }
+    let mut check = |method: &str, case: &str, result: Result<(), Status>, want: Code| match result
+    {
+        Err(status) if status.code() == want => {}
+        other => failures.push(format!(
+            "{method} with {case}: want {want:?}, got {other:?}"
+        )),
     };
     for row in &rows {
         let call = |token: Option<&str>| (row.call)(channel.clone(), token.map(str::to_owned));
-        check(row.method, "no token", call(None).await, Code::Unauthenticated);
+        check(
+            row.method,
+            "no token",
+            call(None).await,
+            Code::Unauthenticated,
+        );
         check(
             row.method,
             "a bad token",
@@ -847,8 +1011,8 @@ async fn every_public_rpc_refuses_callers_without_the_right_credential() {
 #[test]
 fn every_public_rpc_is_in_the_table() {
     use prost::Message;
-    let set = prost_types::FileDescriptorSet::decode(percy_proto::PUBLIC_FILE_DESCRIPTOR_SET)
-        .unwrap();
+    let set =
+        prost_types::FileDescriptorSet::decode(percy_proto::PUBLIC_FILE_DESCRIPTOR_SET).unwrap();
     let ids = Ids {
         builder: 1,
         other: 2,
@@ -866,7 +1030,10 @@ fn every_public_rpc_is_in_the_table() {
         }
     }
     for method in &all {
-        assert!(listed.contains(&method.as_str()), "{method} is missing from the table");
+        assert!(
+            listed.contains(&method.as_str()),
+            "{method} is missing from the table"
+        );
     }
     assert_eq!(listed.len(), all.len());
 }
@@ -893,9 +1060,11 @@ async fn a_revoked_token_is_refused_by_every_node_within_a_second_and_health_sta
     })
     .await;
     let (id, reader) = create_token(&leader_channel, &admin, Role::Reader, "").await;
-    let channels: BTreeMap<u64, Channel> = futures::future::join_all(nodes.iter().map(|n| async {
-        (n.node_id(), channel(&n.addr().to_string()).await)
-    }))
+    let channels: BTreeMap<u64, Channel> = futures::future::join_all(
+        nodes
+            .iter()
+            .map(|n| async { (n.node_id(), channel(&n.addr().to_string()).await) }),
+    )
     .await
     .into_iter()
     .collect();

@@ -10,7 +10,8 @@ use crate::output::table;
 use crate::views::{timestamp, HeaderView, MessageView};
 use crate::{agent, Ctx};
 
-/// Sender name when `--from` is not given.
+/// Sender name when `--from` is not given and calls carry no token (with a token, the
+/// cluster names the sender: the token's agent or name).
 const DEFAULT_SENDER: &str = "operator";
 
 #[derive(Debug, Subcommand)]
@@ -19,14 +20,16 @@ pub enum Command {
     Send {
         agent: String,
         text: String,
-        #[arg(long, default_value = DEFAULT_SENDER)]
-        from: String,
+        /// Sender name (default: the token's identity, or "operator" without a token).
+        #[arg(long)]
+        from: Option<String>,
     },
     /// Send a message to every agent.
     Broadcast {
         text: String,
-        #[arg(long, default_value = DEFAULT_SENDER)]
-        from: String,
+        /// Sender name (default: the token's identity, or "operator" without a token).
+        #[arg(long)]
+        from: Option<String>,
     },
     /// Show an agent's mailbox, or the broadcast mailbox without AGENT.
     History {
@@ -76,7 +79,18 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
     }
 }
 
-async fn send(ctx: &Ctx, from: &str, to: u64, text: &str, whom: &str) -> anyhow::Result<()> {
+async fn send(
+    ctx: &Ctx,
+    from: &Option<String>,
+    to: u64,
+    text: &str,
+    whom: &str,
+) -> anyhow::Result<()> {
+    let from = match from {
+        Some(from) => from.as_str(),
+        None if ctx.has_token => "",
+        None => DEFAULT_SENDER,
+    };
     let response = ctx
         .client
         .send_message(from, to, text)

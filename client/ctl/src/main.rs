@@ -7,9 +7,11 @@
 mod agent;
 mod args;
 mod bench;
+mod certs;
 mod chat;
 mod cluster;
 mod config;
+mod connect;
 mod definition;
 mod files;
 mod lock;
@@ -17,6 +19,7 @@ mod merge;
 mod output;
 mod plan;
 mod task;
+mod token;
 mod views;
 mod watch;
 mod worker;
@@ -61,6 +64,8 @@ struct Cli {
     /// before the subcommand: `percyctl --timeout 30s task list`).
     #[arg(long, env = "PERCY_TIMEOUT", default_value = "10s", value_parser = args::duration)]
     timeout: Duration,
+    #[command(flatten)]
+    connect: connect::Flags,
     #[command(subcommand)]
     command: Command,
 }
@@ -101,6 +106,12 @@ enum Command {
     Merge(merge::Args),
     /// Load generator: claims, CAS, locks, reads, heartbeats, restart (like `nats bench`).
     Bench(percy_bench::Args),
+    /// Access tokens of a cluster started with `percyd --auth` (admin token needed).
+    #[command(subcommand)]
+    Token(token::Command),
+    /// Development TLS certificates (a CA, one per node, an admin client certificate).
+    #[command(subcommand)]
+    Certs(certs::Command),
 }
 
 /// What every subcommand needs.
@@ -108,6 +119,8 @@ pub struct Ctx {
     pub client: Client,
     pub out: Output,
     pub consistency: Consistency,
+    /// Calls carry a token: the cluster names message senders itself.
+    pub has_token: bool,
 }
 
 /// A negative outcome that is not a transport problem (exit code 1).
@@ -153,9 +166,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Certificates are made before any cluster exists.
+    if let Command::Certs(cmd) = cli.command {
+        return certs::run(cmd);
+    }
     let policy = RetryPolicy::default().with_deadline(cli.timeout);
+    let security = cli.connect.security()?;
     let ctx = Ctx {
-        client: Client::connect_with(&cli.endpoints, policy).await?,
+        client: Client::connect_secure(&cli.endpoints, policy, &security).await?,
+        has_token: cli.connect.has_token(),
         out: Output { format: cli.output },
         consistency: if cli.serializable {
             Consistency::Serializable
@@ -177,6 +196,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => worker::run(&ctx, args).await,
         Command::Merge(args) => merge::run(&ctx, args).await,
         Command::Bench(args) => bench::run(&ctx, args).await,
+        Command::Token(cmd) => token::run(&ctx, cmd).await,
+        Command::Certs(_) => unreachable!("handled before connecting"),
     }
 }
 

@@ -9,6 +9,7 @@ mod locks;
 mod messages;
 mod plans;
 mod tasks;
+mod tokens;
 
 pub use locks::LockRequest;
 pub use messages::BROADCAST;

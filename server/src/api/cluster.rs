@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
+use percy_proto::auth::AUTHORIZATION;
 use percy_proto::v1::cluster_service_client::ClusterServiceClient;
 use percy_proto::v1::cluster_service_server::ClusterService;
 use percy_proto::v1::*;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Response, Status};
 
 use super::{observe, required_id};
@@ -99,6 +101,16 @@ async fn leader_client(
         .await
         .map_err(|e| Status::unavailable(format!("leader {leader} at {addr}: {e}")))?;
     Ok(Some(ClusterServiceClient::new(channel)))
+}
+
+/// A membership call relayed to the leader's public service carries the caller's own token,
+/// which the leader checks again (with `--auth`).
+fn relay<T>(message: T, credential: Option<MetadataValue<Ascii>>) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(credential) = credential {
+        request.metadata_mut().insert(AUTHORIZATION, credential);
+    }
+    request
 }
 
 fn mark_forwarded(mut response: MembershipResponse) -> MembershipResponse {
@@ -305,13 +317,17 @@ impl ClusterService for ClusterApi {
     ) -> Result<Response<MembershipResponse>, Status> {
         let ctx = &self.ctx;
         observe(ctx, "ClusterService/AddNode", async {
+            let credential = request.metadata().get(AUTHORIZATION).cloned();
             let r = request.into_inner();
             let id = required_id(r.node_id, "node_id")?;
             if r.addr.is_empty() || !r.addr.contains(':') {
                 return Err(Status::invalid_argument("addr must be HOST:PORT"));
             }
             match leader_client(ctx).await? {
-                Some(mut leader) => Ok(mark_forwarded(leader.add_node(r).await?.into_inner())),
+                Some(mut leader) => {
+                    let relayed = relay(r, credential);
+                    Ok(mark_forwarded(leader.add_node(relayed).await?.into_inner()))
+                }
                 None => add_node(ctx, id, r.addr).await,
             }
         })
@@ -324,10 +340,16 @@ impl ClusterService for ClusterApi {
     ) -> Result<Response<MembershipResponse>, Status> {
         let ctx = &self.ctx;
         observe(ctx, "ClusterService/RemoveNode", async {
+            let credential = request.metadata().get(AUTHORIZATION).cloned();
             let r = request.into_inner();
             let id = required_id(r.node_id, "node_id")?;
             match leader_client(ctx).await? {
-                Some(mut leader) => Ok(mark_forwarded(leader.remove_node(r).await?.into_inner())),
+                Some(mut leader) => {
+                    let relayed = relay(r, credential);
+                    Ok(mark_forwarded(
+                        leader.remove_node(relayed).await?.into_inner(),
+                    ))
+                }
                 None => remove_node(ctx, id).await,
             }
         })

@@ -105,7 +105,7 @@ pub async fn observe<T>(
 
 /// Names this node and its leader in the answer's metadata ([`routing`]), so the client can
 /// send its next write or linearizable read straight to the leader.
-fn stamp_routing(ctx: &NodeContext, metadata: &mut MetadataMap) {
+pub(crate) fn stamp_routing(ctx: &NodeContext, metadata: &mut MetadataMap) {
     let leader = ctx.leader().unwrap_or(0);
     metadata.insert(routing::NODE_ID, MetadataValue::from(ctx.node_id));
     metadata.insert(routing::LEADER_ID, MetadataValue::from(leader));

@@ -15,4 +15,6 @@ pub mod task;
 pub mod token;
 pub mod watch;
 
-pub(crate) use edge::{observe, read, required, required_id, session, unexpected, write};
+pub(crate) use edge::{
+    observe, read, required, required_id, session, stamp_routing, unexpected, write,
+};

@@ -69,7 +69,12 @@ where
             let presented = bearer(request.headers()).map(str::to_owned);
             match check(&ctx, &path, presented).await {
                 Ok(caller) => CALLER.scope(caller, inner.call(request)).await,
-                Err(status) => Ok(status.into_http()),
+                Err(mut status) => {
+                    // Refusals name the node like every answer does (add-node's identity
+                    // probe reads it from a refusal).
+                    crate::api::stamp_routing(&ctx, status.metadata_mut());
+                    Ok(status.into_http())
+                }
             }
         })
     }

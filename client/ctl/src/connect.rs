@@ -1,0 +1,72 @@
+//! The global connection flags that say who percyctl is and whom it trusts: a token
+//! (`--token`, `PERCY_TOKEN`, `--token-file`) for `percyd --auth`, and TLS (`--cacert`,
+//! optionally `--cert/--key`) for nodes started with `--tls-cert`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use percy_client::{Security, TlsOptions};
+
+#[derive(Debug, Clone, Args)]
+pub struct Flags {
+    /// Bearer token for clusters started with `percyd --auth` (`percyctl token create`
+    /// prints one; the first admin token is in the bootstrap node's <data-dir>/admin.token).
+    #[arg(long, global = true, env = "PERCY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Read the token from this file instead (e.g. <data-dir>/admin.token).
+    #[arg(long, global = true, env = "PERCY_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// CA certificate (PEM) the nodes' TLS certificates must chain to; turns TLS on.
+    #[arg(long, global = true, env = "PERCY_CACERT")]
+    cacert: Option<PathBuf>,
+    /// Client certificate (PEM) to present over TLS; needs --key.
+    #[arg(long, global = true, env = "PERCY_CERT")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, global = true, env = "PERCY_KEY")]
+    key: Option<PathBuf>,
+}
+
+impl Flags {
+    /// Reads the files the flags name. A flag given twice over (a token and a token file) or
+    /// half (a certificate without its key) is a usage error.
+    pub fn security(&self) -> anyhow::Result<Security> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => bail!("give either --token or --token-file, not both"),
+            (Some(token), None) => Some(token.trim().to_owned()),
+            (None, Some(path)) => Some(read_text(path, "--token-file")?.trim().to_owned()),
+            (None, None) => None,
+        };
+        if token.as_deref() == Some("") {
+            bail!("the token is empty");
+        }
+        let client_cert_pem = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some((read(cert, "--cert")?, read(key, "--key")?)),
+            (None, None) => None,
+            _ => bail!("--cert and --key go together"),
+        };
+        let tls = match &self.cacert {
+            Some(ca) => Some(TlsOptions {
+                ca_pem: read(ca, "--cacert")?,
+                client_cert_pem,
+            }),
+            None if client_cert_pem.is_some() => bail!("--cert/--key need --cacert (TLS)"),
+            None => None,
+        };
+        Ok(Security { token, tls })
+    }
+
+    /// Whether calls carry a token (then the server names message senders).
+    pub fn has_token(&self) -> bool {
+        self.token.is_some() || self.token_file.is_some()
+    }
+}
+
+fn read(path: &Path, flag: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{flag} {}", path.display()))
+}
+
+fn read_text(path: &Path, flag: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("{flag} {}", path.display()))
+}

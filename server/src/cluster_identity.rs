@@ -30,6 +30,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use crate::storage::{ClusterId, DataDirIdentity, LearnError};
+use crate::tls::Dialer;
 use crate::types::NodeId;
 
 /// Metadata key of the sender's cluster id on internal calls, and of the node's on health
@@ -175,11 +176,12 @@ pub struct ForeignPeer {
 pub async fn check_peers(
     identity: DataDirIdentity,
     peers: BTreeMap<NodeId, String>,
+    dialer: Dialer,
 ) -> Result<(), ForeignPeer> {
     let checks = peers
         .into_iter()
         .filter(|(id, _)| *id != identity.node_id())
-        .map(|(id, addr)| check_peer(identity.clone(), id, addr));
+        .map(|(id, addr)| check_peer(identity.clone(), id, addr, dialer.clone()));
     futures::future::try_join_all(checks).await.map(drop)
 }
 
@@ -187,10 +189,11 @@ async fn check_peer(
     identity: DataDirIdentity,
     peer: NodeId,
     addr: String,
+    dialer: Dialer,
 ) -> Result<(), ForeignPeer> {
     let deadline = tokio::time::Instant::now() + PEER_CHECK_WINDOW;
     loop {
-        match tokio::time::timeout(PEER_CHECK_TIMEOUT, ask(&addr)).await {
+        match tokio::time::timeout(PEER_CHECK_TIMEOUT, ask(&addr, &dialer)).await {
             // A node that has no id yet is new (or from an older build): nothing to compare.
             Ok(Ok(theirs)) => {
                 return match (identity.cluster_id(), theirs) {
@@ -215,9 +218,9 @@ async fn check_peer(
 }
 
 /// The cluster id `addr`'s health answer carries (`None`: the peer has none).
-async fn ask(addr: &str) -> Result<Option<ClusterId>, String> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
+async fn ask(addr: &str, dialer: &Dialer) -> Result<Option<ClusterId>, String> {
+    let channel = dialer
+        .endpoint(addr)?
         .connect_timeout(PEER_CHECK_TIMEOUT)
         .connect()
         .await
@@ -317,7 +320,7 @@ mod tests {
         assert_eq!(refused.code(), Code::FailedPrecondition, "{refused}");
 
         // Asked at its start, the cluster's nodes tell it that it is not one of them.
-        let found = check_peers(foreign.clone(), peers.clone())
+        let found = check_peers(foreign.clone(), peers.clone(), Dialer::default())
             .await
             .expect_err("a foreign data dir");
         assert_eq!(
@@ -326,7 +329,9 @@ mod tests {
         );
         // A new node has nothing to compare.
         let (_dir, new) = identity(9, false);
-        check_peers(new, peers).await.expect("a new node");
+        check_peers(new, peers, Dialer::default())
+            .await
+            .expect("a new node");
         cluster.stop().await;
     }
 }

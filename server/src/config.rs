@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::tls::TlsFiles;
 use crate::types::NodeId;
 
 /// The single-node default: `percyd` with no flags.
@@ -52,6 +53,10 @@ pub struct NodeConfig {
     pub watch_history: usize,
     /// Every public call needs a token (`auth`); off by default.
     pub auth: bool,
+    /// TLS on the port and to peers (`--tls-cert --tls-key --tls-ca`); off by default.
+    pub tls: Option<TlsFiles>,
+    /// Allow a non-loopback `listen` without TLS and auth (`--insecure`).
+    pub insecure: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +81,8 @@ pub enum ConfigError {
     ZeroSnapshotEvery,
     #[error("--agent-ttl-ms {0} is outside {1}..={2}")]
     BadAgentTtl(u64, u64, u64),
+    #[error("refusing to listen on {0} without TLS and --auth: anyone who reaches it could act as any agent. Give --tls-cert/--tls-key/--tls-ca and --auth (`percyctl certs init` makes certificates), or --insecure to accept the risk")]
+    Insecure(SocketAddr),
 }
 
 impl NodeConfig {
@@ -105,6 +112,8 @@ impl NodeConfig {
             agent_heartbeat_interval_ms: DEFAULT_AGENT_HEARTBEAT_INTERVAL_MS,
             watch_history: DEFAULT_WATCH_HISTORY,
             auth: false,
+            tls: None,
+            insecure: false,
         }
     }
 
@@ -147,7 +156,15 @@ impl NodeConfig {
                 MAX_AGENT_TTL_MS,
             ));
         }
+        if self.is_exposed() && !self.insecure {
+            return Err(ConfigError::Insecure(self.listen));
+        }
         Ok(())
+    }
+
+    /// Listening beyond loopback without both TLS and auth: refused unless `insecure`.
+    pub fn is_exposed(&self) -> bool {
+        !self.listen.ip().is_loopback() && !(self.tls.is_some() && self.auth)
     }
 
     /// Whether this node bootstraps the cluster when its log is empty.
@@ -251,6 +268,20 @@ pub struct Cli {
     /// the bootstrapping node writes an admin token to <data-dir>/admin.token.
     #[arg(long, env = "PERCY_AUTH")]
     pub auth: bool,
+    /// This node's TLS certificate (PEM); with --tls-key and --tls-ca, the port speaks TLS
+    /// and peers are called with mutual TLS (`percyctl certs init` makes a development set).
+    #[arg(long, env = "PERCY_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "PERCY_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM): peers must present a certificate it signed.
+    #[arg(long, env = "PERCY_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// Listen on a non-loopback address without TLS and --auth anyway (anyone who reaches
+    /// the port can then act as any agent); logs a warning.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 impl Cli {
@@ -268,6 +299,11 @@ impl Cli {
         config.agent_heartbeat_interval_ms = self.agent_heartbeat_interval_ms;
         config.watch_history = self.watch_history;
         config.auth = self.auth;
+        config.insecure = self.insecure;
+        config.tls = match (self.tls_cert, self.tls_key, self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
+            _ => None,
+        };
         config.validate()?;
         Ok(config)
     }
@@ -402,6 +438,35 @@ mod tests {
         );
         assert!(parse(&["--worker-threads", "0"]).is_err());
         assert!(parse(&["--worker-threads", "257"]).is_err());
+    }
+
+    #[test]
+    fn a_non_loopback_listen_needs_tls_and_auth_or_insecure() {
+        let exposed = ["--listen", "0.0.0.0:7070"];
+        let err = cli(&exposed).unwrap_err();
+        assert!(matches!(err, ConfigError::Insecure(_)), "{err}");
+        assert!(err.to_string().contains("--insecure"));
+        // Auth alone, or TLS alone, is not enough.
+        assert!(cli(&["--listen", "0.0.0.0:7070", "--auth"]).is_err());
+        let tls = [
+            "--listen",
+            "0.0.0.0:7070",
+            "--tls-cert",
+            "n.crt",
+            "--tls-key",
+            "n.key",
+            "--tls-ca",
+            "ca.crt",
+        ];
+        assert!(cli(&tls).is_err());
+        let both = cli(&[&tls[..], &["--auth"]].concat()).unwrap();
+        assert!(!both.is_exposed());
+        let insecure = cli(&["--listen", "0.0.0.0:7070", "--insecure"]).unwrap();
+        assert!(insecure.is_exposed(), "percyd warns at start");
+        // Loopback needs nothing: the zero-config default.
+        assert!(!cli(&[]).unwrap().is_exposed());
+        // The TLS flags go together.
+        assert!(parse(&["--tls-cert", "n.crt"]).is_err());
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod storage;
 mod tagged_stream;
 #[cfg(test)]
 mod test_cluster;
+pub mod tls;
 pub mod types;
 mod vote_guard;
 mod watch;

@@ -47,6 +47,15 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.into_config()?;
+    if config.is_exposed() {
+        tracing::warn!(
+            listen = %config.listen,
+            tls = config.tls.is_some(),
+            auth = config.auth,
+            "--insecure: listening beyond loopback without TLS and --auth; anyone who reaches \
+             this port can act as any agent"
+        );
+    }
     let mut node = Node::start(config).await?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

@@ -24,13 +24,14 @@ use percy_proto::internal::RaftBytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 use crate::cluster_identity::ClusterStamp;
 use crate::removal::Removal;
 use crate::storage::DurableLog;
 use crate::tagged_stream::{AppendEntriesStream, ForwardStream, StreamCallError, TaggedStreams};
+use crate::tls::Dialer;
 use crate::types::{LogId, NodeId, Raft, TypeConfig};
 use crate::wire;
 
@@ -54,14 +55,21 @@ pub struct PeerClients {
     /// different address while the membership holds one address per node.
     local_addresses: Arc<BTreeMap<NodeId, String>>,
     stamp: ClusterStamp,
+    /// Plaintext or TLS, for every call to another node.
+    pub dialer: Dialer,
     /// Streams of AppendEntries and of forwarded writes to the peers, over the same channels.
     pub append_streams: TaggedStreams<AppendEntriesStream>,
     pub forward_streams: TaggedStreams<ForwardStream>,
 }
 
 impl PeerClients {
-    pub fn new(local_addresses: BTreeMap<NodeId, String>, stamp: ClusterStamp) -> Self {
+    pub fn new(
+        local_addresses: BTreeMap<NodeId, String>,
+        stamp: ClusterStamp,
+        dialer: Dialer,
+    ) -> Self {
         Self {
+            dialer,
             channels: Arc::default(),
             local_addresses: Arc::new(local_addresses),
             stamp,
@@ -89,8 +97,10 @@ impl PeerClients {
         let channel = match channels.get(&id) {
             Some((known, channel)) if known == addr => channel.clone(),
             _ => {
-                let channel = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| format!("bad address {addr:?} for node {id}: {e}"))?
+                let channel = self
+                    .dialer
+                    .endpoint(addr)
+                    .map_err(|e| format!("node {id}: {e}"))?
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(KEEPALIVE_INTERVAL)

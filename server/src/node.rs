@@ -44,6 +44,7 @@ use crate::raft_service::RaftRpc;
 use crate::removal::{self, ConfigView, MembershipChange, MembershipTracker, Removal};
 use crate::state::StateView;
 use crate::storage::{self, ClusterId, DataDirIdentity, DurableLog, StorageError};
+use crate::tls::{Dialer, NodeTls, PeerCertGuard, TlsError};
 use crate::types::{NodeId, Raft};
 use crate::vote_guard::LeaderContact;
 use crate::watch::{run_pump, WatchHub};
@@ -89,6 +90,10 @@ pub enum NodeError {
         addr: String,
         theirs: ClusterId,
     },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("TLS: {0}")]
+    TlsSetup(String),
     #[error("server stopped: {0}")]
     Stopped(String),
 }
@@ -138,7 +143,13 @@ impl Node {
         // Raft::new takes the store; this handle subscribes to its changes afterwards.
         let change_feed = sm_store.clone();
 
-        let peers = PeerClients::new(config.peers.clone(), ClusterStamp::new(identity.clone()));
+        let tls = config.tls.as_ref().map(NodeTls::load).transpose()?;
+        let dialer = Dialer::new(tls.as_ref());
+        let peers = PeerClients::new(
+            config.peers.clone(),
+            ClusterStamp::new(identity.clone()),
+            dialer.clone(),
+        );
         let removal = Removal::default();
         let raft = Raft::new(
             config.node_id,
@@ -207,8 +218,25 @@ impl Node {
         if ctx.config.auth && ctx.config.is_bootstrapper() {
             tasks.push(tokio::spawn(auth::bootstrap::run(ctx.clone())));
         }
-        let server = tokio::spawn(serve(ctx.clone(), identity.clone(), listener, shutdown_rx));
-        let peer_check = tokio::spawn(check_peers(identity.clone(), ctx.config.peers.clone()));
+        let server_tls = tls.as_ref().map(NodeTls::server_config);
+        let builder = match server_tls {
+            Some(tls) => tonic::transport::Server::builder()
+                .tls_config(tls)
+                .map_err(|e| NodeError::TlsSetup(e.to_string()))?,
+            None => tonic::transport::Server::builder(),
+        };
+        let server = tokio::spawn(serve(
+            ctx.clone(),
+            identity.clone(),
+            builder,
+            listener,
+            shutdown_rx,
+        ));
+        let peer_check = tokio::spawn(check_peers(
+            identity.clone(),
+            ctx.config.peers.clone(),
+            dialer,
+        ));
         tracing::info!(
             node_id = ctx.node_id,
             %addr,
@@ -294,6 +322,7 @@ fn raft_config(config: &NodeConfig) -> Result<openraft::Config, NodeError> {
 async fn serve(
     ctx: Arc<NodeContext>,
     identity: DataDirIdentity,
+    builder: tonic::transport::Server,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
@@ -306,7 +335,7 @@ async fn serve(
     // incoming stream instead. Without it, Nagle's algorithm and delayed ACKs hold small
     // responses back for up to 40 ms.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    builder
         .accept_http1(true) // for GET /metrics
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
@@ -393,10 +422,15 @@ fn routes(
             c()
         ))
         .add_service(InterceptedService::new(
-            RaftServiceServer::new(RaftRpc { ctx: c() })
-                .max_decoding_message_size(INTERNAL_MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(INTERNAL_MAX_MESSAGE_BYTES),
-            ClusterGuard::new(identity.clone()),
+            InterceptedService::new(
+                RaftServiceServer::new(RaftRpc { ctx: c() })
+                    .max_decoding_message_size(INTERNAL_MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(INTERNAL_MAX_MESSAGE_BYTES),
+                ClusterGuard::new(identity.clone()),
+            ),
+            PeerCertGuard {
+                required: ctx.config.tls.is_some(),
+            },
         ))
         // Peers ask the health service which cluster this node belongs to.
         .add_service(Stamped::new(health, ClusterStamp::new(identity.clone())));
@@ -445,9 +479,14 @@ impl NodeHandle {
         self.addr
     }
 
-    /// `http://ADDR`, for tonic clients.
+    /// `http://ADDR` (`https://` with TLS), for tonic clients.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ctx.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The Raft instance (metrics, membership), for tests and tools.

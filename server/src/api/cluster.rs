@@ -95,8 +95,11 @@ async fn leader_client(
     let addr = ctx
         .addr_of(leader)
         .ok_or_else(|| Status::unavailable(format!("leader {leader} has no address")))?;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Status::internal(e.to_string()))?
+    let channel = ctx
+        .peers
+        .dialer
+        .endpoint(&addr)
+        .map_err(Status::internal)?
         .connect()
         .await
         .map_err(|e| Status::unavailable(format!("leader {leader} at {addr}: {e}")))?;
@@ -135,7 +138,7 @@ async fn add_node(
         }
     }
     if !current.iter().any(|m| m.id == id && m.voter) {
-        confirm_identity(id, &addr).await?;
+        confirm_identity(ctx, id, &addr).await?;
         tracing::info!(id, %addr, "adding node as learner");
         let added = with_timeout(
             "adding the learner",
@@ -172,15 +175,18 @@ async fn add_node(
 
 /// Asks the node at `addr` who it is, so that a typo in the address (nothing listening, or
 /// another node) is refused before the membership changes.
-async fn confirm_identity(id: NodeId, addr: &str) -> Result<(), Status> {
+async fn confirm_identity(ctx: &NodeContext, id: NodeId, addr: &str) -> Result<(), Status> {
     let refuse = |why: String| {
         Status::failed_precondition(format!(
             "node {id} at {addr} {why}; start it first (percyd --node-id {id} --listen {addr} …) \
              — the membership is unchanged"
         ))
     };
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Status::invalid_argument(format!("addr {addr}: {e}")))?
+    let endpoint = ctx
+        .peers
+        .dialer
+        .endpoint(addr)
+        .map_err(Status::invalid_argument)?
         .connect_timeout(IDENTITY_TIMEOUT)
         .timeout(IDENTITY_TIMEOUT);
     let channel = endpoint

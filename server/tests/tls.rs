@@ -1,0 +1,255 @@
+//! TLS (`--tls-cert --tls-key --tls-ca`) on a three-node cluster with `--auth`: peers elect
+//! and replicate over mutual TLS, a client with the CA and a token writes through a follower;
+//! a plaintext client, a client trusting another CA, a node certificate that has expired, and
+//! a caller of the internal service without a cluster certificate are all refused.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use percy_proto::internal::raft_service_client::RaftServiceClient;
+use percy_proto::internal::ReadIndexRequest;
+use percy_proto::v1::cluster_service_client::ClusterServiceClient;
+use percy_proto::v1::config_service_client::ConfigServiceClient;
+use percy_proto::v1::{ClusterStatusRequest, PutConfigRequest};
+use percy_server::tls::TlsFiles;
+use percy_server::{admin_token_path, Node, NodeConfig, NodeHandle};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Request};
+
+/// Per attempt: a refused handshake must fail fast, not hang.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+fn new_ca(name: &str) -> Ca {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    let pem = params.self_signed(&key).unwrap().pem();
+    Ca {
+        issuer: Issuer::new(params, key),
+        pem,
+    }
+}
+
+/// A leaf certificate for 127.0.0.1, written as `<name>.crt` / `<name>.key` into `dir`.
+fn leaf(ca: &Ca, dir: &Path, name: &str, expired: bool) -> (PathBuf, PathBuf) {
+    let mut params =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    let (cert_path, key_path) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
+
+fn tls_config(
+    slot: &Slot,
+    peers: &std::collections::BTreeMap<u64, String>,
+    ca: &Ca,
+    certs: &Path,
+) -> NodeConfig {
+    let mut config = config(slot, peers);
+    let (cert, key) = leaf(ca, certs, &format!("node-{}", slot.id), false);
+    let ca_path = certs.join("ca.crt");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    config.tls = Some(TlsFiles {
+        cert,
+        key,
+        ca: ca_path,
+    });
+    config.auth = true;
+    config
+}
+
+async fn tls_channel(addr: &str, ca_pem: &str, identity: Option<(PathBuf, PathBuf)>) -> Channel {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(cert).unwrap(),
+            std::fs::read(key).unwrap(),
+        ));
+    }
+    Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .timeout(CALL_TIMEOUT)
+        .connect_timeout(CALL_TIMEOUT)
+        .connect_lazy()
+}
+
+fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+async fn status(channel: Channel, token: &str) -> Result<(), tonic::Status> {
+    ClusterServiceClient::new(channel)
+        .status(with_token(ClusterStatusRequest::default(), token))
+        .await
+        .map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_serves_its_ca_and_refuses_everyone_else() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = new_ca("percy test CA");
+    let mut slots = slots(&[1, 2, 3]).await;
+    let peers = peers_of(&slots);
+    let mut nodes: Vec<NodeHandle> = Vec::new();
+    for slot in slots.iter_mut() {
+        let config = tls_config(slot, &peers, &ca, certs.path());
+        let listener = slot.listener.take().unwrap();
+        nodes.push(Node::start_with_listener(config, listener).await.unwrap());
+    }
+    // Elections and the bootstrap token's commit travel over mutual TLS.
+    let leader = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let follower = nodes.iter().find(|n| n.node_id() != leader).unwrap();
+    let addr = follower.addr().to_string();
+    assert!(follower.endpoint().starts_with("https://"));
+    let token_file = admin_token_path(slots[0].dir.path());
+    let admin = eventually("the bootstrap admin token", SETTLE, || async {
+        std::fs::read_to_string(&token_file).ok()
+    })
+    .await
+    .trim()
+    .to_owned();
+
+    let good = tls_channel(&addr, &ca.pem, None).await;
+    eventually("a TLS client with the CA and a token", SETTLE, || {
+        let good = good.clone();
+        let admin = admin.clone();
+        async move { status(good, &admin).await.ok() }
+    })
+    .await;
+    // A write through the follower is forwarded to the leader over mutual TLS.
+    ConfigServiceClient::new(good.clone())
+        .put(with_token(
+            PutConfigRequest {
+                key: "k".into(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("a write through a follower");
+
+    // Plaintext to a TLS port.
+    let plain = channel(&addr).await;
+    let refused = status(plain, &admin).await.unwrap_err();
+    assert_ne!(refused.code(), Code::Ok);
+
+    // A client that trusts another CA does not accept the node's certificate.
+    let other_ca = new_ca("someone else's CA");
+    let wrong = tls_channel(&addr, &other_ca.pem, None).await;
+    let refused = status(wrong, &admin).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+
+    // The internal service: without a client certificate → refused by the guard; with a
+    // certificate of another CA → refused by the handshake; with a cluster certificate →
+    // answered (the read index).
+    let read_index = |channel: Channel| async move {
+        RaftServiceClient::new(channel)
+            .read_index(ReadIndexRequest::default())
+            .await
+            .map(drop)
+    };
+    let anonymous = read_index(tls_channel(&addr, &ca.pem, None).await)
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated, "{anonymous:?}");
+    assert!(anonymous.message().contains("cluster CA"), "{anonymous:?}");
+    let stranger = leaf(&other_ca, certs.path(), "stranger", false);
+    let foreign = read_index(tls_channel(&addr, &ca.pem, Some(stranger)).await)
+        .await
+        .unwrap_err();
+    // A transport failure, not an answer: TLS 1.3 clients learn that their certificate was
+    // refused only after the handshake (an UnknownCA alert or a closed connection).
+    assert!(
+        matches!(
+            foreign.code(),
+            Code::Unavailable | Code::Cancelled | Code::Unknown
+        ),
+        "{foreign:?}"
+    );
+    let peer_cert = leaf(&ca, certs.path(), "peer-probe", false);
+    let member = read_index(tls_channel(&addr, &ca.pem, Some(peer_cert)).await).await;
+    assert!(
+        !matches!(&member, Err(s) if s.code() == Code::Unauthenticated || s.code() == Code::Unavailable),
+        "a cluster certificate passes the TLS checks: {member:?}"
+    );
+
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_node_certificate_is_refused_by_clients() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = new_ca("percy test CA");
+    let mut slots = slots(&[1]).await;
+    let peers = peers_of(&slots);
+    let mut config = tls_config(&slots[0], &peers, &ca, certs.path());
+    let (cert, key) = leaf(&ca, certs.path(), "expired", true);
+    if let Some(tls) = config.tls.as_mut() {
+        tls.cert = cert;
+        tls.key = key;
+    }
+    let listener = slots[0].listener.take().unwrap();
+    let node = Node::start_with_listener(config, listener).await.unwrap();
+    let channel = tls_channel(&node.addr().to_string(), &ca.pem, None).await;
+    let refused = status(channel, "percy_whatever").await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn unreadable_tls_files_stop_the_node_with_a_clear_error() {
+    let mut slots = slots(&[1]).await;
+    let peers = peers_of(&slots);
+    let mut config = config(&slots[0], &peers);
+    let missing = slots[0].dir.path().join("missing.crt");
+    config.tls = Some(TlsFiles {
+        cert: missing.clone(),
+        key: missing.clone(),
+        ca: missing,
+    });
+    let listener = slots[0].listener.take().unwrap();
+    let error = match Node::start_with_listener(config, listener).await {
+        Ok(_) => panic!("a node started without its certificate"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        error.contains("--tls-cert") && error.contains("missing.crt"),
+        "{error}"
+    );
+}

@@ -28,8 +28,11 @@ EXPECTED = {
     "percy.v1.MessageService",
     "percy.v1.WatchService",
     "percy.v1.ClusterService",
+    "percy.v1.TokenService",
     "grpc.health.v1.Health",
 }
+# Node-to-node only: never advertised to clients.
+INTERNAL = "percy.internal.v1.RaftService"
 
 
 def list_services(channel, version):
@@ -78,6 +81,7 @@ def main():
         services = list_services(channel, version)
         missing = EXPECTED - services
         check(not missing, f"reflection {version} lists every service; missing {missing}")
+        check(INTERNAL not in services, f"reflection {version} hides the internal service")
 
     d = Dynamic(channel)
     health = d.call("grpc.health.v1.Health/Check", "{}")

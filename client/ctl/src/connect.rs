@@ -12,7 +12,9 @@ use percy_client::{Security, TlsOptions};
 pub struct Flags {
     /// Bearer token for clusters started with `percyd --auth` (`percyctl token create`
     /// prints one; the first admin token is in the bootstrap node's <data-dir>/admin.token).
-    #[arg(long, global = true, env = "PERCY_TOKEN", hide_env_values = true)]
+    /// Give it before the subcommand (`percyctl --token T task …`): after it, `--token` is a
+    /// task's claim token.
+    #[arg(long, env = "PERCY_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Read the token from this file instead (e.g. <data-dir>/admin.token).
     #[arg(long, global = true, env = "PERCY_TOKEN_FILE")]

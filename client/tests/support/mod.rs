@@ -95,6 +95,11 @@ impl TestCluster {
         self.endpoints.clone()
     }
 
+    /// The data dir of node `id` (1-based), e.g. for the `--auth` bootstrap token file.
+    pub fn data_dir(&self, id: u64) -> std::path::PathBuf {
+        self._data.path().join(format!("node{id}"))
+    }
+
     /// The comma-separated list percyctl takes.
     pub fn endpoints_arg(&self) -> String {
         self.endpoints.join(",")

@@ -27,6 +27,7 @@ pub struct Client {
 #[derive(Debug)]
 struct Inner {
     endpoints: Endpoints,
+    security: Security,
     session: Arc<Session>,
 }
 
@@ -55,6 +56,7 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoints: Endpoints::new(endpoints, security)?,
+                security: security.clone(),
                 session: Session::new(),
             }),
             retry,
@@ -68,6 +70,12 @@ impl Client {
 
     pub fn endpoints(&self) -> &[String] {
         self.inner.endpoints.addrs()
+    }
+
+    /// The token and TLS settings this client was made with (for clients of single
+    /// endpoints, such as a per-node status report).
+    pub fn security(&self) -> &Security {
+        &self.inner.security
     }
 
     pub fn retry_policy(&self) -> RetryPolicy {

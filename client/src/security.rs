@@ -10,8 +10,8 @@ use tonic::{Request, Status};
 use crate::error::ClientError;
 
 /// Credentials and TLS settings for [`crate::Client::connect_secure`]. The default is what
-/// `percyd` with no flags expects: plaintext, no token.
-#[derive(Debug, Clone, Default)]
+/// `percyd` with no flags expects: plaintext, no token. Its `Debug` never shows the token.
+#[derive(Clone, Default)]
 pub struct Security {
     /// Sent with every call.
     pub token: Option<String>,
@@ -19,13 +19,31 @@ pub struct Security {
     pub tls: Option<TlsOptions>,
 }
 
-/// PEM contents (not paths: the caller reads files and reports their errors).
-#[derive(Debug, Clone)]
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// PEM contents (not paths: the caller reads files and reports their errors). Its `Debug`
+/// never shows the key.
+#[derive(Clone)]
 pub struct TlsOptions {
     /// The CA the nodes' certificates must chain to (a dev CA: `percyctl certs init`).
     pub ca_pem: Vec<u8>,
     /// A client certificate and its key, for nodes that ask for one.
     pub client_cert_pem: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("client_cert", &self.client_cert_pem.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl TlsOptions {
@@ -39,9 +57,19 @@ impl TlsOptions {
 }
 
 /// Adds the bearer token, if any, to every request.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Credential {
     authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.authorization.is_some() {
+            "Credential(<redacted>)"
+        } else {
+            "Credential(none)"
+        })
+    }
 }
 
 impl Credential {
@@ -66,5 +94,25 @@ impl Interceptor for Credential {
                 .insert(percy_proto::auth::AUTHORIZATION, value.clone());
         }
         Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let security = Security {
+            token: Some("percy_secret".into()),
+            tls: None,
+        };
+        assert!(!format!("{security:?}").contains("percy_secret"));
+        let credential = Credential::new(Some("percy_secret")).unwrap();
+        assert!(!format!("{credential:?}").contains("percy_secret"));
+        assert!(matches!(
+            Credential::new(Some("bad\ntoken")),
+            Err(ClientError::InvalidToken)
+        ));
     }
 }

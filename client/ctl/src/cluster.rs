@@ -69,9 +69,10 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
 async fn status(ctx: &Ctx) -> anyhow::Result<()> {
     let mut nodes = Vec::new();
     for endpoint in ctx.client.endpoints() {
-        let single = Client::connect_with(
+        let single = Client::connect_secure(
             std::slice::from_ref(endpoint),
             ctx.client.retry_policy().with_deadline(STATUS_TIMEOUT),
+            ctx.client.security(),
         )
         .await?;
         let answer = single.cluster_status(Consistency::Serializable).await;

@@ -16,7 +16,8 @@ pub struct Flags {
     /// task's claim token.
     #[arg(long, env = "PERCY_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Read the token from this file instead (e.g. <data-dir>/admin.token).
+    /// Read the token from this file (e.g. <data-dir>/admin.token); --token wins when both
+    /// are given.
     #[arg(long, global = true, env = "PERCY_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// CA certificate (PEM) the nodes' TLS certificates must chain to; turns TLS on.
@@ -31,12 +32,13 @@ pub struct Flags {
 }
 
 impl Flags {
-    /// Reads the files the flags name. A flag given twice over (a token and a token file) or
-    /// half (a certificate without its key) is a usage error.
+    /// Reads the files the flags name. Half a pair (a certificate without its key) is a usage
+    /// error.
     pub fn security(&self) -> anyhow::Result<Security> {
         let token = match (&self.token, &self.token_file) {
-            (Some(_), Some(_)) => bail!("give either --token or --token-file, not both"),
-            (Some(token), None) => Some(token.trim().to_owned()),
+            // A token on the command line (or PERCY_TOKEN) overrides a token file from the
+            // environment, so one agent's command works in an admin's shell.
+            (Some(token), _) => Some(token.trim().to_owned()),
             (None, Some(path)) => Some(read_text(path, "--token-file")?.trim().to_owned()),
             (None, None) => None,
         };

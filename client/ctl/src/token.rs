@@ -91,15 +91,14 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             let info = response.token.unwrap_or_default();
             let view = TokenView::from(&info);
             if !ctx.out.is_json() {
+                let acting = if agent.is_empty() {
+                    String::new()
+                } else {
+                    format!(", acting as agent {agent}")
+                };
                 eprintln!(
-                    "created token {} ({}{}); it is shown only now",
-                    view.id,
-                    view.role,
-                    if agent.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" as agent {agent}")
-                    }
+                    "created token {} (role {}{acting}); it is shown only now",
+                    view.id, view.role
                 );
             }
             ctx.out

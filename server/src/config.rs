@@ -164,7 +164,8 @@ impl NodeConfig {
 
     /// Listening beyond loopback without both TLS and auth: refused unless `insecure`.
     pub fn is_exposed(&self) -> bool {
-        !self.listen.ip().is_loopback() && !(self.tls.is_some() && self.auth)
+        let protected = self.tls.is_some() && self.auth;
+        !(self.listen.ip().is_loopback() || protected)
     }
 
     /// Whether this node bootstraps the cluster when its log is empty.

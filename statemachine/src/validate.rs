@@ -403,6 +403,22 @@ pub fn normalize_release_paths(paths: &[String]) -> Result<Vec<String>, CommandE
     Ok(normalized)
 }
 
+/// An agent token names the agent it acts as (a valid agent name); no other role names one.
+fn validate_token_spec(spec: &crate::token::TokenSpec) -> Result<(), CommandError> {
+    use crate::token::Role;
+    validate_len("token name", &spec.name, MAX_NAME_LEN)?;
+    match (spec.role, &spec.agent) {
+        (Role::Agent, Some(agent)) => validate_name("agent name", agent),
+        (Role::Agent, None) => Err(CommandError::invalid(
+            "an agent token needs the agent name it acts as",
+        )),
+        (role, Some(_)) => Err(CommandError::invalid(format!(
+            "only agent tokens name an agent, not {role} tokens"
+        ))),
+        (_, None) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,21 +501,5 @@ mod tests {
         let err = normalize_acquire_paths(&["src".into(), "src/api".into()]).unwrap_err();
         assert!(err.message.contains("overlap"));
         assert!(normalize_acquire_paths(&[]).is_err());
-    }
-}
-
-/// An agent token names the agent it acts as (a valid agent name); no other role names one.
-fn validate_token_spec(spec: &crate::token::TokenSpec) -> Result<(), CommandError> {
-    use crate::token::Role;
-    validate_len("token name", &spec.name, MAX_NAME_LEN)?;
-    match (spec.role, &spec.agent) {
-        (Role::Agent, Some(agent)) => validate_name("agent name", agent),
-        (Role::Agent, None) => Err(CommandError::invalid(
-            "an agent token needs the agent name it acts as",
-        )),
-        (role, Some(_)) => Err(CommandError::invalid(format!(
-            "only agent tokens name an agent, not {role} tokens"
-        ))),
-        (_, None) => Ok(()),
     }
 }

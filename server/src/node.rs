@@ -430,6 +430,7 @@ fn routes(
             ),
             PeerCertGuard {
                 required: ctx.config.tls.is_some(),
+                metrics: ctx.raft.metrics(),
             },
         ))
         // Peers ask the health service which cluster this node belongs to.

@@ -7,11 +7,16 @@
 //! certificate offered against the cluster CA, the public services need none (they take
 //! tokens), and [`PeerCertGuard`] refuses internal calls that came without one.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+
+use rustls_pki_types::CertificateDer;
 
 use tonic::service::Interceptor;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
+
+use crate::types::NodeId;
 
 /// The three files of `--tls-cert --tls-key --tls-ca`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,11 +125,26 @@ impl Dialer {
     }
 }
 
+/// The DNS name a node's certificate carries (`percyctl certs init` puts it in the SANs):
+/// what the internal service takes as the caller's node id.
+pub fn node_name(id: NodeId) -> String {
+    format!("{NODE_NAME_PREFIX}{id}")
+}
+const NODE_NAME_PREFIX: &str = "node-";
+
+/// Raft metrics, where the guard reads the current membership.
+pub type RaftMetricsWatch =
+    tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>;
+
 /// On a node with TLS, the internal service answers only callers that presented a
-/// certificate of the cluster CA (rustls has verified the chain by the time a call arrives).
-#[derive(Debug, Clone, Copy)]
+/// certificate of the cluster CA (rustls has verified the chain by the time a call arrives)
+/// naming a current member (`node-<id>` in its SANs). A node that has no membership yet (it
+/// was just started or added, and has not heard from the leader) takes any node certificate
+/// of the CA: it cannot know the members before one of them tells it.
+#[derive(Clone)]
 pub struct PeerCertGuard {
     pub required: bool,
+    pub metrics: RaftMetricsWatch,
 }
 
 impl Interceptor for PeerCertGuard {
@@ -132,12 +152,45 @@ impl Interceptor for PeerCertGuard {
         if !self.required {
             return Ok(request);
         }
-        match request.peer_certs() {
-            Some(certs) if !certs.is_empty() => Ok(request),
-            _ => Err(Status::unauthenticated(
+        let Some(certs) = request.peer_certs().filter(|certs| !certs.is_empty()) else {
+            return Err(Status::unauthenticated(
                 "the internal service answers only peers presenting a certificate of the \
                  cluster CA",
-            )),
+            ));
+        };
+        let names = node_ids_named(&certs[0]);
+        let members: BTreeSet<NodeId> = {
+            let metrics = self.metrics.borrow();
+            let membership = metrics.membership_config.membership();
+            membership.nodes().map(|(id, _)| *id).collect()
+        };
+        let allowed = if members.is_empty() {
+            !names.is_empty()
+        } else {
+            names.iter().any(|id| members.contains(id))
+        };
+        if allowed {
+            return Ok(request);
         }
+        let named = if names.is_empty() {
+            "no node".to_owned()
+        } else {
+            let names: Vec<String> = names.iter().map(|id| node_name(*id)).collect();
+            names.join(", ")
+        };
+        Err(Status::permission_denied(format!(
+            "the internal service answers only members; this certificate names {named}"
+        )))
     }
+}
+
+/// The node ids a certificate's DNS names give (`node-<id>`).
+fn node_ids_named(cert: &CertificateDer<'_>) -> Vec<NodeId> {
+    let Ok(parsed) = webpki::EndEntityCert::try_from(cert) else {
+        return Vec::new();
+    };
+    parsed
+        .valid_dns_names()
+        .filter_map(|name| name.strip_prefix(NODE_NAME_PREFIX)?.parse().ok())
+        .collect()
 }

@@ -42,10 +42,15 @@ fn new_ca(name: &str) -> Ca {
     }
 }
 
-/// A leaf certificate for 127.0.0.1, written as `<name>.crt` / `<name>.key` into `dir`.
+/// A leaf certificate for 127.0.0.1 that also names `name` (node certificates are named
+/// `node-<id>`, as `percyctl certs init` makes them), written as `<name>.crt` / `<name>.key`.
 fn leaf(ca: &Ca, dir: &Path, name: &str, expired: bool) -> (PathBuf, PathBuf) {
-    let mut params =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let sans = vec![
+        "127.0.0.1".to_owned(),
+        "localhost".to_owned(),
+        name.to_owned(),
+    ];
+    let mut params = CertificateParams::new(sans).unwrap();
     params.distinguished_name.push(DnType::CommonName, name);
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
@@ -200,11 +205,28 @@ async fn a_tls_cluster_serves_its_ca_and_refuses_everyone_else() {
         ),
         "{foreign:?}"
     );
-    let peer_cert = leaf(&ca, certs.path(), "peer-probe", false);
-    let member = read_index(tls_channel(&addr, &ca.pem, Some(peer_cert)).await).await;
+    // Certificates of the cluster CA that name no member: refused.
+    for name in ["peer-probe", "node-9"] {
+        let cert = leaf(&ca, certs.path(), name, false);
+        let refused = read_index(tls_channel(&addr, &ca.pem, Some(cert)).await)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::PermissionDenied,
+            "{name}: {refused:?}"
+        );
+        assert!(refused.message().contains("only members"), "{refused:?}");
+    }
+    // A member's certificate passes every check (whatever the read index then answers).
+    let member_cert = leaf(&ca, certs.path(), &format!("node-{leader}"), false);
+    let member = read_index(tls_channel(&addr, &ca.pem, Some(member_cert)).await).await;
     assert!(
-        !matches!(&member, Err(s) if s.code() == Code::Unauthenticated || s.code() == Code::Unavailable),
-        "a cluster certificate passes the TLS checks: {member:?}"
+        !matches!(&member, Err(s) if matches!(
+            s.code(),
+            Code::Unauthenticated | Code::PermissionDenied | Code::Unavailable
+        )),
+        "a member's certificate passes the TLS checks: {member:?}"
     );
 
     for node in nodes {

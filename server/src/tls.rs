@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use rustls_pki_types::CertificateDer;
 
+use tonic::codegen::http;
 use tonic::service::Interceptor;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
@@ -186,11 +188,30 @@ impl Interceptor for PeerCertGuard {
 
 /// The node ids a certificate's DNS names give (`node-<id>`).
 fn node_ids_named(cert: &CertificateDer<'_>) -> Vec<NodeId> {
-    let Ok(parsed) = webpki::EndEntityCert::try_from(cert) else {
-        return Vec::new();
-    };
-    parsed
-        .valid_dns_names()
+    dns_names(cert)
+        .iter()
         .filter_map(|name| name.strip_prefix(NODE_NAME_PREFIX)?.parse().ok())
         .collect()
+}
+
+/// The DNS names in a certificate's SANs (empty if it does not parse).
+fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    match webpki::EndEntityCert::try_from(cert) {
+        Ok(parsed) => parsed.valid_dns_names().map(str::to_owned).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The name an admin client certificate carries (`percyctl certs init` makes `admin.crt`).
+pub const ADMIN_CERT_NAME: &str = "admin";
+
+/// Whether the client certificate of this connection (verified against the cluster CA by
+/// rustls) names the admin: such a caller needs no token.
+pub fn presents_admin_cert<B>(request: &http::Request<B>) -> bool {
+    request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|info| info.peer_certs())
+        .and_then(|certs| certs.first().map(dns_names))
+        .is_some_and(|names| names.iter().any(|name| name == ADMIN_CERT_NAME))
 }

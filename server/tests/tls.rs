@@ -167,6 +167,28 @@ async fn a_tls_cluster_serves_its_ca_and_refuses_everyone_else() {
         .await
         .expect("a write through a follower");
 
+    // A client certificate naming the admin is a credential of its own; another
+    // certificate of the CA is not.
+    let admin_cert = leaf(&ca, certs.path(), "admin", false);
+    let as_admin = tls_channel(&addr, &ca.pem, Some(admin_cert)).await;
+    ClusterServiceClient::new(as_admin)
+        .add_node(Request::new(percy_proto::v1::AddNodeRequest {
+            header: None,
+            node_id: 0,
+            addr: String::new(),
+        }))
+        .await
+        .map(drop)
+        .map_err(|s| assert_eq!(s.code(), Code::InvalidArgument, "admin passes auth: {s:?}"))
+        .unwrap_err();
+    let probe = leaf(&ca, certs.path(), "some-client", false);
+    let anonymous = tls_channel(&addr, &ca.pem, Some(probe)).await;
+    let refused = ClusterServiceClient::new(anonymous)
+        .status(Request::new(ClusterStatusRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+
     // Plaintext to a TLS port.
     let plain = channel(&addr).await;
     let refused = status(plain, &admin).await.unwrap_err();

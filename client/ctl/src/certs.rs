@@ -1,7 +1,8 @@
 //! `percyctl certs init DIR --nodes 1=HOST,…`: a development CA and certificates for a TLS
 //! cluster, made with rcgen. DIR gets `ca.crt` + `ca.key`, `node-N.crt` + `node-N.key` per
-//! node (subject `node-N`; SANs: its host and `node-N`), and `admin.crt` + `admin.key` (a client
-//! certificate, subject `admin`). Keys are written with mode 0600; existing files are never
+//! node (subject `node-N`; SANs: its host and `node-N`, the name peers are known by), and
+//! `admin.crt` + `admin.key` (a client certificate naming `admin`: with it, percyctl needs no
+//! token). Keys are written with mode 0600; existing files are never
 //! overwritten.
 
 use std::collections::BTreeMap;
@@ -144,7 +145,8 @@ pub fn init(dir: &Path, nodes: &BTreeMap<u64, String>) -> anyhow::Result<Vec<Pat
         write(&format!("{subject}.crt"), &cert.pem(), CERT_MODE)?;
         write(&format!("{subject}.key"), &key.serialize_pem(), KEY_MODE)?;
     }
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    // The name is in the SANs too: that is where percyd looks for it.
+    let mut params = CertificateParams::new(vec![ADMIN_SUBJECT.to_owned()])?;
     params
         .distinguished_name
         .push(DnType::CommonName, ADMIN_SUBJECT);

@@ -31,6 +31,16 @@ impl Caller {
         }
     }
 
+    /// A caller with an admin client certificate instead of a token (token id 0: none).
+    pub fn admin_certificate() -> Self {
+        Self {
+            token_id: 0,
+            role: Role::Admin,
+            agent: None,
+            name: crate::tls::ADMIN_CERT_NAME.to_owned(),
+        }
+    }
+
     /// The name messages from this caller carry: the agent's name for an agent token.
     pub fn sender(&self) -> &str {
         self.agent.as_deref().unwrap_or(&self.name)

@@ -66,7 +66,12 @@ where
             // Owned copies: the request body is not `Sync`, so no reference to the request
             // may be held across the lookup's await.
             let path = request.uri().path().to_owned();
-            let presented = bearer(request.headers()).map(str::to_owned);
+            let presented = match bearer(request.headers()) {
+                Ok(token) => Presented::Token(token.to_owned()),
+                // A token wins over a certificate when a caller presents both.
+                Err(_) if crate::tls::presents_admin_cert(&request) => Presented::AdminCert,
+                Err(missing) => Presented::Nothing(missing),
+            };
             match check(&ctx, &path, presented).await {
                 Ok(caller) => CALLER.scope(caller, inner.call(request)).await,
                 Err(mut status) => {
@@ -81,13 +86,22 @@ where
 }
 
 /// The caller behind `request`, or why it may not call this method.
-async fn check(
-    ctx: &NodeContext,
-    path: &str,
-    presented: Result<String, Status>,
-) -> Result<Caller, Status> {
-    let token = find(ctx, &secret::hash(&presented?)).await?;
-    let caller = Caller::of(&token);
+/// The credential a call came with.
+enum Presented {
+    Token(String),
+    /// A client certificate of the cluster CA naming the admin (`percyctl certs init`'s
+    /// `admin.crt`).
+    AdminCert,
+    /// Why there is none.
+    Nothing(Status),
+}
+
+async fn check(ctx: &NodeContext, path: &str, presented: Presented) -> Result<Caller, Status> {
+    let caller = match presented {
+        Presented::Token(token) => Caller::of(&find(ctx, &secret::hash(&token)).await?),
+        Presented::AdminCert => Caller::admin_certificate(),
+        Presented::Nothing(why) => return Err(why),
+    };
     match access_of(path) {
         Some(access) if access.allows(caller.role) => Ok(caller),
         Some(_) => Err(Status::permission_denied(format!(

@@ -13,10 +13,10 @@ use futures::{StreamExt, TryStreamExt};
 use percy_client::{Client, Consistency, KeepAlive};
 use serde_json::{json, Map};
 
-use super::local_cluster::probe_client;
+use super::local_cluster::probe_client_with;
 use super::report::{r3, Outcome};
 use super::setup::register_agent;
-use super::{leader_of, Env};
+use super::{leader_of_with, Env};
 
 /// How often each connection releases the heartbeats that fell due.
 const TICK: Duration = Duration::from_millis(10);
@@ -56,8 +56,8 @@ pub async fn run(env: &Env) -> Result<Outcome> {
     }
     drop(stream);
 
-    let (leader_id, leader_addr) = leader_of(&env.endpoints).await?;
-    let leader = probe_client(&leader_addr).await?;
+    let (leader_id, leader_addr) = leader_of_with(&env.endpoints, &env.security).await?;
+    let leader = probe_client_with(&leader_addr, &env.security).await?;
     let w = env.window();
     let per_conn_rate = rate * n as f64 / conns as f64;
     let mut handles = Vec::with_capacity(conns);

@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use percy_client::{Client, Consistency, RetryPolicy};
+use percy_client::{Client, Consistency, RetryPolicy, Security};
 use serde_json::{Map, Value};
 
-use self::local_cluster::{probe_client, LocalCluster};
+use self::local_cluster::{probe_client_with, LocalCluster};
 use self::report::{Outcome, Report, RunInfo};
 use self::stats::{CpuUsage, Live, Stats, Window};
 
@@ -196,10 +196,14 @@ impl Args {
 
 /// Runs the benchmark on a multi-threaded runtime of its own (percyctl's is single-threaded),
 /// in a separate OS thread, and returns the report for the caller to print.
+/// `security`: the token and TLS settings of the cluster at `endpoints` (a `--local` cluster
+/// is plaintext and open). The token must be an admin's: the workloads register agents of
+/// their own and act for them.
 pub async fn run(
     endpoints: Vec<String>,
     retry: RetryPolicy,
     consistency: Consistency,
+    security: Security,
     args: Args,
 ) -> Result<Printable> {
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -211,7 +215,9 @@ pub async fn run(
                 .enable_all()
                 .build()
                 .context("start the benchmark runtime")
-                .and_then(|runtime| runtime.block_on(bench(endpoints, retry, consistency, args)));
+                .and_then(|runtime| {
+                    runtime.block_on(bench(endpoints, retry, consistency, security, args))
+                });
             let _ = tx.send(result);
         })
         .context("start the benchmark thread")?;
@@ -222,6 +228,7 @@ async fn bench(
     endpoints: Vec<String>,
     retry: RetryPolicy,
     consistency: Consistency,
+    security: Security,
     args: Args,
 ) -> Result<Printable> {
     if args.clients() == 0 {
@@ -245,9 +252,9 @@ async fn bench(
         }
         None => None,
     };
-    let endpoints = match &cluster {
-        Some(c) => c.endpoints(),
-        None => endpoints,
+    let (endpoints, security) = match &cluster {
+        Some(c) => (c.endpoints(), Security::default()),
+        None => (endpoints, security),
     };
     let work = async {
         let env = Env::new(
@@ -255,6 +262,7 @@ async fn bench(
             endpoints,
             retry,
             consistency,
+            security,
             cluster.as_ref(),
             progress.clone(),
         )
@@ -339,6 +347,8 @@ pub struct Env {
     pub endpoints: Vec<String>,
     pub retry: RetryPolicy,
     pub consistency: Consistency,
+    /// Token and TLS of every client the run makes.
+    pub security: Security,
     pub server_pids: Vec<u32>,
     pub leader_pid: Option<u32>,
     pub server_version: String,
@@ -353,10 +363,11 @@ impl Env {
         mut endpoints: Vec<String>,
         retry: RetryPolicy,
         consistency: Consistency,
+        security: Security,
         cluster: Option<&LocalCluster>,
         progress: Progress,
     ) -> Result<Env> {
-        let leader = leader_of(&endpoints).await?;
+        let leader = leader_of_with(&endpoints, &security).await?;
         if !args.no_leader_first {
             if let Some(i) = endpoints.iter().position(|e| same_addr(e, &leader.1)) {
                 endpoints.rotate_left(i);
@@ -382,6 +393,7 @@ impl Env {
             endpoints,
             retry,
             consistency,
+            security,
             server_pids,
             leader_pid,
             server_version,
@@ -398,7 +410,7 @@ impl Env {
         let policy = self
             .retry
             .with_deadline(self.args.op_timeout.max(self.retry.deadline));
-        Ok(Client::connect_with(&endpoints, policy).await?)
+        Ok(Client::connect_secure(&endpoints, policy, &self.security).await?)
     }
 
     /// `n` clients, each connected (one cheap read each) before the window opens.
@@ -435,7 +447,7 @@ impl Env {
     }
 
     async fn leader_endpoint(&self) -> Result<String> {
-        Ok(leader_of(&self.endpoints).await?.1)
+        Ok(leader_of_with(&self.endpoints, &self.security).await?.1)
     }
 
     fn run_info(&self, leader: String) -> RunInfo {
@@ -463,9 +475,14 @@ impl Env {
 
 /// (leader id, leader address) as the members report it.
 pub async fn leader_of(endpoints: &[String]) -> Result<(u64, String)> {
+    leader_of_with(endpoints, &Security::default()).await
+}
+
+/// [`leader_of`] with a token and/or TLS.
+pub async fn leader_of_with(endpoints: &[String], security: &Security) -> Result<(u64, String)> {
     let mut last_error = anyhow!("no endpoints");
     for endpoint in endpoints {
-        let status = match probe_client(endpoint)
+        let status = match probe_client_with(endpoint, security)
             .await?
             .cluster_status(Consistency::Serializable)
             .await

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use percy_client::{Client, Consistency, RetryPolicy};
+use percy_client::{Client, Consistency, RetryPolicy, Security};
 
 /// How long a status probe of one node may take.
 const PROBE_DEADLINE: Duration = Duration::from_millis(500);
@@ -271,8 +271,13 @@ impl Drop for LocalCluster {
 
 /// A client for one node that gives up quickly.
 pub async fn probe_client(endpoint: &str) -> Result<Client> {
+    probe_client_with(endpoint, &Security::default()).await
+}
+
+/// [`probe_client`] with a token and/or TLS (a cluster with `--auth` or `--tls-*`).
+pub async fn probe_client_with(endpoint: &str, security: &Security) -> Result<Client> {
     let policy = RetryPolicy::default().with_deadline(PROBE_DEADLINE);
-    Client::connect_with(&[endpoint.to_owned()], policy)
+    Client::connect_secure(&[endpoint.to_owned()], policy, security)
         .await
         .with_context(|| format!("client for {endpoint}"))
 }

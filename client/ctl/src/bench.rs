@@ -9,8 +9,15 @@ use crate::Ctx;
 
 pub async fn run(ctx: &Ctx, args: percy_bench::Args) -> Result<()> {
     let endpoints = ctx.client.endpoints().to_vec();
-    let report =
-        percy_bench::run(endpoints, ctx.client.retry_policy(), ctx.consistency, args).await?;
+    let security = ctx.client.security().clone();
+    let report = percy_bench::run(
+        endpoints,
+        ctx.client.retry_policy(),
+        ctx.consistency,
+        security,
+        args,
+    )
+    .await?;
     let text = if ctx.out.is_json() {
         report.json()?
     } else {

@@ -18,16 +18,23 @@ pub struct Flags {
     token: Option<String>,
     /// Read the token from this file (e.g. <data-dir>/admin.token); --token wins when both
     /// are given.
-    #[arg(long, global = true, env = "PERCY_TOKEN_FILE")]
+    #[arg(
+        long,
+        id = "client_token_file",
+        global = true,
+        env = "PERCY_TOKEN_FILE"
+    )]
     token_file: Option<PathBuf>,
     /// CA certificate (PEM) the nodes' TLS certificates must chain to; turns TLS on.
-    #[arg(long, global = true, env = "PERCY_CACERT")]
+    #[arg(long, id = "client_cacert", global = true, env = "PERCY_CACERT")]
     cacert: Option<PathBuf>,
     /// Client certificate (PEM) to present over TLS; needs --key.
-    #[arg(long, global = true, env = "PERCY_CERT")]
+    // Distinct ids: global flags share clap's id space with every subcommand's arguments
+    // (`config get KEY` has an argument called `key`).
+    #[arg(long = "cert", id = "client_cert", global = true, env = "PERCY_CERT")]
     cert: Option<PathBuf>,
     /// Private key (PEM) of --cert.
-    #[arg(long, global = true, env = "PERCY_KEY")]
+    #[arg(long = "key", id = "client_key", global = true, env = "PERCY_KEY")]
     key: Option<PathBuf>,
 }
 

@@ -237,6 +237,24 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// The global connection flags must not collide with subcommand arguments of the same
+    /// name (`config get KEY` vs `--key`, `task fail --token` vs `percyctl --token`).
+    #[test]
+    fn connection_flags_parse_beside_same_named_arguments() {
+        let cli = Cli::try_parse_from([
+            "percyctl", "--token", "t", "--cacert", "ca", "--cert", "c", "--key", "k", "config",
+            "get", "some-key",
+        ])
+        .unwrap();
+        assert!(cli.connect.has_token());
+        let cli = Cli::try_parse_from([
+            "percyctl", "--token", "t", "task", "fail", "t1", "--agent", "a", "--token", "7",
+            "--error", "x",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Task(_)));
+    }
+
     #[test]
     fn refusals_exit_1_and_connection_problems_exit_2() {
         let refused = anyhow::Error::from(ClientError::from(tonic::Status::failed_precondition(

@@ -17,6 +17,7 @@ mod mcp;
 mod merge;
 mod output;
 mod plan;
+mod program_path;
 mod task;
 mod views;
 mod watch;

@@ -62,10 +62,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
     );
 
     let server = tools::PercyMcp::new(ctx.client.clone(), session.clone());
-    let running = server
-        .serve(rmcp::transport::stdio())
-        .await
-        .context("start the MCP session on stdin/stdout")?;
+    let running = match server.serve(rmcp::transport::stdio()).await {
+        Ok(running) => running,
+        Err(err) => {
+            // No session after all (stdin closed before the handshake, or a bad one).
+            session.end().await;
+            return Err(anyhow::Error::from(err).context("start the MCP session on stdin/stdout"));
+        }
+    };
 
     let heartbeats = tokio::spawn(liveness::keep_alive(
         session.clone(),

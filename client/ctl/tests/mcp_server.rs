@@ -13,6 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::time::Duration;
 
+use percy_client::proto::AgentStatus;
 use percy_client::{Client, Consistency, TaskStatus};
 use rmcp::model::{CallToolRequestParams, CallToolResult, LoggingMessageNotificationParam};
 use rmcp::service::{NotificationContext, RunningService};
@@ -63,7 +64,7 @@ struct Session {
     notifications: mpsc::UnboundedReceiver<LoggingMessageNotificationParam>,
 }
 
-fn mcp_command(endpoints: &str, agent: &str) -> tokio::process::Command {
+fn mcp_command(endpoints: &str, agent: &str, ttl: &str) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_percyctl"));
     command
         .args([
@@ -73,7 +74,7 @@ fn mcp_command(endpoints: &str, agent: &str) -> tokio::process::Command {
             "--agent",
             agent,
             "--ttl",
-            "1m",
+            ttl,
         ])
         .env("PERCY_ENDPOINTS", endpoints)
         .env_remove("RUST_LOG");
@@ -81,7 +82,11 @@ fn mcp_command(endpoints: &str, agent: &str) -> tokio::process::Command {
 }
 
 async fn start(endpoints: &str, agent: &str) -> Session {
-    let (transport, _stderr) = TokioChildProcess::builder(mcp_command(endpoints, agent))
+    start_with_ttl(endpoints, agent, "1m").await
+}
+
+async fn start_with_ttl(endpoints: &str, agent: &str, ttl: &str) -> Session {
+    let (transport, _stderr) = TokioChildProcess::builder(mcp_command(endpoints, agent, ttl))
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn percyctl mcp");
@@ -371,6 +376,54 @@ async fn messages_are_announced_as_they_arrive_and_read_once() {
     session.stop().await;
 }
 
+#[tokio::test]
+async fn heartbeats_keep_the_agent_alive_and_a_lost_agent_is_registered_again() {
+    let cluster = TestCluster::start(1);
+    let percy = client(&cluster).await;
+    // A TTL far shorter than the wait below: only heartbeats keep the agent active.
+    let mut session = start_with_ttl(&cluster.endpoints_arg(), "beater", "2s").await;
+    let first = percy
+        .get_agent_by_name("beater", Consistency::Linearizable)
+        .await
+        .expect("registered")
+        .agent
+        .expect("agent");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let alive = percy
+        .get_agent(first.id, Consistency::Linearizable)
+        .await
+        .expect("get agent")
+        .agent
+        .expect("agent");
+    assert_eq!(alive.status, AgentStatus::Active as i32, "{alive:?}");
+
+    // Lost behind the session's back: it registers again and says so.
+    percy.deregister_agent(first.id).await.expect("deregister");
+    let warning = tokio::time::timeout(PATIENCE, session.notifications.recv())
+        .await
+        .expect("a warning within the patience")
+        .expect("notification channel open");
+    assert_eq!(
+        warning.logger.as_deref(),
+        Some("percy.session"),
+        "{warning:?}"
+    );
+    let status = session.ok("cluster_status", json!({})).await;
+    let new_id = status["session"]["agent_id"].as_u64().expect("agent id");
+    assert_ne!(new_id, first.id, "{status}");
+    let again = percy
+        .get_agent(new_id, Consistency::Linearizable)
+        .await
+        .expect("get agent")
+        .agent
+        .expect("agent");
+    assert_eq!(
+        (again.name.as_str(), again.status),
+        ("beater", AgentStatus::Active as i32)
+    );
+    session.stop().await;
+}
+
 #[test]
 fn the_server_exits_when_stdin_closes_and_deregisters_the_agent_it_created() {
     let cluster = TestCluster::start(1);
@@ -436,9 +489,5 @@ fn the_server_exits_when_stdin_closes_and_deregisters_the_agent_it_created() {
             .find(|a| a.name == "brief")
             .expect("the agent")
     });
-    assert_eq!(
-        agent.status,
-        percy_client::proto::AgentStatus::Deregistered as i32,
-        "{agent:?}"
-    );
+    assert_eq!(agent.status, AgentStatus::Deregistered as i32, "{agent:?}");
 }

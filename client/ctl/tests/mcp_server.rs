@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use percy_client::proto::AgentStatus;
 use percy_client::{Client, Consistency, TaskStatus};
-use rmcp::model::{CallToolRequestParams, CallToolResult, LoggingMessageNotificationParam};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, LoggingLevel, LoggingMessageNotificationParam,
+    SetLevelRequestParams,
+};
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
@@ -27,6 +30,8 @@ use tokio::sync::mpsc;
 const CTL_TIMEOUT: &str = "30s";
 /// How long a notification or an exit may take on a loaded 2-core machine.
 const PATIENCE: Duration = Duration::from_secs(30);
+/// How long a notification the client muted is waited for (it must not come).
+const MUTED_WINDOW: Duration = Duration::from_secs(5);
 
 const TOOLS: [&str; 12] = [
     "acquire_locks",
@@ -373,6 +378,60 @@ async fn messages_are_announced_as_they_arrive_and_read_once() {
         )
         .await;
     assert_eq!(sent["message"]["to_agent"], agent.id);
+    session.stop().await;
+}
+
+#[tokio::test]
+async fn announcements_respect_the_level_the_client_sets() {
+    let cluster = TestCluster::start(1);
+    let percy = client(&cluster).await;
+    let mut session = start(&cluster.endpoints_arg(), "quiet").await;
+    let agent = percy
+        .get_agent_by_name("quiet", Consistency::Linearizable)
+        .await
+        .expect("registered")
+        .agent
+        .expect("agent");
+
+    let level = |level| SetLevelRequestParams::new(level);
+    session
+        .service
+        .set_level(level(LoggingLevel::Error))
+        .await
+        .expect("logging/setLevel");
+    percy
+        .send_message("operator", agent.id, "muted")
+        .await
+        .expect("send");
+    // Time for the announcer to see "muted" (and drop it) before the level goes back down;
+    // it takes milliseconds, this allows for a loaded machine.
+    let early = tokio::time::timeout(MUTED_WINDOW, session.notifications.recv()).await;
+    assert!(early.is_err(), "announced below the level: {early:?}");
+    session
+        .service
+        .set_level(level(LoggingLevel::Notice))
+        .await
+        .expect("logging/setLevel");
+    percy
+        .send_message("operator", agent.id, "heard")
+        .await
+        .expect("send");
+    let announced = tokio::time::timeout(PATIENCE, session.notifications.recv())
+        .await
+        .expect("a notification within the patience")
+        .expect("notification channel open");
+    assert_eq!(
+        announced.data["message"]["body"], "heard",
+        "{:?}",
+        announced.data
+    );
+    // The muted message is still in the inbox.
+    let inbox = session.ok("read_inbox", json!({})).await;
+    assert_eq!(
+        inbox["messages"].as_array().map(Vec::len),
+        Some(2),
+        "{inbox}"
+    );
     session.stop().await;
 }
 

@@ -56,7 +56,7 @@ pub async fn announce_messages(
                     next_revision = next_revision.max(event.revision + 1);
                     if let Some(event::Value::Message(message)) = event.value {
                         if is_for(&session, &message).await {
-                            announce(&peer, &message).await;
+                            announce(&session, &peer, &message).await;
                         }
                     }
                 }
@@ -77,20 +77,43 @@ async fn is_for(session: &Session, message: &Message) -> bool {
         || (message.to_agent == BROADCAST && message.from != session.name().await)
 }
 
-async fn announce(peer: &Peer<RoleServer>, message: &Message) {
+/// A level's severity, least severe first (the order the MCP specification lists them in).
+pub fn rank(level: LoggingLevel) -> u8 {
+    level as u8
+}
+
+async fn announce(session: &Session, peer: &Peer<RoleServer>, message: &Message) {
     let data = json!({
         "message": MessageView::from(message),
         "hint": "a message for this agent arrived; call read_inbox to read it",
     });
-    send(peer, LoggingLevel::Notice, INBOX_LOGGER, data).await;
+    send(session, peer, LoggingLevel::Notice, INBOX_LOGGER, data).await;
 }
 
 /// A warning about the session itself, for the client to show.
-pub async fn warn(peer: &Peer<RoleServer>, text: String) {
-    send(peer, LoggingLevel::Warning, SESSION_LOGGER, json!(text)).await;
+pub async fn warn(session: &Session, peer: &Peer<RoleServer>, text: String) {
+    send(
+        session,
+        peer,
+        LoggingLevel::Warning,
+        SESSION_LOGGER,
+        json!(text),
+    )
+    .await;
 }
 
-async fn send(peer: &Peer<RoleServer>, level: LoggingLevel, logger: &str, data: serde_json::Value) {
+/// Sends a notification unless the client asked for more severe ones only
+/// (`logging/setLevel`).
+async fn send(
+    session: &Session,
+    peer: &Peer<RoleServer>,
+    level: LoggingLevel,
+    logger: &str,
+    data: serde_json::Value,
+) {
+    if rank(level) < session.log_level() {
+        return;
+    }
     let notification = LoggingMessageNotificationParam::new(level, data).with_logger(logger);
     if let Err(err) = peer.notify_logging_message(notification).await {
         // The client went away; the session is ending.

@@ -62,6 +62,7 @@ pub async fn keep_alive(
                     "the session's agent was no longer active; registered again"
                 );
                 announce::warn(
+                    &session,
                     &peer,
                     format!(
                         "agent {agent_id} was no longer active (expired or deregistered) and was \

@@ -4,6 +4,7 @@
 //! has to copy a token.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +55,9 @@ pub struct Session {
     client: Client,
     registration: Mutex<Registration>,
     state: Mutex<State>,
+    /// The least severe notification level the client wants (`logging/setLevel`), as the
+    /// rank [`super::announce::rank`] gives it.
+    log_level: AtomicU8,
 }
 
 impl Session {
@@ -66,6 +70,7 @@ impl Session {
             client,
             registration: Mutex::new(registration),
             state: Mutex::new(State::default()),
+            log_level: AtomicU8::new(0),
         });
         let registered = session.reregister(None).await?;
         Ok((session, registered))
@@ -120,6 +125,14 @@ impl Session {
             interval: super::liveness::interval(response.heartbeat_interval_ms, agent.ttl_ms),
             revision: response.header.map_or(0, |h| h.revision),
         })
+    }
+
+    pub fn set_log_level(&self, rank: u8) {
+        self.log_level.store(rank, Ordering::Relaxed);
+    }
+
+    pub fn log_level(&self) -> u8 {
+        self.log_level.load(Ordering::Relaxed)
     }
 
     pub async fn claim_token(&self, task_id: &str) -> Option<u64> {

@@ -17,10 +17,15 @@ use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolResult, ContentBlock, Implementation, ProtocolVersion, ServerCapabilities, ServerConfig,
 };
-use rmcp::{tool, tool_handler, tool_router, ErrorData, ServerHandler};
+// SetLevelRequestParams is deprecated only from MCP 2026-07-28 on (see `set_level`).
+#[allow(deprecated)]
+use rmcp::model::SetLevelRequestParams;
+use rmcp::service::RequestContext;
+use rmcp::{tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler};
 use serde::Serialize;
 use serde_json::json;
 
+use super::announce;
 use super::params::{self, Mode};
 use super::session::{Registration, Session};
 use crate::args;
@@ -410,6 +415,18 @@ impl ServerHandler for PercyMcp {
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
         Cow::Borrowed(ProtocolVersion::known_up_to(&SUPPORTED_UP_TO))
+    }
+
+    // `logging/setLevel`: announcements below the level are no longer sent. (Deprecated only
+    // from MCP 2026-07-28 on, which this server does not speak.)
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.session.set_log_level(announce::rank(request.level));
+        Ok(())
     }
 }
 

@@ -15,9 +15,11 @@ mod connect;
 mod definition;
 mod files;
 mod lock;
+mod mcp;
 mod merge;
 mod output;
 mod plan;
+mod program_path;
 mod task;
 mod token;
 mod views;
@@ -104,6 +106,9 @@ enum Command {
     Worker(worker::Args),
     /// Merge a branch into a target branch (in memory, compare-and-swap on the ref).
     Merge(merge::Args),
+    /// Serve the Model Context Protocol on stdin/stdout as agent NAME, for LLM coding CLIs
+    /// (`claude mcp add percy -- percyctl mcp --agent NAME`).
+    Mcp(mcp::Args),
     /// Load generator: claims, CAS, locks, reads, heartbeats, restart (like `nats bench`).
     Bench(percy_bench::Args),
     /// Access tokens of a cluster started with `percyd --auth` (admin token needed).
@@ -195,6 +200,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Watch(args) => watch::run(&ctx, args).await,
         Command::Worker(args) => worker::run(&ctx, args).await,
         Command::Merge(args) => merge::run(&ctx, args).await,
+        Command::Mcp(args) => mcp::run(&ctx, args).await,
         Command::Bench(args) => bench::run(&ctx, args).await,
         Command::Token(cmd) => token::run(&ctx, cmd).await,
         Command::Certs(_) => unreachable!("handled before connecting"),

@@ -1,7 +1,8 @@
 //! `percyctl merge`: merge one branch into a target with the git pipeline, by hand.
 //!
-//! The merge happens in memory (never in the user's checkout) and moves the target ref with a
-//! compare-and-swap. Without `--fence-token` it is an unfenced manual merge; merges the cluster
+//! The merge happens in memory and moves the target ref with a compare-and-swap; a checkout of
+//! the target follows it (or refuses it while it has uncommitted changes), as with git's
+//! `updateInstead`. Without `--fence-token` it is an unfenced manual merge; merges the cluster
 //! makes go through the worker, which holds the cluster lock on the target ref and passes its
 //! fencing token. A token here lets an operator merge "as" a lock holder: the merge is refused
 //! if the target's tip carries a newer `Percy-Fence` token.
@@ -10,13 +11,14 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use percy_git::{run_merge_cli, MergeArgs, UNFENCED_TOKEN};
+use percy_git::{run_merge_cli, GitError, MergeArgs, UNFENCED_TOKEN};
 
-use crate::{Ctx, Refused};
+use crate::{program_path, Ctx, Refused};
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
-    /// The repository (any checkout of it; the merge never touches its working tree).
+    /// The repository (any checkout of it). A checkout of the target branch is updated with
+    /// the merge, or the merge refused while it has uncommitted changes.
     #[arg(long)]
     repo: PathBuf,
     /// Branch to merge.
@@ -26,7 +28,8 @@ pub struct Args {
     #[arg(long, default_value = "main")]
     into: String,
     /// Command run through `sh -c` for each conflicted path (see the git module's resolver
-    /// protocol: PERCY_OURS, PERCY_THEIRS, PERCY_BASE, PERCY_OUTPUT, …).
+    /// protocol: PERCY_OURS, PERCY_THEIRS, PERCY_BASE, PERCY_OUTPUT, …); a relative program
+    /// path is relative to the current directory.
     #[arg(long)]
     resolver: Option<String>,
     /// Fencing token to merge under (0: an unfenced manual merge).
@@ -45,7 +48,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
         repo: args.repo,
         branch: args.branch,
         into: args.into,
-        resolver: args.resolver,
+        // It runs in a scratch directory: a relative path means the one percyctl runs in.
+        resolver: args
+            .resolver
+            .map(|r| program_path::anchor_in_current_dir(&r)),
         fence_token: args.fence_token,
         allow_fast_forward: args.fast_forward,
         task_id: args.task,
@@ -55,7 +61,13 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
     let report = tokio::task::spawn_blocking(move || run_merge_cli(merge_args))
         .await
         .context("merge task panicked")?
-        .with_context(|| what.clone())?;
+        .map_err(|err| match err {
+            // A checkout the merge would overwrite is a refusal (exit 1), like a conflict.
+            GitError::CheckoutDirty { .. } => {
+                anyhow::Error::from(Refused(format!("{what}: {err}")))
+            }
+            err => anyhow::Error::from(err).context(what.clone()),
+        })?;
     ctx.out.emit(&report_json(&report), || report.to_string())?;
     if report.is_conflicted() {
         return Err(Refused(format!(

@@ -13,7 +13,7 @@ use percy_worker::{
     DEFAULT_TARGET_BRANCH,
 };
 
-use crate::{args, Ctx};
+use crate::{args, program_path, Ctx};
 
 /// Default grace period, as text for clap.
 const DEFAULT_GRACE: &str = "30s";
@@ -34,7 +34,9 @@ pub struct Args {
     max_concurrent: u32,
     /// Command run for each task through `sh -c`; it gets PERCY_TASK_ID, PERCY_TASK_TITLE,
     /// PERCY_TASK_ATTEMPT, PERCY_CLAIM_TOKEN, PERCY_AGENT_ID, PERCY_AGENT_NAME, PERCY_PLAN_ID,
-    /// PERCY_ENDPOINTS and PERCY_INBOX, and the description and payload on stdin.
+    /// PERCY_ENDPOINTS and PERCY_INBOX, and the description and payload on stdin. A relative
+    /// program path (`./agent.sh`) is relative to the current directory (to --workdir when
+    /// given).
     #[arg(long)]
     exec: String,
     /// Timeout of tasks that set none (default: no limit).
@@ -59,12 +61,20 @@ pub struct Args {
     #[arg(long, default_value = DEFAULT_TARGET_BRANCH, requires = "repo")]
     target: String,
     /// Command that resolves merge conflicts (with --repo); without it a conflict fails the task.
+    /// A relative program path is relative to the current directory.
     #[arg(long, requires = "repo")]
     resolver: Option<String>,
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
-    let mut config = WorkerConfig::new(args.name, args.exec);
+    // A relative program path means the directory percyctl runs in; commands run elsewhere
+    // (a task's worktree), unless --workdir names where they run and so what they are
+    // relative to.
+    let exec = match args.workdir {
+        None => program_path::anchor_in_current_dir(&args.exec),
+        Some(_) => args.exec,
+    };
+    let mut config = WorkerConfig::new(args.name, exec);
     config.capabilities = args.capabilities;
     config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
     config.max_concurrent = args.max_concurrent;
@@ -78,7 +88,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
     config.git = args.repo.map(|repo| GitConfig {
         repo,
         target: args.target,
-        resolver: args.resolver,
+        resolver: args
+            .resolver
+            .map(|r| program_path::anchor_in_current_dir(&r)),
     });
     let name = config.name.clone();
     let signal = terminate_signal().context("installing the signal handlers")?;

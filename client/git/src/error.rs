@@ -53,6 +53,19 @@ pub enum GitError {
     #[error("could not confirm the merge lock is still held: {0}")]
     FenceCheck(#[source] FenceError),
 
+    /// The target branch is checked out in a working tree that cannot follow the merge
+    /// (uncommitted changes, or an untracked file in the way); nothing was changed.
+    #[error(
+        "branch {branch:?} is checked out in {checkout} and {changes}; commit or stash them there, \
+         then merge again (the branch was not moved)",
+        checkout = checkout.display()
+    )]
+    CheckoutDirty {
+        branch: String,
+        checkout: PathBuf,
+        changes: String,
+    },
+
     /// The target ref changed under every compare-and-swap attempt (someone outside
     /// the merge lock keeps writing it).
     #[error("target branch {into:?} changed during each of {attempts} merge attempts")]

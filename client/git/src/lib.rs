@@ -10,6 +10,7 @@
 //!   compare-and-swap ([`merge_branch`]).
 //! - [`conflict`]: conflicted paths and their kinds; [`resolver`]: the resolver
 //!   command protocol; [`fence`]: the fencing rules; [`trailer`]: `Percy-*` trailers.
+//! - checked-out targets follow the merge as with git's `updateInstead` (`checkout`).
 //! - [`queue`]: merging a backlog in completion order; [`cli`]: `percyctl merge`.
 //!
 //! How the worker uses it, per task: `prune_stale` once at start;
@@ -19,6 +20,7 @@
 //! the task with the branch name, or mark it with the conflicted paths.
 
 pub mod branch;
+mod checkout;
 pub mod cli;
 pub mod commit;
 pub mod conflict;

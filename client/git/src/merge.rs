@@ -6,12 +6,10 @@
 //! the merge commit is created without updating any ref. Only then is the target ref
 //! moved, by compare-and-swap (see [`crate::fence`] for the checks around it).
 //!
-//! Like a merge on a git server, this moves `refs/heads/<into>` even when that branch
-//! is checked out in the user's own working tree: that checkout's files and index are
-//! left exactly as they were and will show the merged changes as "reverted" until the
-//! user catches up with `git read-tree -u -m <old-tip> HEAD` (a two-tree merge that
-//! keeps local changes). A warning naming the old tip is logged when this happens. Merging into a branch nobody has checked out (or a bare repository)
-//! avoids it.
+//! When `<into>` is checked out in a working tree of the repository, that checkout follows
+//! the merge as with git's `receive.denyCurrentBranch=updateInstead`: updated when it is
+//! clean, and the merge refused (nothing moved) when it has uncommitted changes — see
+//! [`crate::checkout`].
 //!
 //! When the compare-and-swap finds the target moved (someone outside the merge lock
 //! wrote it, e.g. a person committing on it), the merge is recomputed on the new tip,
@@ -24,6 +22,7 @@ use std::time::Duration;
 use git2::{Commit, ErrorCode, MergeOptions, Oid, Repository, Signature};
 
 use crate::branch::branch_commit;
+use crate::checkout::{self, update_checkouts};
 
 use crate::conflict::{collect_conflicts, renamed_paths, Conflict, ConflictKind, ConflictedPath};
 use crate::error::GitError;
@@ -147,6 +146,13 @@ fn attempt_merge(
             }
         };
 
+    // One merge at a time past this point, so checkouts follow one merge after the other.
+    let _checkout_lock = checkout::lock(repo)?;
+    if branch_commit(repo, req.into)?.id() != tip.id() {
+        // Another merge moved the target while this one was computed: a checkout now shows
+        // that merge, and must not be taken to this one's tree.
+        return Ok(Attempt::TargetMoved);
+    }
     // As late as possible: nothing but the compare-and-swap itself comes after.
     confirm_held(req.fence)?;
     let log_message = format!(
@@ -155,16 +161,19 @@ fn attempt_merge(
         req.into,
         req.fence.token()
     );
+    // A checkout of the target follows before the ref moves, as with git's updateInstead.
+    let checkouts = update_checkouts(repo, req.into, target_ref, tip.id(), new_tip)?;
     match repo.reference_matching(target_ref, new_tip, true, tip.id(), &log_message) {
-        Ok(_) => {
-            warn_if_checked_out(repo, target_ref, tip.id());
-            Ok(Attempt::Done(outcome))
-        }
+        Ok(_) => Ok(Attempt::Done(outcome)),
         // Modified: the ref is no longer `tip`. Locked: another writer is mid-update.
         Err(e) if matches!(e.code(), ErrorCode::Modified | ErrorCode::Locked) => {
+            checkouts.undo();
             Ok(Attempt::TargetMoved)
         }
-        Err(e) => Err(e.into()),
+        Err(e) => {
+            checkouts.undo();
+            Err(e.into())
+        }
     }
 }
 
@@ -319,32 +328,4 @@ fn write_merge_commit(
     let sig = Signature::now(MERGE_COMMITTER_NAME, MERGE_COMMITTER_EMAIL)?;
     let tree = repo.find_tree(tree)?;
     Ok(repo.commit(None, &sig, &sig, &message, &tree, &[tip, theirs])?)
-}
-
-/// Logs a warning when the ref just moved from `old_tip` is checked out in the main
-/// working tree, whose files now lag behind it (see the module documentation).
-fn warn_if_checked_out(repo: &Repository, target_ref: &str, old_tip: Oid) {
-    if repo.is_bare() {
-        return;
-    }
-    let checked_out = repo
-        .find_reference("HEAD")
-        .ok()
-        .and_then(|head| {
-            head.symbolic_target()
-                .ok()
-                .flatten()
-                .map(|t| t == target_ref)
-        })
-        .unwrap_or(false);
-    if checked_out {
-        tracing::warn!(
-            target_ref,
-            workdir = ?repo.workdir(),
-            %old_tip,
-            "merged into the branch checked out here; its files and index were left untouched \
-             and lag behind the branch: `git read-tree -u -m <old_tip> HEAD` there catches up \
-             (keeping local changes)"
-        );
-    }
 }

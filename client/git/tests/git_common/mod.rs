@@ -83,6 +83,12 @@ pub fn commit_on(repo: &Repository, branch: &str, from: &str, changes: &[Change<
         .unwrap();
     repo.reference(&format!("refs/heads/{branch}"), id, true, "test")
         .unwrap();
+    // Like a person committing there: a checkout of the branch stays in step with it.
+    let head = repo.find_reference("HEAD").unwrap();
+    if !repo.is_bare() && head.symbolic_target().unwrap() == Some(&format!("refs/heads/{branch}")) {
+        repo.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
+            .unwrap();
+    }
     id
 }
 

@@ -20,6 +20,12 @@ pub enum WorkerError {
         source: std::io::Error,
     },
 
+    #[error(
+        "another worker is running with the state dir {} (same name or --inbox-dir)",
+        .0.display()
+    )]
+    StateDirBusy(PathBuf),
+
     #[error("preparing the git repository {}: {source}", repo.display())]
     Git {
         repo: PathBuf,

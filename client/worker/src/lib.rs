@@ -31,7 +31,9 @@ mod incarnation;
 mod labels;
 mod leftovers;
 mod repo;
+mod running;
 mod shutdown;
+mod supervisor;
 mod tail;
 
 use std::sync::Arc;
@@ -99,6 +101,26 @@ impl Worker {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<WorkerSummary, WorkerError> {
         self.config.validate()?;
+        // One worker per state dir: a second one would reap the first one's running commands.
+        // The lock is the directory's own, held until this returns.
+        let _state_dir_lock = lock_state_dir(&self.config.inbox_dir)?;
+        let records = running::records_dir(&self.config.inbox_dir);
+        // Before anything new runs: what a previous run killed with SIGKILL left behind.
+        let reaped = running::reap_leftovers(&records);
+        if !reaped.is_empty() {
+            tracing::warn!(groups = ?reaped, "killed the commands a previous run left running");
+        }
+        let result = self.work(shutdown).await;
+        // Every command has ended by now (killed at the latest when its attempt was dropped),
+        // so the state dir holds nothing a later run needs.
+        remove_state_dir(&self.config.inbox_dir, &records, &self.config.name).await;
+        result
+    }
+
+    async fn work(
+        &self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<WorkerSummary, WorkerError> {
         let mut shutdown = Shutdown::spawn(shutdown);
         let inbox = Inbox::create(&self.config.inbox_dir, &self.config.name)
             .await
@@ -193,5 +215,29 @@ impl Worker {
                 () = tokio::time::sleep(REGISTER_RETRY_PAUSE) => {}
             }
         }
+    }
+}
+
+/// Removes the inbox file, the (empty) records dir and the state dir itself if nothing else is
+/// in it: a directory the user pointed `--inbox-dir` at and keeps other files in stays.
+async fn remove_state_dir(dir: &std::path::Path, records: &std::path::Path, name: &str) {
+    let _ = tokio::fs::remove_dir(records).await;
+    let _ = tokio::fs::remove_file(inbox::inbox_path(dir, name)).await;
+    let _ = tokio::fs::remove_dir(dir).await;
+}
+
+/// Creates the state dir and locks it (an advisory lock on the directory itself, released when
+/// the returned handle is dropped or the process dies).
+fn lock_state_dir(dir: &std::path::Path) -> Result<std::fs::File, WorkerError> {
+    let inbox_error = |source| WorkerError::Inbox {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(inbox_error)?;
+    let handle = std::fs::File::open(dir).map_err(inbox_error)?;
+    match handle.try_lock() {
+        Ok(()) => Ok(handle),
+        Err(std::fs::TryLockError::WouldBlock) => Err(WorkerError::StateDirBusy(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(source)) => Err(inbox_error(source)),
     }
 }

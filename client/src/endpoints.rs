@@ -140,6 +140,14 @@ fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
             endpoint: addr.to_owned(),
             reason: e.to_string(),
         })?;
+    // A bare address must say where: `nonsense` parses as a URI (host `nonsense`, port 80),
+    // and would only fail after the whole retry deadline, as a connection error.
+    if !addr.contains("://") && endpoint.uri().port().is_none() {
+        return Err(ClientError::InvalidEndpoint {
+            endpoint: addr.to_owned(),
+            reason: "expected host:port".to_owned(),
+        });
+    }
     Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
@@ -164,10 +172,16 @@ mod tests {
             Endpoints::new(&[" ".to_owned()]),
             Err(ClientError::NoEndpoints)
         ));
-        assert!(matches!(
-            Endpoints::new(&["bad host:1".to_owned()]),
-            Err(ClientError::InvalidEndpoint { .. })
-        ));
+        for bad in ["bad host:1", "nonsense", "127.0.0.1"] {
+            assert!(
+                matches!(
+                    Endpoints::new(&[bad.to_owned()]),
+                    Err(ClientError::InvalidEndpoint { .. })
+                ),
+                "{bad}"
+            );
+        }
+        Endpoints::new(&["https://percy.example".to_owned()]).expect("a full URI needs no port");
     }
 
     #[tokio::test]

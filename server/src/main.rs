@@ -1,6 +1,8 @@
 //! `percyd`: parses the command line, starts one node, and stops it gracefully on SIGTERM or
 //! SIGINT. Every error is one line on stderr and a non-zero exit.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::Parser;
 use percy_server::{Cli, Node};
@@ -22,6 +24,8 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in a redirected log.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::args;
 use crate::output::{details, list, map, or_dash, table};
 use crate::views::{age, agent_status_name, timestamp, AgentView, HeaderView};
-use crate::Ctx;
+use crate::{Ctx, Refused};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -28,10 +28,10 @@ pub enum Command {
         #[arg(long = "label", value_parser = args::key_value)]
         labels: Vec<(String, String)>,
         /// Tasks the agent runs at once.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = args::positive_count)]
         max_concurrent: u32,
         /// Expire the agent after this long without a heartbeat (default: the server's).
-        #[arg(long, value_parser = args::duration)]
+        #[arg(long, value_parser = args::positive_duration)]
         ttl: Option<Duration>,
     },
     /// Send one heartbeat for an agent.
@@ -102,6 +102,16 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("heartbeat agent {agent}"))?;
             let status = agent_status_name(response.status);
+            // A heartbeat for an agent the cluster does not know (never registered, expired,
+            // deregistered) is answered, not refused; it is still a failure for the caller.
+            if response.must_reregister
+                || response.status == percy_client::proto::AgentStatus::Unspecified as i32
+            {
+                return Err(Refused(format!(
+                    "heartbeat agent {agent}: no live agent {id} (status {status}); register it again"
+                ))
+                .into());
+            }
             ctx.out.emit(
                 &json!({
                     "header": HeaderView::from(response.header),
@@ -110,13 +120,7 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                     "must_reregister": response.must_reregister,
                     "ttl_ms": response.ttl_ms,
                 }),
-                || {
-                    if response.must_reregister {
-                        format!("agent {id} is {status}: it must register again")
-                    } else {
-                        format!("agent {id} is {status} (ttl {}ms)", response.ttl_ms)
-                    }
-                },
+                || format!("agent {id} is {status} (ttl {}ms)", response.ttl_ms),
             )
         }
         Command::List { all } => {

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::output::{list, or_dash, table};
 use crate::views::{lock_mode_name, timestamp, GrantView, HeaderView, LockView, WaiterView};
-use crate::{agent, args, Ctx};
+use crate::{agent, args, Ctx, Refused};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -28,7 +28,7 @@ pub enum Command {
         #[arg(long, value_parser = args::duration)]
         wait: Option<Duration>,
         /// Release automatically after this long.
-        #[arg(long, value_parser = args::duration)]
+        #[arg(long, value_parser = args::positive_duration)]
         ttl: Option<Duration>,
         /// The task the locks are for.
         #[arg(long)]
@@ -127,6 +127,19 @@ async fn release(ctx: &Ctx, agent: &str, paths: Vec<String>) -> anyhow::Result<(
         .release_locks(agent_id, &paths)
         .await
         .with_context(|| format!("release locks of agent {agent}"))?;
+    // Releasing a path the agent does not hold changes nothing and is answered as such; for
+    // the caller it is a failure (someone else holds it, or nobody does).
+    if response.released.len() < paths.len() {
+        let not_held: Vec<&String> = paths
+            .iter()
+            .filter(|p| !response.released.contains(*p))
+            .collect();
+        return Err(Refused(format!(
+            "release locks of agent {agent}: it does not hold {}",
+            list(&not_held)
+        ))
+        .into());
+    }
     let granted: Vec<GrantView> = response
         .granted_to_waiters
         .iter()

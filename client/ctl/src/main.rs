@@ -21,6 +21,7 @@ mod views;
 mod watch;
 mod worker;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -57,9 +58,14 @@ struct Cli {
     /// linearizable read.
     #[arg(long, global = true)]
     serializable: bool,
-    /// How long a request may keep retrying through failures before giving up (give it
-    /// before the subcommand: `percyctl --timeout 30s task list`).
-    #[arg(long, env = "PERCY_TIMEOUT", default_value = "10s", value_parser = args::duration)]
+    /// How long a request may keep retrying through failures before giving up.
+    #[arg(
+        long,
+        global = true,
+        env = "PERCY_TIMEOUT",
+        default_value = "10s",
+        value_parser = args::duration
+    )]
     timeout: Duration,
     #[command(subcommand)]
     command: Command,
@@ -131,6 +137,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,percy_worker=info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in a redirected log.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let endpoints = cli.endpoints.join(",");
     let result = tokio::runtime::Builder::new_current_thread()
@@ -155,7 +163,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let policy = RetryPolicy::default().with_deadline(cli.timeout);
     let ctx = Ctx {
-        client: Client::connect_with(&cli.endpoints, policy).await?,
+        client: Client::connect_with(&cli.endpoints, policy)
+            .await
+            // A bad --endpoints is a usage error (exit 2), not a refusal by the cluster.
+            .map_err(|err| anyhow::anyhow!("--endpoints: {err}"))?,
         out: Output { format: cli.output },
         consistency: if cli.serializable {
             Consistency::Serializable

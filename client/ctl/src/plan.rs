@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
-use crate::files::plan::{topological_order, PlanFile};
+use crate::files::plan::{topological_order, PlanError, PlanFile};
 use anyhow::Context;
 use clap::Subcommand;
 use futures::StreamExt;
@@ -40,7 +40,12 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
 }
 
 async fn submit(ctx: &Ctx, file: &std::path::Path, id: Option<String>) -> anyhow::Result<()> {
-    let plan = PlanFile::from_path(file)?;
+    // A plan that cannot be read is a usage error; one whose content is wrong is refused like
+    // the server refuses a cycle (exit 1 for both).
+    let plan = PlanFile::from_path(file).map_err(|err| match err {
+        PlanError::Document(_) => anyhow::Error::from(err),
+        content => Refused(format!("plan {}: {content}", file.display())).into(),
+    })?;
     let plan_id = id.or(plan.id.clone()).unwrap_or_default();
     let response = ctx
         .client

@@ -35,10 +35,10 @@ pub enum Command {
         #[arg(long, value_delimiter = ',')]
         depends_on: Vec<String>,
         /// Attempts before the task fails for good (default: the server's).
-        #[arg(long)]
+        #[arg(long, value_parser = args::positive_count)]
         max_attempts: Option<u32>,
         /// How long one attempt may run.
-        #[arg(long, value_parser = args::duration)]
+        #[arg(long, value_parser = args::positive_duration)]
         timeout: Option<Duration>,
         /// Task id (default: generated).
         #[arg(long)]

@@ -5,6 +5,25 @@ use std::time::Duration;
 
 use percy_client::TaskStatus;
 
+/// `--serializable`, on the commands that only read.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Read {
+    /// Read from the answering node's local state (faster, possibly stale) instead of a
+    /// linearizable read.
+    #[arg(long)]
+    serializable: bool,
+}
+
+impl Read {
+    pub fn consistency(self) -> percy_client::Consistency {
+        if self.serializable {
+            percy_client::Consistency::Serializable
+        } else {
+            percy_client::Consistency::Linearizable
+        }
+    }
+}
+
 /// "10s", "500ms", "2m".
 pub fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))

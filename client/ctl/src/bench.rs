@@ -9,8 +9,13 @@ use crate::Ctx;
 
 pub async fn run(ctx: &Ctx, args: percy_bench::Args) -> Result<()> {
     let endpoints = ctx.client.endpoints().to_vec();
-    let report =
-        percy_bench::run(endpoints, ctx.client.retry_policy(), ctx.consistency, args).await?;
+    let report = percy_bench::run(
+        endpoints,
+        ctx.client.retry_policy(),
+        args.consistency(),
+        args,
+    )
+    .await?;
     let text = if ctx.out.is_json() {
         report.json()?
     } else {

@@ -22,9 +22,17 @@ pub enum Command {
     /// Raft status of every endpoint (term, leader, log indexes, members).
     Status,
     /// Add a node: it joins as a learner, then becomes a voter.
-    AddNode { id: u64, addr: String },
+    AddNode {
+        /// The new node's id (its percyd --node-id).
+        id: u64,
+        /// The address (host:port) the node listens on.
+        addr: String,
+    },
     /// Remove a node from the cluster.
-    RemoveNode { id: u64 },
+    RemoveNode {
+        /// The id of the node to remove.
+        id: u64,
+    },
 }
 
 #[derive(Debug, Serialize)]

@@ -16,6 +16,7 @@ use crate::{agent, args, Ctx, Refused};
 pub enum Command {
     /// Lock paths for an agent: all of them or none.
     Acquire {
+        /// Paths to lock (a path conflicts with its ancestors and descendants).
         #[arg(required = true)]
         paths: Vec<String>,
         /// Agent id or name.
@@ -36,20 +37,26 @@ pub enum Command {
     },
     /// Release paths held by an agent.
     Release {
+        /// Paths to release (exit 1 if the agent does not hold one of them).
         #[arg(required = true)]
         paths: Vec<String>,
+        /// Agent id or name.
         #[arg(long)]
         agent: String,
     },
     /// Release every lock an agent holds.
     ReleaseAll {
+        /// Agent id or name.
         #[arg(long)]
         agent: String,
     },
     /// List held locks and waiters.
     List {
+        /// Only paths starting with this.
         #[arg(long, default_value = "")]
         prefix: String,
+        #[command(flatten)]
+        read: args::Read,
     },
 }
 
@@ -100,10 +107,10 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         }
         Command::Release { paths, agent } => release(ctx, &agent, paths).await,
         Command::ReleaseAll { agent } => release(ctx, &agent, Vec::new()).await,
-        Command::List { prefix } => {
+        Command::List { prefix, read } => {
             let response = ctx
                 .client
-                .list_locks(&prefix, ctx.consistency)
+                .list_locks(&prefix, read.consistency())
                 .await
                 .context("list locks")?;
             let locks: Vec<LockView> = response.locks.iter().map(LockView::from).collect();

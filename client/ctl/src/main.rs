@@ -26,7 +26,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use percy_client::{Client, ClientError, Consistency, RetryPolicy};
+use percy_client::{Client, ClientError, RetryPolicy};
 
 use crate::output::Output;
 
@@ -54,10 +54,6 @@ struct Cli {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
     output: output::Format,
-    /// Read from the answering node's local state (faster, possibly stale) instead of a
-    /// linearizable read.
-    #[arg(long, global = true)]
-    serializable: bool,
     /// How long a request may keep retrying through failures before giving up.
     #[arg(
         long,
@@ -113,7 +109,6 @@ enum Command {
 pub struct Ctx {
     pub client: Client,
     pub out: Output,
-    pub consistency: Consistency,
 }
 
 /// A negative outcome that is not a transport problem (exit code 1).
@@ -168,11 +163,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // A bad --endpoints is a usage error (exit 2), not a refusal by the cluster.
             .map_err(|err| anyhow::anyhow!("--endpoints: {err}"))?,
         out: Output { format: cli.output },
-        consistency: if cli.serializable {
-            Consistency::Serializable
-        } else {
-            Consistency::Linearizable
-        },
     };
     match cli.command {
         Command::Cluster(cmd) => cluster::run(&ctx, cmd).await,
@@ -225,6 +215,31 @@ mod tests {
     #[test]
     fn the_cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Every option and positional of every help page says what it is for.
+    #[test]
+    fn every_argument_of_every_command_has_a_description() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut command = Cli::command();
+        command.build();
+        let mut missing = Vec::new();
+        walk(&command, "percyctl", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "arguments without help:\n{}",
+            missing.join("\n")
+        );
     }
 
     #[test]

@@ -9,32 +9,41 @@ use clap::Subcommand;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use percy_client::proto::{event, Task};
-use percy_client::{ClientError, EntityKind, TaskStatus, WatchOptions};
+use percy_client::{ClientError, Consistency, EntityKind, TaskStatus, WatchOptions};
 use serde_json::json;
 
 use crate::output::{list, or_dash, table};
 use crate::views::{task_status_name, HeaderView, TaskView};
-use crate::{Ctx, Refused};
+use crate::{args, Ctx, Refused};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Submit the tasks of a TOML or YAML plan file as one plan.
     Submit {
+        /// The plan file (.toml, .yaml or .yml; format in README.md).
         file: PathBuf,
         /// Plan id (overrides the file's `id`; default: generated).
         #[arg(long)]
         id: Option<String>,
     },
     /// Show a plan's tasks in dependency order with their states.
-    Status { plan: String },
+    Status {
+        /// Plan id.
+        plan: String,
+        #[command(flatten)]
+        read: args::Read,
+    },
     /// Follow a plan until every task is finished; exit 0 only if all completed.
-    Watch { plan: String },
+    Watch {
+        /// Plan id.
+        plan: String,
+    },
 }
 
 pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Submit { file, id } => submit(ctx, &file, id).await,
-        Command::Status { plan } => status(ctx, &plan).await,
+        Command::Status { plan, read } => status(ctx, &plan, read.consistency()).await,
         Command::Watch { plan } => watch(ctx, &plan).await,
     }
 }
@@ -70,10 +79,10 @@ async fn submit(ctx: &Ctx, file: &std::path::Path, id: Option<String>) -> anyhow
     )
 }
 
-async fn status(ctx: &Ctx, plan_id: &str) -> anyhow::Result<()> {
+async fn status(ctx: &Ctx, plan_id: &str, consistency: Consistency) -> anyhow::Result<()> {
     let response = ctx
         .client
-        .get_plan(plan_id, ctx.consistency)
+        .get_plan(plan_id, consistency)
         .await
         .with_context(|| format!("get plan {plan_id}"))?;
     let ordered = topological_order(&response.tasks);
@@ -176,7 +185,7 @@ async fn watch(ctx: &Ctx, plan_id: &str) -> anyhow::Result<()> {
 async fn fetch(ctx: &Ctx, plan_id: &str) -> anyhow::Result<(BTreeMap<String, Task>, u64)> {
     let response = ctx
         .client
-        .get_plan(plan_id, ctx.consistency)
+        .get_plan(plan_id, Consistency::Linearizable)
         .await
         .with_context(|| format!("get plan {plan_id}"))?;
     let revision = response.header.map_or(0, |h| h.revision);

@@ -112,3 +112,22 @@ fn nonsense_endpoints_fail_at_once() {
     );
     assert_fails(&ctl, 2, "expected host:port");
 }
+
+#[test]
+fn cluster_status_lists_every_member_not_only_the_endpoints() {
+    let cluster = TestCluster::start(3);
+    let one = cluster.endpoints()[0].clone();
+    let status = percyctl(&one, &["-o", "json", "cluster", "status"])
+        .ok()
+        .json();
+    let mut ids: Vec<u64> = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["node_id"].as_u64().expect("node id"))
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids.len(), 3, "{status}");
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "each member once: {status}");
+}

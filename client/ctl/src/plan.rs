@@ -1,6 +1,6 @@
 //! `percyctl plan …`: submit a plan file, show its DAG, follow it live until it finishes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use crate::files::plan::{topological_order, PlanError, PlanFile};
@@ -38,6 +38,15 @@ pub enum Command {
         /// Plan id.
         plan: String,
     },
+    /// Cancel every unfinished task of a plan (claimed and working ones too: their claim
+    /// tokens become stale, so their agents can no longer report them).
+    Cancel {
+        /// Plan id.
+        plan: String,
+        /// Why, recorded on each task.
+        #[arg(long, default_value = "plan cancelled by operator")]
+        reason: String,
+    },
 }
 
 pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
@@ -45,6 +54,7 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         Command::Submit { file, id } => submit(ctx, &file, id).await,
         Command::Status { plan, read } => status(ctx, &plan, read.consistency()).await,
         Command::Watch { plan } => watch(ctx, &plan).await,
+        Command::Cancel { plan, reason } => cancel(ctx, &plan, &reason).await,
     }
 }
 
@@ -102,6 +112,60 @@ async fn status(ctx: &Ctx, plan_id: &str, consistency: Consistency) -> anyhow::R
                 response.plan_id,
                 counts_line(&counts),
                 dag_table(&response.tasks)
+            )
+        },
+    )
+}
+
+/// Cancels the plan's unfinished tasks with the state machine's own task cancellation, roots
+/// first: cancelling a task cancels its unfinished dependents in the same command, so a plan
+/// usually takes one command per root, not one per task. Not one atomic step: a task that
+/// finishes meanwhile stays finished (its cancellation is refused and skipped), and its
+/// dependents are cancelled when reached in the order.
+async fn cancel(ctx: &Ctx, plan_id: &str, reason: &str) -> anyhow::Result<()> {
+    let (tasks, _) = fetch(ctx, plan_id).await?;
+    let tasks: Vec<Task> = tasks.into_values().collect();
+    let mut done: HashSet<String> = tasks
+        .iter()
+        .filter(|t| is_terminal(t.status))
+        .map(|t| t.id.clone())
+        .collect();
+    let mut cancelled = Vec::new();
+    let mut skipped = Vec::new();
+    for task in topological_order(&tasks) {
+        if done.contains(&task.id) {
+            continue;
+        }
+        match ctx.client.cancel_task(&task.id, reason).await {
+            Ok(response) => {
+                let cascade = response.cascade.unwrap_or_default();
+                for id in std::iter::once(task.id.clone()).chain(cascade.cancelled) {
+                    if done.insert(id.clone()) {
+                        cancelled.push(id);
+                    }
+                }
+            }
+            // Finished between the listing and now.
+            Err(err) if err.code() == tonic::Code::FailedPrecondition => {
+                done.insert(task.id.clone());
+                skipped.push(task.id.clone());
+            }
+            Err(err) => {
+                return Err(anyhow::Error::from(err).context(format!(
+                    "cancel plan {plan_id}: task {} (cancelled so far: {})",
+                    task.id,
+                    list(&cancelled)
+                )))
+            }
+        }
+    }
+    ctx.out.emit(
+        &json!({"plan_id": plan_id, "cancelled": cancelled, "already_finished": skipped}),
+        || {
+            format!(
+                "plan {plan_id}: {} tasks cancelled: {}",
+                cancelled.len(),
+                list(&cancelled)
             )
         },
     )

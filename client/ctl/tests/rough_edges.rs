@@ -131,3 +131,77 @@ fn cluster_status_lists_every_member_not_only_the_endpoints() {
     ids.dedup();
     assert_eq!(ids.len(), 3, "each member once: {status}");
 }
+
+#[test]
+fn plan_cancel_cancels_every_unfinished_task_and_nothing_else() {
+    let cluster = TestCluster::start(1);
+    let ep = cluster.endpoints_arg();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plan.toml");
+    std::fs::write(
+        &file,
+        "id = \"p\"\n\
+         [[tasks]]\nid = \"a\"\ntitle = \"a\"\n\
+         [[tasks]]\nid = \"b\"\ntitle = \"b\"\ndepends_on = [\"a\"]\n\
+         [[tasks]]\nid = \"c\"\ntitle = \"c\"\ndepends_on = [\"b\"]\n\
+         [[tasks]]\nid = \"d\"\ntitle = \"d\"\n\
+         [[tasks]]\nid = \"e\"\ntitle = \"e\"\n",
+    )
+    .unwrap();
+    percyctl(&ep, &["plan", "submit", file.to_str().unwrap()]).ok();
+    percyctl(&ep, &["agent", "register", "--name", "w", "--ttl", "10m"]).ok();
+    // e finishes before the cancel; a is held by an agent when it comes.
+    let token = |task: &str| {
+        let claimed = percyctl(
+            &ep,
+            &[
+                "-o", "json", "task", "claim", "--agent", "w", "--task", task,
+            ],
+        )
+        .ok()
+        .json();
+        claimed["task"]["claim_token"].as_u64().unwrap().to_string()
+    };
+    let e = token("e");
+    percyctl(
+        &ep,
+        &["task", "complete", "e", "--agent", "w", "--token", &e],
+    )
+    .ok();
+    token("a");
+    // Another plan's task is left alone.
+    percyctl(
+        &ep,
+        &["task", "submit", "--id", "other", "--title", "other"],
+    )
+    .ok();
+
+    let cancel = percyctl(&ep, &["-o", "json", "plan", "cancel", "p"])
+        .ok()
+        .json();
+    let mut cancelled: Vec<String> = cancel["cancelled"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    cancelled.sort();
+    assert_eq!(cancelled, ["a", "b", "c", "d"], "{cancel}");
+
+    let status = |id: &str| {
+        percyctl(&ep, &["-o", "json", "task", "get", id])
+            .ok()
+            .json()["task"]["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    for id in ["a", "b", "c", "d"] {
+        assert_eq!(status(id), "cancelled", "{id}");
+    }
+    assert_eq!(status("e"), "completed");
+    assert_eq!(status("other"), "ready");
+
+    let unknown = percyctl(&ep, &["plan", "cancel", "nope"]);
+    assert_fails(&unknown, 1, "NOT_FOUND");
+}

@@ -107,7 +107,7 @@ fn a_restarted_worker_reaps_what_a_previous_run_left_and_a_clean_exit_leaves_no_
     let ep = cluster.endpoints_arg();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let records = state.join("running");
+    let records = state.join("running-phoenix");
     std::fs::create_dir_all(&records).unwrap();
 
     // What a previous run left: a command group still running (its supervisor was killed

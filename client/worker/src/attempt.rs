@@ -114,7 +114,10 @@ async fn attempt(
         stdin: task_input(task),
         workdir,
         timeout,
-        record_in: Some(running::records_dir(&env.config.inbox_dir)),
+        record_in: Some(running::records_dir(
+            &env.config.inbox_dir,
+            &env.config.name,
+        )),
         task_id: task.id.clone(),
     };
     let kill = async {

@@ -46,7 +46,7 @@ pub struct WorkerConfig {
     /// Timeout of tasks that do not set one; `None` = no limit.
     pub default_timeout: Option<Duration>,
     /// The worker's state dir: the inbox file (`PERCY_INBOX`) and the crash records of
-    /// running commands (`running/`, reaped by the next run on the same dir). Removed at a
+    /// running commands (`running-<name>/`, reaped by the next run of that name). Removed at a
     /// clean exit unless something else was put in it.
     pub inbox_dir: PathBuf,
     /// Agent TTL asked for at registration; `None` = the server's default.

@@ -21,7 +21,7 @@ pub enum WorkerError {
     },
 
     #[error(
-        "another worker is running with the state dir {} (same name or --inbox-dir)",
+        "another worker of this name is running with the state dir {}",
         .0.display()
     )]
     StateDirBusy(PathBuf),

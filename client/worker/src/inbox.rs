@@ -68,7 +68,7 @@ fn one_line(text: &str) -> String {
 }
 
 /// An agent name as a file name: path separators and NULs replaced.
-fn file_safe(name: &str) -> String {
+pub fn file_safe(name: &str) -> String {
     name.chars()
         .map(|c| if c == '/' || c == '\0' { '_' } else { c })
         .collect()

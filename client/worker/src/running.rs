@@ -1,7 +1,7 @@
 //! Crash records of running commands, and reaping what a dead worker left behind.
 //!
 //! While a task's command runs, the worker keeps one small file per command in
-//! `<state dir>/running/`: the command's process group, the start time of its leader and the
+//! `<state dir>/running-<name>/`: the command's process group, the start time of its leader and the
 //! boot it started in. The supervisor (`supervisor`) kills the group when the worker dies;
 //! these records are the second line, for what it cannot cover (the supervisor itself killed,
 //! a non-Linux system): a worker starting on the same state dir kills every group recorded
@@ -19,8 +19,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// Subdirectory of the state dir holding the records.
-const RUNNING_DIR: &str = "running";
+/// Prefix of the subdirectory of the state dir holding one worker's records (several workers
+/// may share a state dir, `--inbox-dir`; each reaps only its own name's records).
+const RUNNING_DIR_PREFIX: &str = "running-";
 /// File name suffix of a record.
 const RECORD_SUFFIX: &str = ".pgid";
 /// Where the kernel names the current boot.
@@ -30,9 +31,12 @@ const STAT_PGRP_FIELD: usize = 2;
 /// Index of the start time among the same fields (field 22 of proc(5), counting from 1).
 const STAT_START_FIELD: usize = 19;
 
-/// The records' directory inside a worker's state dir.
-pub fn records_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join(RUNNING_DIR)
+/// The records' directory of worker `name` inside its state dir.
+pub fn records_dir(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join(format!(
+        "{RUNNING_DIR_PREFIX}{}",
+        crate::inbox::file_safe(name)
+    ))
 }
 
 /// What `/proc/<pid>/stat` says about a process that matters here.

@@ -19,7 +19,13 @@ const DEATH_LIMIT: Duration = Duration::from_secs(5);
 /// How long a worker may take to pick up a task or to start.
 const START_LIMIT: Duration = Duration::from_secs(30);
 
-fn spawn_worker(endpoints: &str, name: &str, state_dir: &Path, exec: &str) -> ChildGuard {
+fn spawn_worker(
+    endpoints: &str,
+    name: &str,
+    state_dir: &Path,
+    exec: &str,
+    stderr: Stdio,
+) -> ChildGuard {
     let child = percyctl_command(
         endpoints,
         &[
@@ -35,7 +41,9 @@ fn spawn_worker(endpoints: &str, name: &str, state_dir: &Path, exec: &str) -> Ch
         ],
     )
     .stdout(Stdio::null())
-    .stderr(Stdio::null())
+    .stderr(stderr)
+    // Logs at info, so that the clean exit below has something to say.
+    .env("RUST_LOG", "info")
     .spawn()
     .expect("spawn percyctl worker");
     ChildGuard(child)
@@ -83,7 +91,13 @@ fn a_worker_killed_with_sigkill_takes_its_command_and_grandchildren_along() {
         child_file.display(),
         grandchild_file.display()
     );
-    let mut worker = spawn_worker(&ep, "doomed", &dir.path().join("state"), &exec);
+    let mut worker = spawn_worker(
+        &ep,
+        "doomed",
+        &dir.path().join("state"),
+        &exec,
+        Stdio::null(),
+    );
     percyctl(&ep, &["task", "submit", "--id", "t1", "--title", "t1"]).ok();
     wait_for("the command to start", START_LIMIT, || {
         read_pid(&child_file).is_some() && read_pid(&grandchild_file).is_some()
@@ -134,7 +148,7 @@ fn a_restarted_worker_reaps_what_a_previous_run_left_and_a_clean_exit_leaves_no_
     )
     .unwrap();
 
-    let mut worker = spawn_worker(&ep, "phoenix", &state, "true");
+    let mut worker = spawn_worker(&ep, "phoenix", &state, "true", Stdio::piped());
     wait_for("the leftover group to be killed", START_LIMIT, || {
         leftover.try_wait().unwrap().is_some()
     });
@@ -149,6 +163,12 @@ fn a_restarted_worker_reaps_what_a_previous_run_left_and_a_clean_exit_leaves_no_
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let stopped = worker.wait_output();
     assert_eq!(stopped.code, 0, "{stopped:?}");
+    // stderr is a pipe here, not a terminal: plain text, no colour codes.
+    assert!(stopped.stderr.contains("worker stopped"), "{stopped:?}");
+    assert!(
+        !stopped.stderr.contains('\x1b'),
+        "ANSI codes in a log: {stopped:?}"
+    );
     assert!(
         !state.exists(),
         "the state dir outlived a clean exit: {:?}",

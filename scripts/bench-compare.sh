@@ -6,7 +6,7 @@
 #
 # Runs, alternately and REPEAT times: Percy (`percyctl bench … --local 3`: three percyd
 # processes on loopback, fsync on, a fresh cluster per run), etcd 3.4 (3 members) and NATS
-# JetStream R3 KV with `sync_interval: always`, using the anchor tool in ../shared/anchor-bench
+# JetStream R3 KV with `sync_interval: always`, using the anchor tool (anchor-bench, a separate project; ANCHOR_DIR)
 # (same JSON fields, same workload shapes). The order of the three systems is reversed every
 # other round so that drift in machine load does not favour one of them. Every line of OUT is
 # one run; the summary takes medians over the repeats and prints ratios.
@@ -15,7 +15,7 @@
 #      claim workloads at the largest C)  SMALL_TASKS (10000, claim workloads at C=1, as the
 #      anchor)  NATS_VARIANTS ("2.10:always"; add "2.10:default" for the non-durable stretch
 #      reference)  HEARTBEAT (1: run the heartbeat workload once per round)  ANCHOR_DIR
-#      (../shared/anchor-bench)  KEEP=1 keeps the temp dir.
+#      (ANCHOR_DIR, required)  KEEP=1 keeps the temp dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -141,7 +141,7 @@ TASKS=${TASKS:-100000}
 SMALL_TASKS=${SMALL_TASKS:-10000}
 NATS_VARIANTS=${NATS_VARIANTS:-"2.10:always"}
 HEARTBEAT=${HEARTBEAT:-1}
-ANCHOR=$(cd "${ANCHOR_DIR:-../shared/anchor-bench}" && pwd)
+ANCHOR=$(cd "${ANCHOR_DIR:?set ANCHOR_DIR to a checkout of the anchor-bench load generator}" && pwd)
 NATS210_BIN=${NATS210_BIN:-/opt/anchor-bench/nats-server-2.10/usr/sbin/nats-server}
 CMAX=$(echo $CLIENTS | tr ' ' '\n' | sort -n | tail -1)
 PERCYCTL=target/release/percyctl

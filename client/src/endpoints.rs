@@ -153,6 +153,14 @@ fn endpoint(addr: &str, security: &Security) -> Result<Endpoint, ClientError> {
                 reason: e.to_string(),
             }
         })?;
+    // A bare address must say where: `nonsense` parses as a URI (host `nonsense`, port 80),
+    // and would only fail after the whole retry deadline, as a connection error.
+    if !addr.contains("://") && endpoint.uri().port().is_none() {
+        return Err(ClientError::InvalidEndpoint {
+            endpoint: addr.to_owned(),
+            reason: "expected host:port".to_owned(),
+        });
+    }
     if let Some(tls) = &security.tls {
         endpoint = endpoint
             .tls_config(tls.config())
@@ -186,10 +194,17 @@ mod tests {
             Endpoints::new(&[" ".to_owned()], &Security::default()),
             Err(ClientError::NoEndpoints)
         ));
-        assert!(matches!(
-            Endpoints::new(&["bad host:1".to_owned()], &Security::default()),
-            Err(ClientError::InvalidEndpoint { .. })
-        ));
+        for bad in ["bad host:1", "nonsense", "127.0.0.1"] {
+            assert!(
+                matches!(
+                    Endpoints::new(&[bad.to_owned()], &Security::default()),
+                    Err(ClientError::InvalidEndpoint { .. })
+                ),
+                "{bad}"
+            );
+        }
+        Endpoints::new(&["https://percy.example".to_owned()], &Security::default())
+            .expect("a full URI needs no port");
     }
 
     #[tokio::test]

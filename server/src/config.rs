@@ -24,7 +24,7 @@ pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 600;
 pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 1_200;
 /// Log entries between snapshots (the log is purged behind each snapshot).
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 10_000;
-/// Agent TTL used when a registration does not ask for one (DESIGN.md §3).
+/// Agent TTL used when a registration does not ask for one (ARCHITECTURE.md, Design §3).
 pub const DEFAULT_AGENT_TTL_MS: u64 = percy_statemachine::limits::DEFAULT_AGENT_TTL_MS;
 /// How often agents are told to heartbeat.
 pub const DEFAULT_AGENT_HEARTBEAT_INTERVAL_MS: u64 = 2_000;

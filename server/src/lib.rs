@@ -1,6 +1,6 @@
 //! percyd: Percy's replicated service. See ARCHITECTURE.md for the code map.
 //!
-//! The spine (DESIGN.md §1): `api` (one module per public service) → `api::edge` (validate,
+//! The spine (ARCHITECTURE.md, Design §1): `api` (one module per public service) → `api::edge` (validate,
 //! then `propose` or `read`) → openraft (`network`, `raft_service`) → `storage` →
 //! `percy_statemachine`. Start a node in-process with [`Node::start`].
 

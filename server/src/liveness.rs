@@ -1,4 +1,4 @@
-//! Agent liveness without a Raft write per heartbeat (DESIGN.md §3, like etcd's leases).
+//! Agent liveness without a Raft write per heartbeat (ARCHITECTURE.md, Design §3, like etcd's leases).
 //!
 //! The leader keeps each active agent's last heartbeat in memory, on the monotonic clock. A
 //! monitor task (running on every node, acting only while it leads) proposes `ExpireAgents` for

@@ -1,6 +1,8 @@
 //! `percyd`: parses the command line, starts one node, and stops it gracefully on SIGTERM or
 //! SIGINT. Every error is one line on stderr and a non-zero exit.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::Parser;
 use percy_server::{Cli, Node};
@@ -22,6 +24,8 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in a redirected log.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -39,10 +43,28 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("percyd: {e:#}");
+            eprintln!("percyd: {}", one_line(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: many of our errors put their source
+/// in their own message *and* expose it as `source()`, and `{:#}` would print it twice
+/// ("File exists (os error 17): File exists (os error 17)").
+fn one_line(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if text.ends_with(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -66,4 +88,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     node.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot create data directory /x: {source}")]
+    struct Repeats {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        // EEXIST (17 on Linux): "File exists (os error 17)".
+        let io = std::io::Error::from_raw_os_error(17);
+        let err = anyhow::Error::from(Repeats { source: io }).context("opening storage");
+        let text = one_line(&err);
+        assert_eq!(text.matches("os error 17").count(), 1, "{text}");
+        assert!(text.starts_with("opening storage: cannot create data directory /x: "));
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(one_line(&plain), "outer: inner");
+    }
 }

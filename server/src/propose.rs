@@ -1,4 +1,4 @@
-//! The write path (DESIGN.md §1): a command is proposed on the leader, which stamps it with its
+//! The write path (ARCHITECTURE.md, Design §1): a command is proposed on the leader, which stamps it with its
 //! wall clock; a follower forwards it to the leader over its forward stream (`tagged_stream`),
 //! or the unary `Forward` RPC for a leader without one. Returns
 //! the state machine's answer as it was applied. Validation happens before this (api::edge);

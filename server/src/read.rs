@@ -1,4 +1,4 @@
-//! The read barrier (DESIGN.md §4). Linearizable reads: on the leader, openraft's
+//! The read barrier (ARCHITECTURE.md, Design §4). Linearizable reads: on the leader, openraft's
 //! `ensure_linearizable` (a heartbeat round to a quorum, then wait for the local state machine
 //! to apply up to the read index); on a follower, ask the leader's internal `ReadIndex` RPC and
 //! wait until the local state machine has applied up to that index. When the asking follower

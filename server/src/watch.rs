@@ -1,4 +1,4 @@
-//! The watch fan-out (DESIGN.md §4): a ring buffer of the last N revisions' events for
+//! The watch fan-out (ARCHITECTURE.md, Design §4): a ring buffer of the last N revisions' events for
 //! resuming watchers, a broadcast to live watchers, filtering by kind and key prefix, the
 //! optional initial state, and the "compacted" answer when a start revision is older than
 //! what the ring still holds. Fed by the storage's applied-events broadcast (see `run_pump`).

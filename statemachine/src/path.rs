@@ -11,7 +11,8 @@ use crate::limits::{MAX_LOCK_PATH_DEPTH, MAX_LOCK_PATH_LEN};
 /// Canonical form of a lock path: components joined by single `/`, no leading or trailing
 /// `/`, no empty or `.` components.
 ///
-/// Refuses `..` (a path must not escape or alias another one), NUL, a path with no
+/// Refuses `..` (a path must not escape or alias another one), control characters (a tab or
+/// newline is a typo or an injection, never a file name anyone means), a path with no
 /// components, a path longer than [`MAX_LOCK_PATH_LEN`] bytes or deeper than
 /// [`MAX_LOCK_PATH_DEPTH`] components.
 pub fn normalize_lock_path(raw: &str) -> Result<String, CommandError> {
@@ -21,9 +22,9 @@ pub fn normalize_lock_path(raw: &str) -> Result<String, CommandError> {
             raw.len()
         )));
     }
-    if raw.contains('\0') {
+    if raw.chars().any(char::is_control) {
         return Err(CommandError::invalid(format!(
-            "lock path {raw:?} contains a NUL byte"
+            "lock path {raw:?} contains a control character"
         )));
     }
     let mut components = Vec::new();
@@ -90,7 +91,9 @@ mod tests {
 
     #[test]
     fn refuses_bad_paths() {
-        for bad in ["", "/", "./.", "a/../b", "..", "a\0b"] {
+        for bad in [
+            "", "/", "./.", "a/../b", "..", "a\0b", "src\tapi", "a\nb", "a\u{7f}b",
+        ] {
             let err = normalize_lock_path(bad).unwrap_err();
             assert_eq!(err.kind, ErrorKind::InvalidArgument, "{bad:?}");
         }

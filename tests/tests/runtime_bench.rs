@@ -13,7 +13,7 @@ use anyhow::{ensure, Context, Result};
 use percy_tests::binaries::{percyctl_binary, percyd_binary};
 use serde_json::Value;
 
-/// The fields every workload's line carries, shared with `../shared/anchor-bench`.
+/// The fields every workload's line carries, shared with the etcd/NATS load generator (anchor-bench) BENCHMARKS.md compares against.
 const SCHEMA: [&str; 8] = [
     "workload",
     "clients",

@@ -91,6 +91,7 @@ pub enum Victim {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
+    /// What to measure.
     #[arg(value_enum)]
     pub workload: Workload,
     /// Start N local percyd nodes on loopback (temp data dirs, fsync on) instead of using
@@ -139,6 +140,10 @@ pub struct Args {
     /// Heartbeat workload: heartbeats per agent per second.
     #[arg(long, default_value_t = 1.0)]
     pub rate: f64,
+    /// Read workload: serializable reads (the answering node's local state) instead of
+    /// linearizable ones.
+    #[arg(long)]
+    pub serializable: bool,
     /// Heartbeat workload: connections the agents share.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
@@ -176,6 +181,15 @@ pub struct Args {
 }
 
 impl Args {
+    /// How the read workload reads.
+    pub fn consistency(&self) -> Consistency {
+        if self.serializable {
+            Consistency::Serializable
+        } else {
+            Consistency::Linearizable
+        }
+    }
+
     /// Concurrent clients (for heartbeat: the connections the agents share).
     pub fn clients(&self) -> usize {
         match self.workload {

@@ -5,17 +5,19 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::Subcommand;
 use percy_client::proto::{Agent, RegisterAgentRequest};
+use percy_client::Consistency;
 use serde_json::json;
 
 use crate::args;
 use crate::output::{details, list, map, or_dash, table};
 use crate::views::{age, agent_status_name, timestamp, AgentView, HeaderView};
-use crate::Ctx;
+use crate::{Ctx, Refused};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Register an agent (a live agent of the same name is refreshed, keeping its id).
     Register {
+        /// Agent name (a live agent of this name is refreshed).
         #[arg(long)]
         name: String,
         /// Host the agent runs on (default: this host's name).
@@ -28,23 +30,37 @@ pub enum Command {
         #[arg(long = "label", value_parser = args::key_value)]
         labels: Vec<(String, String)>,
         /// Tasks the agent runs at once.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = args::positive_count)]
         max_concurrent: u32,
         /// Expire the agent after this long without a heartbeat (default: the server's).
-        #[arg(long, value_parser = args::duration)]
+        #[arg(long, value_parser = args::positive_duration)]
         ttl: Option<Duration>,
     },
     /// Send one heartbeat for an agent.
-    Heartbeat { agent: String },
+    Heartbeat {
+        /// Agent id or name.
+        agent: String,
+    },
     /// List agents (active ones unless --all).
     List {
+        /// Include expired and deregistered agents.
         #[arg(long)]
         all: bool,
+        #[command(flatten)]
+        read: args::Read,
     },
     /// Show one agent (by id or name).
-    Get { agent: String },
+    Get {
+        /// Agent id or name.
+        agent: String,
+        #[command(flatten)]
+        read: args::Read,
+    },
     /// Deregister an agent: its tasks are requeued and its locks released.
-    Deregister { agent: String },
+    Deregister {
+        /// Agent id or name.
+        agent: String,
+    },
 }
 
 pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
@@ -102,6 +118,16 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("heartbeat agent {agent}"))?;
             let status = agent_status_name(response.status);
+            // A heartbeat for an agent the cluster does not know (never registered, expired,
+            // deregistered) is answered, not refused; it is still a failure for the caller.
+            if response.must_reregister
+                || response.status == percy_client::proto::AgentStatus::Unspecified as i32
+            {
+                return Err(Refused(format!(
+                    "heartbeat agent {agent}: no live agent {id} (status {status}); register it again"
+                ))
+                .into());
+            }
             ctx.out.emit(
                 &json!({
                     "header": HeaderView::from(response.header),
@@ -110,19 +136,13 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                     "must_reregister": response.must_reregister,
                     "ttl_ms": response.ttl_ms,
                 }),
-                || {
-                    if response.must_reregister {
-                        format!("agent {id} is {status}: it must register again")
-                    } else {
-                        format!("agent {id} is {status} (ttl {}ms)", response.ttl_ms)
-                    }
-                },
+                || format!("agent {id} is {status} (ttl {}ms)", response.ttl_ms),
             )
         }
-        Command::List { all } => {
+        Command::List { all, read } => {
             let response = ctx
                 .client
-                .list_agents(all, ctx.consistency)
+                .list_agents(all, read.consistency())
                 .await
                 .context("list agents")?;
             let views: Vec<AgentView> = response.agents.iter().map(AgentView::from).collect();
@@ -131,8 +151,8 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                 || agents_table(&response.agents),
             )
         }
-        Command::Get { agent } => {
-            let found = get(ctx, &agent).await?;
+        Command::Get { agent, read } => {
+            let found = get(ctx, &agent, read.consistency()).await?;
             ctx.out.emit(
                 &json!({"header": HeaderView::from(found.0), "agent": AgentView::from(&found.1)}),
                 || agent_details(&found.1),
@@ -168,17 +188,19 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
 pub async fn resolve(ctx: &Ctx, agent: &str) -> anyhow::Result<u64> {
     match agent.parse::<u64>() {
         Ok(id) => Ok(id),
-        Err(_) => Ok(get(ctx, agent).await?.1.id),
+        // Resolved for a write or a filter: never from a stale replica.
+        Err(_) => Ok(get(ctx, agent, Consistency::Linearizable).await?.1.id),
     }
 }
 
 async fn get(
     ctx: &Ctx,
     agent: &str,
+    consistency: Consistency,
 ) -> anyhow::Result<(Option<percy_client::proto::ResponseHeader>, Agent)> {
     let response = match agent.parse::<u64>() {
-        Ok(id) => ctx.client.get_agent(id, ctx.consistency).await,
-        Err(_) => ctx.client.get_agent_by_name(agent, ctx.consistency).await,
+        Ok(id) => ctx.client.get_agent(id, consistency).await,
+        Err(_) => ctx.client.get_agent_by_name(agent, consistency).await,
     }
     .with_context(|| format!("get agent {agent}"))?;
     let found = response

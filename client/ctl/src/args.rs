@@ -5,9 +5,46 @@ use std::time::Duration;
 
 use percy_client::TaskStatus;
 
+/// `--serializable`, on the commands that only read.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Read {
+    /// Read from the answering node's local state (faster, possibly stale) instead of a
+    /// linearizable read.
+    #[arg(long)]
+    serializable: bool,
+}
+
+impl Read {
+    pub fn consistency(self) -> percy_client::Consistency {
+        if self.serializable {
+            percy_client::Consistency::Serializable
+        } else {
+            percy_client::Consistency::Linearizable
+        }
+    }
+}
+
 /// "10s", "500ms", "2m".
 pub fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))
+}
+
+/// A duration that must not be zero: on the wire 0 means "the server's default", so an
+/// explicit `0s` would silently become that default.
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
+    match duration(text)? {
+        zero if zero.is_zero() => Err("must be more than zero (omit it for the default)".into()),
+        positive => Ok(positive),
+    }
+}
+
+/// A count that must not be zero, for the same reason as [`positive_duration`].
+pub fn positive_count(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(0) => Err("must be at least 1 (omit it for the default)".into()),
+        Ok(count) => Ok(count),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// "key=value".
@@ -72,6 +109,17 @@ pub fn payload(text: &str) -> Result<Payload, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_is_refused_where_it_would_mean_the_default() {
+        assert!(positive_duration("0s")
+            .unwrap_err()
+            .contains("more than zero"));
+        assert_eq!(positive_duration("2s"), Ok(Duration::from_secs(2)));
+        assert!(positive_count("0").unwrap_err().contains("at least 1"));
+        assert_eq!(positive_count("3"), Ok(3));
+        assert!(positive_count("-1").is_err());
+    }
 
     #[test]
     fn durations_use_humantime() {

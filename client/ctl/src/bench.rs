@@ -13,7 +13,7 @@ pub async fn run(ctx: &Ctx, args: percy_bench::Args) -> Result<()> {
     let report = percy_bench::run(
         endpoints,
         ctx.client.retry_policy(),
-        ctx.consistency,
+        args.consistency(),
         security,
         args,
     )

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::output::table;
 use crate::views::{timestamp, HeaderView, MessageView};
-use crate::{agent, Ctx};
+use crate::{agent, args, Ctx};
 
 /// Sender name when `--from` is not given and calls carry no token (with a token, the
 /// cluster names the sender: the token's agent or name).
@@ -18,25 +18,31 @@ const DEFAULT_SENDER: &str = "operator";
 pub enum Command {
     /// Send a message to one agent (id or name).
     Send {
+        /// Agent id or name.
         agent: String,
+        /// The message.
         text: String,
-        /// Sender name (default: the token's identity, or "operator" without a token).
+        /// Sender name shown to the agent (default: the token's identity, or "operator" without a token).
         #[arg(long)]
         from: Option<String>,
     },
     /// Send a message to every agent.
     Broadcast {
+        /// The message.
         text: String,
-        /// Sender name (default: the token's identity, or "operator" without a token).
+        /// Sender name shown to the agents (default: the token's identity, or "operator" without a token).
         #[arg(long)]
         from: Option<String>,
     },
     /// Show an agent's mailbox, or the broadcast mailbox without AGENT.
     History {
+        /// Agent id or name (default: the broadcast mailbox).
         agent: Option<String>,
         /// Only messages with an id above this.
         #[arg(long, default_value_t = 0)]
         after: u64,
+        #[command(flatten)]
+        read: args::Read,
     },
 }
 
@@ -47,14 +53,14 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             send(ctx, &from, agent_id, &text, &format!("agent {agent}")).await
         }
         Command::Broadcast { text, from } => send(ctx, &from, BROADCAST, &text, "everyone").await,
-        Command::History { agent, after } => {
+        Command::History { agent, after, read } => {
             let agent_id = match &agent {
                 Some(agent) => agent::resolve(ctx, agent).await?,
                 None => BROADCAST,
             };
             let response = ctx
                 .client
-                .message_history(agent_id, after, ctx.consistency)
+                .message_history(agent_id, after, read.consistency())
                 .await
                 .context("message history")?;
             let views: Vec<MessageView> = response.messages.iter().map(MessageView::from).collect();

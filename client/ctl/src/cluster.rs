@@ -19,12 +19,20 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Raft status of every endpoint (term, leader, log indexes, members).
+    /// Raft status of every member (term, leader, log indexes), found from the endpoints.
     Status,
     /// Add a node: it joins as a learner, then becomes a voter.
-    AddNode { id: u64, addr: String },
+    AddNode {
+        /// The new node's id (its percyd --node-id).
+        id: u64,
+        /// The address (host:port) the node listens on.
+        addr: String,
+    },
     /// Remove a node from the cluster.
-    RemoveNode { id: u64 },
+    RemoveNode {
+        /// The id of the node to remove.
+        id: u64,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -65,32 +73,24 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
 }
 
 /// Asks each endpoint on its own (not through the retrying client, which would answer from
-/// whichever node works) so that the report shows every node, including dead ones.
+/// whichever node works) so that the report shows every node, including dead ones; then each
+/// member of the configuration those answers name that no endpoint answered for, at its
+/// membership address, so that `--endpoints` naming one node still shows the whole cluster.
 async fn status(ctx: &Ctx) -> anyhow::Result<()> {
     let mut nodes = Vec::new();
     for endpoint in ctx.client.endpoints() {
-        let single = Client::connect_secure(
-            std::slice::from_ref(endpoint),
-            ctx.client.retry_policy().with_deadline(STATUS_TIMEOUT),
-            ctx.client.security(),
-        )
-        .await?;
-        let answer = single.cluster_status(Consistency::Serializable).await;
-        nodes.push(match answer {
-            Ok(status) => node_status(endpoint, status),
-            Err(err) => NodeStatus {
-                endpoint: endpoint.clone(),
-                error: Some(err.to_string()),
-                node_id: 0,
-                state: "unreachable".to_owned(),
-                leader_id: 0,
-                term: 0,
-                last_log_index: 0,
-                commit_index: 0,
-                applied_index: 0,
-                members: Vec::new(),
-            },
-        });
+        nodes.push(ask(ctx, endpoint, 0).await?);
+    }
+    let mut members: Vec<MemberView> = Vec::new();
+    for member in nodes.iter().flat_map(|n| n.members.iter()) {
+        if !members.iter().any(|m| m.id == member.id) {
+            members.push(member.clone());
+        }
+    }
+    for member in members {
+        if !nodes.iter().any(|n| n.node_id == member.id) {
+            nodes.push(ask(ctx, &member.addr, member.id).await?);
+        }
     }
     if nodes.iter().all(|n| n.error.is_some()) {
         let first = nodes
@@ -101,6 +101,33 @@ async fn status(ctx: &Ctx) -> anyhow::Result<()> {
     }
     ctx.out
         .emit(&json!({"nodes": &nodes}), || status_table(&nodes))
+}
+
+/// One node's own answer; `expected_id` (0: unknown) names a member that does not answer.
+async fn ask(ctx: &Ctx, endpoint: &str, expected_id: u64) -> anyhow::Result<NodeStatus> {
+    let single = Client::connect_secure(
+        &[endpoint.to_owned()],
+        ctx.client.retry_policy().with_deadline(STATUS_TIMEOUT),
+        ctx.client.security(),
+    )
+    .await?;
+    Ok(
+        match single.cluster_status(Consistency::Serializable).await {
+            Ok(status) => node_status(endpoint, status),
+            Err(err) => NodeStatus {
+                endpoint: endpoint.to_owned(),
+                error: Some(err.to_string()),
+                node_id: expected_id,
+                state: "unreachable".to_owned(),
+                leader_id: 0,
+                term: 0,
+                last_log_index: 0,
+                commit_index: 0,
+                applied_index: 0,
+                members: Vec::new(),
+            },
+        },
+    )
 }
 
 fn node_status(endpoint: &str, s: ClusterStatusResponse) -> NodeStatus {

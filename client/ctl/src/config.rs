@@ -6,15 +6,22 @@ use serde_json::json;
 
 use crate::output::{details, table};
 use crate::views::{ConfigView, HeaderView};
-use crate::{Ctx, Refused};
+use crate::{args, Ctx, Refused};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print a key's value (exit 1 when absent).
-    Get { key: String },
+    Get {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        read: args::Read,
+    },
     /// Set a key.
     Set {
+        /// The key.
         key: String,
+        /// The new value.
         value: String,
         /// Only if the key is at this revision (0: only if the key does not exist).
         #[arg(long)]
@@ -22,6 +29,7 @@ pub enum Command {
     },
     /// Delete a key.
     Delete {
+        /// The key.
         key: String,
         /// Only if the key is at this revision.
         #[arg(long)]
@@ -29,17 +37,20 @@ pub enum Command {
     },
     /// List keys.
     List {
+        /// Only keys starting with this.
         #[arg(long, default_value = "")]
         prefix: String,
+        #[command(flatten)]
+        read: args::Read,
     },
 }
 
 pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Get { key } => {
+        Command::Get { key, read } => {
             let response = ctx
                 .client
-                .get_config(&key, ctx.consistency)
+                .get_config(&key, read.consistency())
                 .await
                 .with_context(|| format!("get config {key}"))?;
             let Some(entry) = response.entry else {
@@ -87,10 +98,10 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                 || line,
             )
         }
-        Command::List { prefix } => {
+        Command::List { prefix, read } => {
             let response = ctx
                 .client
-                .list_config(&prefix, ctx.consistency)
+                .list_config(&prefix, read.consistency())
                 .await
                 .context("list config")?;
             let views: Vec<ConfigView> = response.entries.iter().map(ConfigView::from).collect();

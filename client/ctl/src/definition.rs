@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::output::{details, table};
 use crate::views::{desired_state_name, timestamp, DefinitionView, HeaderView};
-use crate::Ctx;
+use crate::{args, Ctx};
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -22,13 +22,27 @@ pub struct ApplyArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List definitions.
-    List,
+    List {
+        #[command(flatten)]
+        read: args::Read,
+    },
     /// Show a definition with its revision history.
-    Get { name: String },
+    Get {
+        /// Definition name.
+        name: String,
+        #[command(flatten)]
+        read: args::Read,
+    },
     /// Set a definition's desired state to stopped.
-    Stop { name: String },
+    Stop {
+        /// Definition name.
+        name: String,
+    },
     /// Set a definition's desired state to running.
-    Start { name: String },
+    Start {
+        /// Definition name.
+        name: String,
+    },
 }
 
 pub async fn apply(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<()> {
@@ -69,10 +83,10 @@ pub async fn apply(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<()> {
 
 pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::List => {
+        Command::List { read } => {
             let response = ctx
                 .client
-                .list_definitions(ctx.consistency)
+                .list_definitions(read.consistency())
                 .await
                 .context("list definitions")?;
             let views: Vec<DefinitionView> = response
@@ -85,10 +99,10 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                 || definitions_table(&response.definitions),
             )
         }
-        Command::Get { name } => {
+        Command::Get { name, read } => {
             let response = ctx
                 .client
-                .get_definition(&name, ctx.consistency)
+                .get_definition(&name, read.consistency())
                 .await
                 .with_context(|| format!("get definition {name}"))?;
             print(ctx, response)

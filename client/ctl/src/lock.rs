@@ -10,12 +10,13 @@ use serde_json::json;
 
 use crate::output::{list, or_dash, table};
 use crate::views::{lock_mode_name, timestamp, GrantView, HeaderView, LockView, WaiterView};
-use crate::{agent, args, Ctx};
+use crate::{agent, args, Ctx, Refused};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Lock paths for an agent: all of them or none.
     Acquire {
+        /// Paths to lock (a path conflicts with its ancestors and descendants).
         #[arg(required = true)]
         paths: Vec<String>,
         /// Agent id or name.
@@ -28,7 +29,7 @@ pub enum Command {
         #[arg(long, value_parser = args::duration)]
         wait: Option<Duration>,
         /// Release automatically after this long.
-        #[arg(long, value_parser = args::duration)]
+        #[arg(long, value_parser = args::positive_duration)]
         ttl: Option<Duration>,
         /// The task the locks are for.
         #[arg(long)]
@@ -36,20 +37,26 @@ pub enum Command {
     },
     /// Release paths held by an agent.
     Release {
+        /// Paths to release (exit 1 if the agent does not hold one of them).
         #[arg(required = true)]
         paths: Vec<String>,
+        /// Agent id or name.
         #[arg(long)]
         agent: String,
     },
     /// Release every lock an agent holds.
     ReleaseAll {
+        /// Agent id or name.
         #[arg(long)]
         agent: String,
     },
     /// List held locks and waiters.
     List {
+        /// Only paths starting with this.
         #[arg(long, default_value = "")]
         prefix: String,
+        #[command(flatten)]
+        read: args::Read,
     },
 }
 
@@ -100,10 +107,10 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         }
         Command::Release { paths, agent } => release(ctx, &agent, paths).await,
         Command::ReleaseAll { agent } => release(ctx, &agent, Vec::new()).await,
-        Command::List { prefix } => {
+        Command::List { prefix, read } => {
             let response = ctx
                 .client
-                .list_locks(&prefix, ctx.consistency)
+                .list_locks(&prefix, read.consistency())
                 .await
                 .context("list locks")?;
             let locks: Vec<LockView> = response.locks.iter().map(LockView::from).collect();
@@ -127,6 +134,19 @@ async fn release(ctx: &Ctx, agent: &str, paths: Vec<String>) -> anyhow::Result<(
         .release_locks(agent_id, &paths)
         .await
         .with_context(|| format!("release locks of agent {agent}"))?;
+    // Releasing a path the agent does not hold changes nothing and is answered as such; for
+    // the caller it is a failure (someone else holds it, or nobody does).
+    if response.released.len() < paths.len() {
+        let not_held: Vec<&String> = paths
+            .iter()
+            .filter(|p| !response.released.contains(*p))
+            .collect();
+        return Err(Refused(format!(
+            "release locks of agent {agent}: it does not hold {}",
+            list(&not_held)
+        ))
+        .into());
+    }
     let granted: Vec<GrantView> = response
         .granted_to_waiters
         .iter()

@@ -26,11 +26,12 @@ mod views;
 mod watch;
 mod worker;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use percy_client::{Client, ClientError, Consistency, RetryPolicy};
+use percy_client::{Client, ClientError, RetryPolicy};
 
 use crate::output::Output;
 
@@ -58,13 +59,14 @@ struct Cli {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
     output: output::Format,
-    /// Read from the answering node's local state (faster, possibly stale) instead of a
-    /// linearizable read.
-    #[arg(long, global = true)]
-    serializable: bool,
-    /// How long a request may keep retrying through failures before giving up (give it
-    /// before the subcommand: `percyctl --timeout 30s task list`).
-    #[arg(long, env = "PERCY_TIMEOUT", default_value = "10s", value_parser = args::duration)]
+    /// How long a request may keep retrying through failures before giving up.
+    #[arg(
+        long,
+        global = true,
+        env = "PERCY_TIMEOUT",
+        default_value = "10s",
+        value_parser = args::duration
+    )]
     timeout: Duration,
     #[command(flatten)]
     connect: connect::Flags,
@@ -123,7 +125,6 @@ enum Command {
 pub struct Ctx {
     pub client: Client,
     pub out: Output,
-    pub consistency: Consistency,
     /// Calls carry a token: the cluster names message senders itself.
     pub has_token: bool,
 }
@@ -149,6 +150,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,percy_worker=info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in a redirected log.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let endpoints = cli.endpoints.join(",");
     let result = tokio::runtime::Builder::new_current_thread()
@@ -178,14 +181,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let policy = RetryPolicy::default().with_deadline(cli.timeout);
     let security = cli.connect.security()?;
     let ctx = Ctx {
-        client: Client::connect_secure(&cli.endpoints, policy, &security).await?,
+        client: Client::connect_secure(&cli.endpoints, policy, &security)
+            .await
+            // A bad --endpoints is a usage error (exit 2), not a refusal by the cluster.
+            .map_err(|err| anyhow::anyhow!("--endpoints: {err}"))?,
         has_token: cli.connect.has_token(),
         out: Output { format: cli.output },
-        consistency: if cli.serializable {
-            Consistency::Serializable
-        } else {
-            Consistency::Linearizable
-        },
     };
     match cli.command {
         Command::Cluster(cmd) => cluster::run(&ctx, cmd).await,
@@ -259,6 +260,31 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(cli.command, Command::Task(_)));
+    }
+
+    /// Every option and positional of every help page says what it is for.
+    #[test]
+    fn every_argument_of_every_command_has_a_description() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut command = Cli::command();
+        command.build();
+        let mut missing = Vec::new();
+        walk(&command, "percyctl", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "arguments without help:\n{}",
+            missing.join("\n")
+        );
     }
 
     #[test]

@@ -1,46 +1,70 @@
 //! `percyctl plan …`: submit a plan file, show its DAG, follow it live until it finishes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
-use crate::files::plan::{topological_order, PlanFile};
+use crate::files::plan::{topological_order, PlanError, PlanFile};
 use anyhow::Context;
 use clap::Subcommand;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use percy_client::proto::{event, Task};
-use percy_client::{ClientError, EntityKind, TaskStatus, WatchOptions};
+use percy_client::{ClientError, Consistency, EntityKind, TaskStatus, WatchOptions};
 use serde_json::json;
 
 use crate::output::{list, or_dash, table};
 use crate::views::{task_status_name, HeaderView, TaskView};
-use crate::{Ctx, Refused};
+use crate::{args, Ctx, Refused};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Submit the tasks of a TOML or YAML plan file as one plan.
     Submit {
+        /// The plan file (.toml, .yaml or .yml; format in README.md).
         file: PathBuf,
         /// Plan id (overrides the file's `id`; default: generated).
         #[arg(long)]
         id: Option<String>,
     },
     /// Show a plan's tasks in dependency order with their states.
-    Status { plan: String },
+    Status {
+        /// Plan id.
+        plan: String,
+        #[command(flatten)]
+        read: args::Read,
+    },
     /// Follow a plan until every task is finished; exit 0 only if all completed.
-    Watch { plan: String },
+    Watch {
+        /// Plan id.
+        plan: String,
+    },
+    /// Cancel every unfinished task of a plan (claimed and working ones too: their claim
+    /// tokens become stale, so their agents can no longer report them).
+    Cancel {
+        /// Plan id.
+        plan: String,
+        /// Why, recorded on each task.
+        #[arg(long, default_value = "plan cancelled by operator")]
+        reason: String,
+    },
 }
 
 pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Submit { file, id } => submit(ctx, &file, id).await,
-        Command::Status { plan } => status(ctx, &plan).await,
+        Command::Status { plan, read } => status(ctx, &plan, read.consistency()).await,
         Command::Watch { plan } => watch(ctx, &plan).await,
+        Command::Cancel { plan, reason } => cancel(ctx, &plan, &reason).await,
     }
 }
 
 async fn submit(ctx: &Ctx, file: &std::path::Path, id: Option<String>) -> anyhow::Result<()> {
-    let plan = PlanFile::from_path(file)?;
+    // A plan that cannot be read is a usage error; one whose content is wrong is refused like
+    // the server refuses a cycle (exit 1 for both).
+    let plan = PlanFile::from_path(file).map_err(|err| match err {
+        PlanError::Document(_) => anyhow::Error::from(err),
+        content => Refused(format!("plan {}: {content}", file.display())).into(),
+    })?;
     let plan_id = id.or(plan.id.clone()).unwrap_or_default();
     let response = ctx
         .client
@@ -65,10 +89,10 @@ async fn submit(ctx: &Ctx, file: &std::path::Path, id: Option<String>) -> anyhow
     )
 }
 
-async fn status(ctx: &Ctx, plan_id: &str) -> anyhow::Result<()> {
+async fn status(ctx: &Ctx, plan_id: &str, consistency: Consistency) -> anyhow::Result<()> {
     let response = ctx
         .client
-        .get_plan(plan_id, ctx.consistency)
+        .get_plan(plan_id, consistency)
         .await
         .with_context(|| format!("get plan {plan_id}"))?;
     let ordered = topological_order(&response.tasks);
@@ -88,6 +112,60 @@ async fn status(ctx: &Ctx, plan_id: &str) -> anyhow::Result<()> {
                 response.plan_id,
                 counts_line(&counts),
                 dag_table(&response.tasks)
+            )
+        },
+    )
+}
+
+/// Cancels the plan's unfinished tasks with the state machine's own task cancellation, roots
+/// first: cancelling a task cancels its unfinished dependents in the same command, so a plan
+/// usually takes one command per root, not one per task. Not one atomic step: a task that
+/// finishes meanwhile stays finished (its cancellation is refused and skipped), and its
+/// dependents are cancelled when reached in the order.
+async fn cancel(ctx: &Ctx, plan_id: &str, reason: &str) -> anyhow::Result<()> {
+    let (tasks, _) = fetch(ctx, plan_id).await?;
+    let tasks: Vec<Task> = tasks.into_values().collect();
+    let mut done: HashSet<String> = tasks
+        .iter()
+        .filter(|t| is_terminal(t.status))
+        .map(|t| t.id.clone())
+        .collect();
+    let mut cancelled = Vec::new();
+    let mut skipped = Vec::new();
+    for task in topological_order(&tasks) {
+        if done.contains(&task.id) {
+            continue;
+        }
+        match ctx.client.cancel_task(&task.id, reason).await {
+            Ok(response) => {
+                let cascade = response.cascade.unwrap_or_default();
+                for id in std::iter::once(task.id.clone()).chain(cascade.cancelled) {
+                    if done.insert(id.clone()) {
+                        cancelled.push(id);
+                    }
+                }
+            }
+            // Finished between the listing and now.
+            Err(err) if err.code() == tonic::Code::FailedPrecondition => {
+                done.insert(task.id.clone());
+                skipped.push(task.id.clone());
+            }
+            Err(err) => {
+                return Err(anyhow::Error::from(err).context(format!(
+                    "cancel plan {plan_id}: task {} (cancelled so far: {})",
+                    task.id,
+                    list(&cancelled)
+                )))
+            }
+        }
+    }
+    ctx.out.emit(
+        &json!({"plan_id": plan_id, "cancelled": cancelled, "already_finished": skipped}),
+        || {
+            format!(
+                "plan {plan_id}: {} tasks cancelled: {}",
+                cancelled.len(),
+                list(&cancelled)
             )
         },
     )
@@ -171,7 +249,7 @@ async fn watch(ctx: &Ctx, plan_id: &str) -> anyhow::Result<()> {
 async fn fetch(ctx: &Ctx, plan_id: &str) -> anyhow::Result<(BTreeMap<String, Task>, u64)> {
     let response = ctx
         .client
-        .get_plan(plan_id, ctx.consistency)
+        .get_plan(plan_id, Consistency::Linearizable)
         .await
         .with_context(|| format!("get plan {plan_id}"))?;
     let revision = response.header.map_or(0, |h| h.revision);

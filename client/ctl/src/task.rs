@@ -16,8 +16,10 @@ use crate::{agent, args, Ctx, Refused};
 pub enum Command {
     /// Submit one task.
     Submit {
+        /// One-line title (workers get it as PERCY_TASK_TITLE).
         #[arg(long)]
         title: String,
+        /// Longer description, given to the worker's command on stdin.
         #[arg(long, default_value = "")]
         description: String,
         /// Input for the worker: text, or @file.
@@ -29,16 +31,17 @@ pub enum Command {
         /// Label k=v the agent must carry (repeatable).
         #[arg(long = "selector", value_parser = args::key_value)]
         selector: Vec<(String, String)>,
+        /// Higher runs first among ready tasks.
         #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         priority: i32,
         /// Task ids that must complete first, comma-separated.
         #[arg(long, value_delimiter = ',')]
         depends_on: Vec<String>,
         /// Attempts before the task fails for good (default: the server's).
-        #[arg(long)]
+        #[arg(long, value_parser = args::positive_count)]
         max_attempts: Option<u32>,
         /// How long one attempt may run.
-        #[arg(long, value_parser = args::duration)]
+        #[arg(long, value_parser = args::positive_duration)]
         timeout: Option<Duration>,
         /// Task id (default: generated).
         #[arg(long)]
@@ -49,6 +52,7 @@ pub enum Command {
         /// Agent id or name.
         #[arg(long)]
         agent: String,
+        /// Claim this task instead of the best one the agent can run.
         #[arg(long)]
         task: Option<String>,
         /// Claim only if the task is still at this revision.
@@ -57,7 +61,9 @@ pub enum Command {
     },
     /// Mark a claimed task as working.
     Start {
+        /// Task id.
         id: String,
+        /// Agent id or name (the claim holder).
         #[arg(long)]
         agent: String,
         /// The claim token from the claim.
@@ -66,51 +72,74 @@ pub enum Command {
     },
     /// Complete a task.
     Complete {
+        /// Task id.
         id: String,
+        /// Agent id or name (the claim holder).
         #[arg(long)]
         agent: String,
+        /// The claim token from the claim.
         #[arg(long)]
         token: u64,
+        /// One-line result.
         #[arg(long, default_value = "")]
         summary: String,
+        /// Branch holding the work, if any.
         #[arg(long, default_value = "")]
         branch: String,
     },
     /// Fail an attempt (requeued while attempts remain).
     Fail {
+        /// Task id.
         id: String,
+        /// Agent id or name (the claim holder).
         #[arg(long)]
         agent: String,
+        /// The claim token from the claim.
         #[arg(long)]
         token: u64,
+        /// What went wrong.
         #[arg(long)]
         error: String,
     },
     /// Cancel a task (its dependents are cancelled too).
     Cancel {
+        /// Task id.
         id: String,
+        /// Why, recorded on the task.
         #[arg(long, default_value = "cancelled by operator")]
         reason: String,
     },
     /// Put a claimed or working task back to ready.
     Requeue {
+        /// Task id.
         id: String,
+        /// Why, recorded on the task.
         #[arg(long, default_value = "requeued by operator")]
         reason: String,
     },
     /// Show one task.
-    Get { id: String },
+    Get {
+        /// Task id.
+        id: String,
+        #[command(flatten)]
+        read: args::Read,
+    },
     /// List tasks.
     List {
+        /// Only tasks in this state (ready, claimed, working, completed, …).
         #[arg(long, value_parser = args::task_status)]
         status: Option<TaskStatus>,
+        /// Only the tasks of this plan.
         #[arg(long)]
         plan: Option<String>,
         /// Only tasks held by this agent (id or name).
         #[arg(long)]
         assignee: Option<String>,
+        /// At most this many tasks (0: no limit).
         #[arg(long, default_value_t = 0)]
         limit: u32,
+        #[command(flatten)]
+        read: args::Read,
     },
 }
 
@@ -234,10 +263,10 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                 .with_context(|| format!("requeue task {id}"))?;
             print_update(ctx, response, "requeued")
         }
-        Command::Get { id } => {
+        Command::Get { id, read } => {
             let response = ctx
                 .client
-                .get_task(&id, ctx.consistency)
+                .get_task(&id, read.consistency())
                 .await
                 .with_context(|| format!("get task {id}"))?;
             let task = response
@@ -250,6 +279,7 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             plan,
             assignee,
             limit,
+            read,
         } => {
             let assignee = match assignee {
                 Some(agent) => Some(agent::resolve(ctx, &agent).await?),
@@ -263,7 +293,7 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             };
             let response = ctx
                 .client
-                .list_tasks(&filter, ctx.consistency)
+                .list_tasks(&filter, read.consistency())
                 .await
                 .context("list tasks")?;
             let views: Vec<TaskView> = response.tasks.iter().map(TaskView::from).collect();

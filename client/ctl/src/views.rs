@@ -299,7 +299,7 @@ impl From<&proto::Message> for MessageView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct MemberView {
     pub id: u64,
     pub addr: String,

@@ -30,7 +30,7 @@ pub struct Args {
     #[arg(long = "label", value_parser = args::key_value)]
     labels: Vec<(String, String)>,
     /// Tasks run at once.
-    #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENT)]
+    #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENT, value_parser = args::positive_count)]
     max_concurrent: u32,
     /// Command run for each task through `sh -c`; it gets PERCY_TASK_ID, PERCY_TASK_TITLE,
     /// PERCY_TASK_ATTEMPT, PERCY_CLAIM_TOKEN, PERCY_AGENT_ID, PERCY_AGENT_NAME, PERCY_PLAN_ID,
@@ -40,13 +40,13 @@ pub struct Args {
     #[arg(long)]
     exec: String,
     /// Timeout of tasks that set none (default: no limit).
-    #[arg(long, value_parser = args::duration)]
+    #[arg(long, value_parser = args::positive_duration)]
     timeout: Option<Duration>,
     /// How long running commands may finish after SIGTERM before they are killed.
     #[arg(long, default_value = DEFAULT_GRACE, value_parser = args::duration)]
     grace: Duration,
     /// Agent TTL: expired after this long without a heartbeat (default: the server's).
-    #[arg(long, value_parser = args::duration)]
+    #[arg(long, value_parser = args::positive_duration)]
     ttl: Option<Duration>,
     /// Directory of the inbox file (PERCY_INBOX) (default: a directory in $TMPDIR).
     #[arg(long)]

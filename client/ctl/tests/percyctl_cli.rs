@@ -275,7 +275,7 @@ fn config_compare_and_set() {
     assert_eq!(value.stdout.trim(), "slow");
     let entry = percyctl(
         &ep,
-        &["--serializable", "-o", "json", "config", "get", "mode"],
+        &["-o", "json", "config", "get", "mode", "--serializable"],
     )
     .ok()
     .json();

@@ -2,7 +2,8 @@
 //!
 //! Merges into one target are serialised by a cluster lock on the target ref (the
 //! worker locks `git/<repo-name>/refs/heads/<into>`); the lock's fencing token is the
-//! Raft log index of the grant, so it strictly increases from one holder to the next.
+//! revision of the grant (or the next number after the last token issued, when one apply grants
+//! several), so it strictly increases from one holder to the next.
 //! A holder can lose the lock without noticing (its process paused past the TTL), so
 //! the lock alone cannot stop a late writer. Three checks together do:
 //!
@@ -15,7 +16,7 @@
 //!    a write that slipped in between is never overwritten.
 //!
 //! Token [`UNFENCED_TOKEN`] (0) is what `percyctl merge` uses without a cluster: lock
-//! tokens are log indices and never 0, so 0 cannot belong to a stale lock holder. An
+//! tokens are revisions of applied commands and never 0, so 0 cannot belong to a stale lock holder. An
 //! unfenced merge skips check 1 and writes no `Percy-Fence` trailer, but still goes
 //! through the compare-and-swap, so it never loses anybody's commit either.
 

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::config::WorkerConfig;
 use crate::executor::{execute, ExecEnd, ExecOutcome, Execution};
 use crate::repo::Repo;
+use crate::running;
 use crate::tail::SUMMARY_MAX_BYTES;
 use percy_client::proto::{Task, TaskResult};
 use percy_client::{Client, ClientError};
@@ -113,6 +114,11 @@ async fn attempt(
         stdin: task_input(task),
         workdir,
         timeout,
+        record_in: Some(running::records_dir(
+            &env.config.inbox_dir,
+            &env.config.name,
+        )),
+        task_id: task.id.clone(),
     };
     let kill = async {
         // A dropped sender means the incarnation is gone: stop too.

@@ -45,7 +45,9 @@ pub struct WorkerConfig {
     pub task_grace: Duration,
     /// Timeout of tasks that do not set one; `None` = no limit.
     pub default_timeout: Option<Duration>,
-    /// Where the inbox file (`PERCY_INBOX`) is kept.
+    /// The worker's state dir: the inbox file (`PERCY_INBOX`) and the crash records of
+    /// running commands (`running-<name>/`, reaped by the next run of that name). Removed at a
+    /// clean exit unless something else was put in it.
     pub inbox_dir: PathBuf,
     /// Agent TTL asked for at registration; `None` = the server's default.
     pub ttl: Option<Duration>,

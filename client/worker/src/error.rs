@@ -20,6 +20,12 @@ pub enum WorkerError {
         source: std::io::Error,
     },
 
+    #[error(
+        "another worker of this name is running with the state dir {}",
+        .0.display()
+    )]
+    StateDirBusy(PathBuf),
+
     #[error("preparing the git repository {}: {source}", repo.display())]
     Git {
         repo: PathBuf,

@@ -5,6 +5,9 @@
 //! an LLM CLI and its helpers) can be killed at once: on timeout, on the kill switch, and
 //! after it exits, so nothing of a task outlives it and keeps writing in its name. The group
 //! is also killed if the future is dropped half-way (the worker itself is going away).
+//! What none of these paths can cover — the worker killed with SIGKILL — is covered by the
+//! supervisor that leads the group (`supervisor`) and by a crash record of the running group
+//! (`running`) that a restarted worker reaps.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -15,6 +18,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::task::JoinHandle;
 
+use crate::running::RunningRecord;
+use crate::supervisor::supervise;
 use crate::tail::{Tail, STDERR_TAIL_BYTES, STDOUT_TAIL_BYTES};
 
 /// The shell commands run through.
@@ -36,6 +41,10 @@ pub struct Execution {
     pub workdir: Option<PathBuf>,
     /// `None` = no limit.
     pub timeout: Option<Duration>,
+    /// Directory of the crash records (`running`); `None` = not recorded.
+    pub record_in: Option<PathBuf>,
+    /// The task the command runs for, in the crash record.
+    pub task_id: String,
 }
 
 /// How the command ended, with the tails of its output.
@@ -85,9 +94,18 @@ pub async fn execute(
     if let Some(dir) = &execution.workdir {
         command.current_dir(dir);
     }
+    supervise(&mut command);
     let mut child = command.spawn().map_err(ExecError::Spawn)?;
     // The group id is the leader's pid; `id()` is only `None` after the child was reaped.
-    let group = ProcessGroup(child.id().and_then(|pid| i32::try_from(pid).ok()));
+    let pgid = child.id().and_then(|pid| i32::try_from(pid).ok());
+    let record = match (&execution.record_in, pgid) {
+        (Some(dir), Some(pgid)) => RunningRecord::write(dir, pgid, &execution.task_id),
+        _ => None,
+    };
+    let group = ProcessGroup {
+        pgid,
+        _record: record,
+    };
 
     // stdin is written concurrently: a command that never reads it must not block us, and
     // one that exits early makes the write fail with EPIPE, which is fine.
@@ -182,14 +200,18 @@ async fn collect(reader: Option<JoinHandle<Tail>>, capacity: usize) -> Tail {
     }
 }
 
-/// The command's process group; killed on drop.
-struct ProcessGroup(Option<i32>);
+/// The command's process group; killed on drop. Its crash record is a field, so it is
+/// removed only after the group was killed.
+struct ProcessGroup {
+    pgid: Option<i32>,
+    _record: Option<RunningRecord>,
+}
 
 impl ProcessGroup {
     /// SIGKILLs every process in the group. ESRCH (nobody left) is the normal case after the
     /// command exited.
     fn kill(&self) {
-        if let Some(pgid) = self.0 {
+        if let Some(pgid) = self.pgid {
             // SAFETY: killpg(2) on a group we created; it touches no memory of ours.
             unsafe {
                 libc::killpg(pgid, libc::SIGKILL);
@@ -217,6 +239,8 @@ mod tests {
             stdin: b"the description\n".to_vec(),
             workdir: None,
             timeout: None,
+            record_in: None,
+            task_id: "t1".into(),
         }
     }
 
@@ -257,6 +281,36 @@ mod tests {
         let outcome = execute(run("echo started; sleep 30"), kill).await.unwrap();
         assert_eq!(outcome.end, ExecEnd::Killed);
         assert_eq!(outcome.stdout.text(), "started\n");
+    }
+
+    #[tokio::test]
+    async fn a_command_killed_by_a_signal_is_reported_as_signalled() {
+        let outcome = execute(run("kill -TERM $$"), std::future::pending())
+            .await
+            .unwrap();
+        assert_eq!(outcome.end, ExecEnd::Signalled(libc::SIGTERM));
+    }
+
+    /// Each command's supervisor is forked while other commands' pipes are open in the
+    /// worker; it must not keep them open, or their output would never end.
+    #[tokio::test]
+    async fn a_later_command_does_not_hold_an_earlier_one_s_output_open() {
+        let first = tokio::spawn(execute(
+            run("sleep 0.5; echo first"),
+            std::future::pending(),
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let second = tokio::spawn(execute(run("sleep 30"), std::future::pending()));
+        let started = Instant::now();
+        let outcome = first.await.unwrap().unwrap();
+        assert_eq!(outcome.end, ExecEnd::Exited(0));
+        assert_eq!(outcome.stdout.text(), "first\n");
+        assert!(
+            started.elapsed() < OUTPUT_DRAIN_TIMEOUT,
+            "{:?}",
+            started.elapsed()
+        );
+        second.abort();
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ impl Inbox {
     /// an empty inbox: what was said to an earlier run is not addressed to this one).
     pub async fn create(dir: &Path, name: &str) -> std::io::Result<Inbox> {
         tokio::fs::create_dir_all(dir).await?;
-        let path = dir.join(format!("{}{INBOX_SUFFIX}", file_safe(name)));
+        let path = inbox_path(dir, name);
         tokio::fs::write(&path, b"").await?;
         Ok(Inbox { path })
     }
@@ -42,6 +42,11 @@ impl Inbox {
         file.write_all(format_line(message).as_bytes()).await?;
         file.flush().await
     }
+}
+
+/// Where the inbox of agent `name` is kept in `dir`.
+pub fn inbox_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{}{INBOX_SUFFIX}", file_safe(name)))
 }
 
 /// `[2024-05-01T12:00:00Z] alice: body`, with newlines in the sender or body escaped so that
@@ -63,7 +68,7 @@ fn one_line(text: &str) -> String {
 }
 
 /// An agent name as a file name: path separators and NULs replaced.
-fn file_safe(name: &str) -> String {
+pub fn file_safe(name: &str) -> String {
     name.chars()
         .map(|c| if c == '/' || c == '\0' { '_' } else { c })
         .collect()

@@ -31,7 +31,9 @@ mod incarnation;
 mod labels;
 mod leftovers;
 mod repo;
+mod running;
 mod shutdown;
+mod supervisor;
 mod tail;
 
 use std::sync::Arc;
@@ -99,6 +101,26 @@ impl Worker {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<WorkerSummary, WorkerError> {
         self.config.validate()?;
+        // One worker per name and state dir: a second one would reap the first one's running
+        // commands. Workers of other names may share the dir (`--inbox-dir`).
+        let _lock = lock_state(&self.config.inbox_dir, &self.config.name)?;
+        let records = running::records_dir(&self.config.inbox_dir, &self.config.name);
+        // Before anything new runs: what a previous run killed with SIGKILL left behind.
+        let reaped = running::reap_leftovers(&records);
+        if !reaped.is_empty() {
+            tracing::warn!(groups = ?reaped, "killed the commands a previous run left running");
+        }
+        let result = self.work(shutdown).await;
+        // Every command has ended by now (killed at the latest when its attempt was dropped),
+        // so the state dir holds nothing a later run needs.
+        remove_state_dir(&self.config.inbox_dir, &records, &self.config.name).await;
+        result
+    }
+
+    async fn work(
+        &self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<WorkerSummary, WorkerError> {
         let mut shutdown = Shutdown::spawn(shutdown);
         let inbox = Inbox::create(&self.config.inbox_dir, &self.config.name)
             .await
@@ -193,5 +215,63 @@ impl Worker {
                 () = tokio::time::sleep(REGISTER_RETRY_PAUSE) => {}
             }
         }
+    }
+}
+
+/// Removes this worker's inbox file, (empty) records dir and lock file, then the state dir
+/// itself if nothing else is in it: a directory shared with other workers, or one the user
+/// keeps other files in, stays.
+async fn remove_state_dir(dir: &std::path::Path, records: &std::path::Path, name: &str) {
+    let _ = tokio::fs::remove_dir(records).await;
+    let _ = tokio::fs::remove_file(inbox::inbox_path(dir, name)).await;
+    let _ = tokio::fs::remove_file(lock_path(dir, name)).await;
+    let _ = tokio::fs::remove_dir(dir).await;
+}
+
+/// The lock file of worker `name` in its state dir.
+fn lock_path(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    dir.join(format!("{}.lock", inbox::file_safe(name)))
+}
+
+/// Creates the state dir and takes worker `name`'s lock in it (an advisory lock, released
+/// when the returned handle is dropped or the process dies). The file is removed at a clean
+/// exit; a worker of the same name starting in that instant may lock the removed file, which
+/// only weakens this guard against a misconfiguration (two live workers of one name).
+fn lock_state(dir: &std::path::Path, name: &str) -> Result<std::fs::File, WorkerError> {
+    let inbox_error = |source| WorkerError::Inbox {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(inbox_error)?;
+    let handle = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path(dir, name))
+        .map_err(inbox_error)?;
+    match handle.try_lock() {
+        Ok(()) => Ok(handle),
+        Err(std::fs::TryLockError::WouldBlock) => Err(WorkerError::StateDirBusy(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(source)) => Err(inbox_error(source)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_of_different_names_share_a_state_dir_but_one_name_is_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = lock_state(dir.path(), "a").unwrap();
+        let _b = lock_state(dir.path(), "b").unwrap();
+        assert!(matches!(
+            lock_state(dir.path(), "a"),
+            Err(WorkerError::StateDirBusy(_))
+        ));
+        assert_ne!(
+            running::records_dir(dir.path(), "a"),
+            running::records_dir(dir.path(), "b")
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! Maps a state machine error to the gRPC status of the same name (DESIGN.md §4).
+//! Maps a state machine error to the gRPC status of the same name (ARCHITECTURE.md, Design §4).
 
 use percy_statemachine::{CommandError, ErrorKind};
 use tonic::{Code, Status};

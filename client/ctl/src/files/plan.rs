@@ -82,6 +82,9 @@ pub enum PlanError {
     DuplicateId(String),
     #[error("task {0:?} depends on itself")]
     SelfDependency(String),
+    /// 0 on the wire means "the server's default", so it is refused rather than coerced.
+    #[error("task {0:?}: {1} must be more than zero (leave it out for the default)")]
+    Zero(String, &'static str),
 }
 
 impl PlanFile {
@@ -104,6 +107,14 @@ impl PlanFile {
     fn validate(&self) -> Result<(), PlanError> {
         if self.tasks.is_empty() {
             return Err(PlanError::Empty);
+        }
+        for task in &self.tasks {
+            if task.max_attempts == Some(0) {
+                return Err(PlanError::Zero(task.title.clone(), "max_attempts"));
+            }
+            if task.timeout.is_some_and(|t| t.is_zero()) {
+                return Err(PlanError::Zero(task.title.clone(), "timeout"));
+            }
         }
         let mut seen = HashSet::new();
         for task in self.tasks.iter().filter(|t| !t.id.is_empty()) {

@@ -8,4 +8,9 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# `cargo test --workspace` builds percyd and percyctl for their own crates' tests; the fault
+# suite and runtime tests use those instead of building them again alone (a per-package build
+# has other features, so it would recompile half the dependency tree).
+target="$(realpath -m "${CARGO_TARGET_DIR:-target}")/debug"
+export PERCYD_BIN="${PERCYD_BIN:-$target/percyd}" PERCYCTL_BIN="${PERCYCTL_BIN:-$target/percyctl}"
 cargo test --workspace --locked

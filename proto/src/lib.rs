@@ -1,5 +1,7 @@
 //! Generated gRPC code for Percy: the public `percy.v1` API and the internal Raft service.
 
+pub mod codec;
+
 /// The public API.
 // Generated code: lints about its shape (e.g. the size of `oneof` variants) are not ours to fix.
 #[allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]

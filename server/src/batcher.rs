@@ -114,7 +114,7 @@ impl Batcher {
             &command,
             postcard::ser_flavors::Size::default(),
         )
-        .map_err(|e| ForwardError::Unavailable(format!("command does not encode: {e}")))?;
+        .map_err(|e| ForwardError::NotProposed(format!("command does not encode: {e}")))?;
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             command,
@@ -124,9 +124,13 @@ impl Batcher {
         };
         match tokio::time::timeout_at(deadline, self.queue.send(pending)).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(shutting_down()),
+            Ok(Err(_)) => {
+                return Err(ForwardError::NotProposed(
+                    "the node is shutting down; the command was not proposed; retry".into(),
+                ))
+            }
             Err(_) => {
-                return Err(ForwardError::Unavailable(
+                return Err(ForwardError::NotProposed(
                     "the proposal queue stayed full until the deadline; the command was not proposed; retry"
                         .into(),
                 ))
@@ -141,11 +145,11 @@ impl Batcher {
 }
 
 fn shutting_down() -> ForwardError {
-    ForwardError::Unavailable("the node is shutting down (outcome unknown); retry".into())
+    ForwardError::Unknown("the node is shutting down (outcome unknown); retry".into())
 }
 
 fn commit_timed_out() -> ForwardError {
-    ForwardError::Unavailable(
+    ForwardError::Unknown(
         "timed out waiting for the write to commit (outcome unknown); retry with the same request id"
             .into(),
     )
@@ -183,8 +187,9 @@ async fn run(raft: Raft, metrics: Metrics, mut incoming: mpsc::Receiver<Pending>
         let receiver = match raft.client_write_ff(proposal).await {
             Ok(receiver) => receiver,
             Err(fatal) => {
+                // openraft refused the entry before it reached the log.
                 answer_all(replies, || {
-                    ForwardError::Unavailable(format!("raft stopped: {fatal}"))
+                    ForwardError::NotProposed(format!("raft stopped: {fatal}"))
                 });
                 continue;
             }
@@ -204,7 +209,7 @@ async fn run(raft: Raft, metrics: Metrics, mut incoming: mpsc::Receiver<Pending>
                     })
                 }
                 Ok(Ok(Err(e))) => answer_all(replies, || {
-                    ForwardError::Unavailable(format!("write failed: {e}"))
+                    ForwardError::Unknown(format!("write failed: {e}"))
                 }),
                 Ok(Ok(Ok(response))) => answer_each(replies, response.data.commands),
             }
@@ -315,9 +320,7 @@ fn answer_each(replies: Vec<Reply>, results: Vec<CommandResult>) {
             "an applied entry returned a different number of results than it had commands"
         );
         answer_all(replies, || {
-            ForwardError::Unavailable(
-                "the applied entry returned no result for this command".into(),
-            )
+            ForwardError::Unknown("the applied entry returned no result for this command".into())
         });
         return;
     }
@@ -349,6 +352,56 @@ mod tests {
             histogram.get_sample_count(),
             histogram.get_sample_sum() as u64,
         )
+    }
+
+    /// A batcher whose batching task is `incoming`'s holder (or gone, when it is dropped).
+    fn detached_batcher(capacity: usize) -> (Batcher, mpsc::Receiver<Pending>) {
+        let (queue, incoming) = mpsc::channel(capacity);
+        (Batcher { queue }, incoming)
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_millis(100)
+    }
+
+    /// What a write failure says about the command decides whether a caller may retry it, so
+    /// each failure must be classified by what is known.
+    #[tokio::test]
+    async fn failures_say_whether_the_command_was_proposed() {
+        // The batching task is gone: the command never left this node.
+        let (batcher, incoming) = detached_batcher(1);
+        drop(incoming);
+        let stopped = batcher.propose(put("a"), soon()).await;
+        assert!(
+            matches!(stopped, Err(ForwardError::NotProposed(_))),
+            "{stopped:?}"
+        );
+
+        // The queue stays full until the deadline: not proposed either.
+        let (batcher, _incoming) = detached_batcher(1);
+        let first = batcher.propose(put("first"), soon());
+        let second = batcher.propose(put("second"), soon());
+        let (first, second) = tokio::join!(first, second);
+        // The first sits in the queue unanswered: it may be proposed any moment, so its
+        // outcome is unknown; the second never got into the queue.
+        assert!(matches!(first, Err(ForwardError::Unknown(_))), "{first:?}");
+        assert!(
+            matches!(second, Err(ForwardError::NotProposed(_))),
+            "{second:?}"
+        );
+
+        // Taken by the batching task, which then dies without answering: unknown.
+        let (batcher, mut incoming) = detached_batcher(1);
+        let pending = batcher.propose(put("taken"), Instant::now() + SETTLE);
+        let taker = async {
+            let taken = incoming.recv().await;
+            drop(taken);
+        };
+        let (pending, ()) = tokio::join!(pending, taker);
+        assert!(
+            matches!(pending, Err(ForwardError::Unknown(_))),
+            "{pending:?}"
+        );
     }
 
     #[tokio::test]

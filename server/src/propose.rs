@@ -66,10 +66,14 @@ pub async fn propose(ctx: &NodeContext, command: Command) -> Result<Proposed, St
                     "node {leader} is no longer the leader (it names {hint:?})"
                 ));
             }
-            Err(ForwardError::Unavailable(why)) if !retry_unknown => {
+            Err(ForwardError::NotProposed(why)) => {
+                tracing::debug!(%why, "retrying a write that was not proposed");
+                last_error = Some(why);
+            }
+            Err(ForwardError::Unknown(why)) if !retry_unknown => {
                 return Err(Status::unavailable(why))
             }
-            Err(ForwardError::Unavailable(why)) => {
+            Err(ForwardError::Unknown(why)) => {
                 tracing::debug!(%why, "retrying a tracked write");
                 last_error = Some(why);
             }
@@ -143,13 +147,14 @@ async fn forward(
 ) -> Result<CommandResult, ForwardError> {
     let addr = ctx
         .addr_of(leader)
-        .ok_or_else(|| ForwardError::Unavailable(format!("leader {leader} has no address")))?;
+        .ok_or_else(|| ForwardError::NotProposed(format!("leader {leader} has no address")))?;
     let mut client = ctx
         .peers
         .client(leader, &addr)
-        .map_err(ForwardError::Unavailable)?;
+        .map_err(ForwardError::NotProposed)?;
+    // Once bytes may have left, the leader may have proposed the command.
     let failed = |why: &dyn std::fmt::Display| {
-        ForwardError::Unavailable(format!(
+        ForwardError::Unknown(format!(
             "forwarding to leader {leader} at {addr} failed: {why}"
         ))
     };
@@ -168,7 +173,7 @@ async fn forward(
     let data = wire::encode(&ForwardRequest {
         command: command.clone(),
     })
-    .map_err(|e| ForwardError::Unavailable(e.to_string()))?;
+    .map_err(|e| ForwardError::NotProposed(e.to_string()))?;
     let mut request = Request::new(RaftBytes { data });
     request.set_timeout(timeout);
     let reply = client
@@ -176,7 +181,7 @@ async fn forward(
         .await
         .map_err(|status| failed(&status.message()))?;
     let reply: ForwardReply = wire::decode(&reply.into_inner().data)
-        .map_err(|e| ForwardError::Unavailable(format!("leader {leader}: {e}")))?;
+        .map_err(|e| ForwardError::Unknown(format!("leader {leader}: {e}")))?;
     reply
 }
 

@@ -49,8 +49,13 @@ pub struct ForwardRequest {
 pub enum ForwardError {
     /// The receiver is not the leader (any more); the command was not proposed.
     NotLeader { leader: Option<NodeId> },
-    /// Proposed or not, the outcome is unknown (commit timed out, node shutting down).
-    Unavailable(String),
+    /// The command was certainly not proposed (the queue stayed full, it did not encode, the
+    /// leader had no address or could not be dialled): retrying it anywhere is safe.
+    NotProposed(String),
+    /// The command may have been applied, or not (commit timed out, the node shut down while
+    /// it was in flight, the forward stream broke after sending): only a write the session
+    /// table deduplicates may be retried.
+    Unknown(String),
 }
 
 pub type ForwardReply = Result<CommandResult, ForwardError>;

@@ -61,8 +61,7 @@ async fn undecodable_request_is_invalid_argument_and_changes_nothing() {
 
     let mut grpc = tonic::client::Grpc::new(channel(&addr).await);
     grpc.ready().await.unwrap();
-    let path =
-        tonic::codegen::http::uri::PathAndQuery::from_static("/percy.v1.TaskService/Submit");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/percy.v1.TaskService/Submit");
     let status = grpc
         .unary(
             tonic::Request::new(GARBAGE.to_vec()),

@@ -142,6 +142,7 @@ async fn main() -> Result<()> {
         nodes: 3,
         dir: root.join("cluster"),
         extra_args: Vec::new(),
+        secure: false,
     })?;
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
     let endpoints = cluster.endpoints();

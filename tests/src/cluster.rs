@@ -22,11 +22,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use percy_client::{Client, Consistency, RetryPolicy};
+use percy_client::{Client, Consistency, RetryPolicy, Security, TlsOptions};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-use crate::binaries::percyd_binary;
+use crate::binaries::{percyctl_binary, percyd_binary};
 use crate::proxy::{LinkModes, Mode, Proxy};
 
 /// Raft timings for tests: wide margins for a loaded two-core box.
@@ -54,6 +54,9 @@ pub struct ClusterConfig {
     pub dir: PathBuf,
     /// Extra `percyd` flags for every node.
     pub extra_args: Vec<String>,
+    /// TLS on every link (client and peer, with the certificates `percyctl certs init`
+    /// makes) and `--auth`; clients present the admin certificate.
+    pub secure: bool,
 }
 
 /// One `percyd` node.
@@ -75,6 +78,10 @@ pub struct Cluster {
     nodes: BTreeMap<u64, Node>,
     proxies: BTreeMap<(u64, u64), Proxy>,
     extra_args: Vec<String>,
+    /// The certificates directory of a secure cluster.
+    certs: Option<PathBuf>,
+    /// What every client of this cluster needs to be let in.
+    security: Security,
     net: NetRuntime,
     percyd: PathBuf,
 }
@@ -132,10 +139,19 @@ impl Cluster {
                 },
             );
         }
+        let (certs, security) = if config.secure {
+            let certs = config.dir.join("certs");
+            let security = make_certificates(&certs, &ids)?;
+            (Some(certs), security)
+        } else {
+            (None, Security::default())
+        };
         let mut cluster = Cluster {
             nodes,
             proxies,
             extra_args: config.extra_args.clone(),
+            certs,
+            security,
             net,
             percyd,
         };
@@ -149,6 +165,11 @@ impl Cluster {
     /// Node ids.
     pub fn ids(&self) -> Vec<u64> {
         self.nodes.keys().copied().collect()
+    }
+
+    /// What a client of this cluster needs: TLS and the admin certificate for a secure one.
+    pub fn security(&self) -> &Security {
+        &self.security
     }
 
     /// The real (client-facing) address of a node.
@@ -196,7 +217,18 @@ impl Cluster {
             .append(true)
             .open(&node.log)
             .with_context(|| format!("open {}", node.log.display()))?;
-        let child = Command::new(&self.percyd)
+        let mut command = Command::new(&self.percyd);
+        if let Some(certs) = &self.certs {
+            command
+                .arg("--tls-cert")
+                .arg(certs.join(format!("node-{id}.crt")))
+                .arg("--tls-key")
+                .arg(certs.join(format!("node-{id}.key")))
+                .arg("--tls-ca")
+                .arg(certs.join("ca.crt"))
+                .arg("--auth");
+        }
+        let child = command
             .arg("--node-id")
             .arg(id.to_string())
             .arg("--listen")
@@ -355,7 +387,7 @@ impl Cluster {
 
     /// The leader as the running, unpaused nodes see it, if they agree; else `None`.
     pub async fn leader(&self) -> Option<u64> {
-        probe_leader(&self.live_nodes()).await
+        probe_leader(&self.live_nodes(), &self.security).await
     }
 
     /// Waits until every running node agrees on a leader; fails at once if a node died.
@@ -393,17 +425,49 @@ impl Drop for Cluster {
 }
 
 /// A client that talks to `addr` only, with a short deadline (for probes).
-pub async fn probe_client(addr: SocketAddr) -> Result<Client> {
+pub async fn probe_client(addr: SocketAddr, security: &Security) -> Result<Client> {
     let retry = RetryPolicy::default().with_deadline(PROBE_TIMEOUT);
-    Ok(Client::connect_with(&[addr.to_string()], retry).await?)
+    Ok(Client::connect_secure(&[addr.to_string()], retry, security).await?)
+}
+
+/// Writes a development CA and certificates for nodes `ids` (all on 127.0.0.1) into `dir`
+/// with `percyctl certs init`, the way a user makes them, and returns the admin's client
+/// settings: the CA, and the admin certificate (an admin credential without a token).
+fn make_certificates(dir: &Path, ids: &[u64]) -> Result<Security> {
+    let nodes: Vec<String> = ids.iter().map(|id| format!("{id}=127.0.0.1")).collect();
+    let output = Command::new(percyctl_binary()?)
+        .arg("certs")
+        .arg("init")
+        .arg(dir)
+        .arg("--nodes")
+        .arg(nodes.join(","))
+        .output()
+        .context("running percyctl certs init")?;
+    if !output.status.success() {
+        bail!(
+            "percyctl certs init failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let read = |name: &str| {
+        std::fs::read(dir.join(name)).with_context(|| format!("read {}", dir.join(name).display()))
+    };
+    Ok(Security {
+        token: None,
+        tls: Some(TlsOptions {
+            ca_pem: read("ca.crt")?,
+            client_cert_pem: Some((read("admin.crt")?, read("admin.key")?)),
+        }),
+    })
 }
 
 /// The leader as `nodes` see it (each asked for its local view), if they all know one and
 /// agree; else `None`.
-pub async fn probe_leader(nodes: &[(u64, SocketAddr)]) -> Option<u64> {
+pub async fn probe_leader(nodes: &[(u64, SocketAddr)], security: &Security) -> Option<u64> {
     let mut seen = BTreeSet::new();
     for (_, addr) in nodes {
-        let client = probe_client(*addr).await.ok()?;
+        let client = probe_client(*addr, security).await.ok()?;
         let status = client
             .cluster_status(Consistency::Serializable)
             .await

@@ -226,7 +226,7 @@ impl Nemesis {
             FaultKind::IsolateLeader | FaultKind::KillLeader | FaultKind::PauseLeader
         );
         let leader = if needs_leader {
-            probe_leader(&cluster.live_nodes()).await
+            probe_leader(&cluster.live_nodes(), cluster.security()).await
         } else {
             None
         };
@@ -345,11 +345,15 @@ impl Nemesis {
     /// Removes a random member that is not the leader.
     async fn remove_member(&mut self) -> Result<()> {
         let call_ns = self.recorder.now_ns();
-        let (live, ids) = {
+        let (live, ids, security) = {
             let cluster = self.cluster.lock().await;
-            (cluster.live_nodes(), cluster.ids())
+            (
+                cluster.live_nodes(),
+                cluster.ids(),
+                cluster.security().clone(),
+            )
         };
-        let leader = probe_leader(&live).await;
+        let leader = probe_leader(&live, &security).await;
         let candidates: Vec<u64> = ids
             .into_iter()
             .filter(|id| Some(*id) != leader && !self.active.removed.contains(id))
@@ -379,7 +383,8 @@ impl Nemesis {
     ) -> Result<percy_client::Client> {
         let endpoints: Vec<String> = live.iter().map(|(_, addr)| addr.to_string()).collect();
         let retry = percy_client::RetryPolicy::default().with_deadline(MEMBERSHIP_DEADLINE);
-        Ok(percy_client::Client::connect_with(&endpoints, retry).await?)
+        let security = self.cluster.lock().await.security().clone();
+        Ok(percy_client::Client::connect_secure(&endpoints, retry, &security).await?)
     }
 
     /// Adds a removed member back, retrying until it is a member again or [`REJOIN_DEADLINE`]
@@ -481,9 +486,12 @@ pub async fn monitor_leader(
     let mut current: Option<u64> = None;
     let mut changes = 0;
     loop {
-        let live = cluster.lock().await.live_nodes();
+        let (live, security) = {
+            let cluster = cluster.lock().await;
+            (cluster.live_nodes(), cluster.security().clone())
+        };
         let call_ns = recorder.now_ns();
-        if let Some(leader) = probe_leader(&live).await {
+        if let Some(leader) = probe_leader(&live, &security).await {
             if current != Some(leader) {
                 if current.is_some() {
                     changes += 1;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context, Result};
-use percy_client::{Client, ClientError, RetryPolicy};
+use percy_client::{Client, ClientError, Consistency, RetryPolicy, Security};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Mutex};
@@ -47,6 +47,8 @@ pub struct RunOptions {
     pub nodes: u64,
     pub workers: u64,
     pub faults: Vec<FaultKind>,
+    /// TLS on every link and `--auth` (see [`ClusterConfig::secure`]).
+    pub secure: bool,
 }
 
 impl RunOptions {
@@ -95,6 +97,7 @@ impl RunOptions {
                 nodes: 3,
                 workers,
                 faults: faults.clone(),
+                secure: false,
             })
             .collect())
     }
@@ -107,6 +110,8 @@ pub struct Env {
     pub seed: u64,
     /// Client endpoints of the nodes, by id.
     pub nodes: Vec<(u64, String)>,
+    /// What clients need to be let in (TLS and a credential on a secure cluster).
+    pub security: Security,
 }
 
 impl Env {
@@ -119,14 +124,19 @@ impl Env {
             .map(|(_, addr)| addr.clone())
             .collect();
         let retry = RetryPolicy::default().with_deadline(OP_TIMEOUT);
-        Ok(Client::connect_with(&endpoints, retry).await?)
+        self.connect(&endpoints, retry).await
     }
 
     /// A client of every node with a long deadline, for setup and final reads.
     pub async fn admin_client(&self) -> Result<Client> {
         let endpoints: Vec<String> = self.nodes.iter().map(|(_, addr)| addr.clone()).collect();
         let retry = RetryPolicy::default().with_deadline(FINAL_TIMEOUT);
-        Ok(Client::connect_with(&endpoints, retry).await?)
+        self.connect(&endpoints, retry).await
+    }
+
+    /// A client of `endpoints` with this cluster's security.
+    pub async fn connect(&self, endpoints: &[String], retry: RetryPolicy) -> Result<Client> {
+        Ok(Client::connect_secure(endpoints, retry, &self.security).await?)
     }
 
     /// Runs one client call and records it: `ok` with `output(&result)`, `fail` when the
@@ -290,6 +300,19 @@ impl std::fmt::Display for Summary {
 }
 
 /// The directory for a run's files.
+/// A secure run must really be one: a client without TLS gets no answer from any node.
+async fn refuses_plaintext(cluster: &Cluster) -> Result<()> {
+    let retry = RetryPolicy::default().with_deadline(Duration::from_secs(2));
+    let plain = Client::connect_with(&cluster.endpoints(), retry).await?;
+    match plain.cluster_status(Consistency::Serializable).await {
+        Ok(status) => Err(anyhow!(
+            "a plaintext client was answered by node {} of a TLS cluster",
+            status.node_id
+        )),
+        Err(_) => Ok(()),
+    }
+}
+
 fn run_dir(workload: &str, seed: u64) -> Result<PathBuf> {
     let base = match std::env::var(ENV_RUN_DIR) {
         Ok(dir) => PathBuf::from(dir),
@@ -330,11 +353,12 @@ async fn after_restarts<W: Workload>(
 pub async fn run<W: Workload>(workload: Arc<W>, options: &RunOptions) -> Result<Summary> {
     let dir = run_dir(workload.name(), options.seed)?;
     println!(
-        "percy-jepsen: {} seed={} duration={:?} faults={:?} -> {}",
+        "percy-jepsen: {} seed={} duration={:?} faults={:?}{} -> {}",
         workload.name(),
         options.seed,
         options.duration,
         options.faults.iter().map(|f| f.name()).collect::<Vec<_>>(),
+        if options.secure { " tls+auth" } else { "" },
         dir.display()
     );
     let recorder = Arc::new(Recorder::to_file(&dir.join("history.jsonl"))?);
@@ -342,19 +366,25 @@ pub async fn run<W: Workload>(workload: Arc<W>, options: &RunOptions) -> Result<
         nodes: options.nodes,
         dir: dir.join("cluster"),
         extra_args: Vec::new(),
+        secure: options.secure,
     })?;
     cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    if options.secure {
+        refuses_plaintext(&cluster).await?;
+    }
     let nodes = cluster
         .ids()
         .into_iter()
         .map(|id| (id, cluster.addr(id).to_string()))
         .collect();
+    let security = cluster.security().clone();
     let cluster = Arc::new(Mutex::new(cluster));
     let env = Arc::new(Env {
         cluster: Arc::clone(&cluster),
         recorder: Arc::clone(&recorder),
         seed: options.seed,
         nodes,
+        security,
     });
     Arc::clone(&workload)
         .setup(Arc::clone(&env))

@@ -1,7 +1,8 @@
 //! The fault-injection suite against real `percyd` processes.
 //!
 //! `cargo test -p percy-tests` runs one short seeded schedule per workload (about 30 s of
-//! faults each, every fault), plus a shorter register run whose only fault is `restart-all`. Soaks: `PERCY_SOAK_SECS=600 PERCY_SEEDS=random:20 cargo test -p percy-tests
+//! faults each, every fault), plus a shorter register run whose only fault is `restart-all`
+//! and one with TLS and `--auth` on. Soaks: `PERCY_SOAK_SECS=600 PERCY_SEEDS=random:20 cargo test -p percy-tests
 //! --release -- --nocapture` (see the crate README for every knob). Runs are serialised: the
 //! CI box has two cores and each run is a three-node cluster.
 
@@ -27,6 +28,8 @@ const CI_SECS: u64 = 30;
 /// Seconds of `restart-all` for the register run that reads right after restarts: 4-5
 /// restarts, each of which caught the stale reads of a restored leader about 2 times in 3.
 const RESTART_ALL_SECS: u64 = 15;
+/// Seconds of faults for the register run with TLS and auth.
+const SECURE_SECS: u64 = 20;
 /// Workers per workload.
 const WORKERS: u64 = 5;
 /// How soon the harness must report a node that exits at start (percyd refuses a bad data
@@ -46,7 +49,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Runs `make()` once per configured seed with every fault for [`CI_SECS`]; panics with the
 /// summary of any invalid run.
 fn run_workload<W: Workload>(make: impl Fn() -> W, default_seed: u64, workers: u64) {
-    run_workload_with(make, default_seed, workers, CI_SECS, &FaultKind::ALL);
+    run_workload_with(make, default_seed, workers, CI_SECS, &FaultKind::ALL, false);
 }
 
 /// [`run_workload`] with other defaults for the duration and the faults (the environment
@@ -57,12 +60,14 @@ fn run_workload_with<W: Workload>(
     workers: u64,
     default_secs: u64,
     default_faults: &[FaultKind],
+    secure: bool,
 ) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let runs = RunOptions::from_env(default_seed, default_secs, workers, default_faults)
         .expect("run options");
     let runtime = runtime();
-    for options in runs {
+    for mut options in runs {
+        options.secure = secure;
         let summary = runtime
             .block_on(run(Arc::new(make()), &options))
             .unwrap_or_else(|e| panic!("seed {}: run failed: {e:#}", options.seed));
@@ -86,6 +91,22 @@ fn register_reads_right_after_whole_cluster_restarts() {
         WORKERS,
         RESTART_ALL_SECS,
         &[FaultKind::RestartAll],
+        false,
+    );
+}
+
+/// The register workload on a cluster with TLS on every link (mutual between peers, through
+/// the nemesis's proxies) and `--auth`, clients presenting the admin certificate, under every
+/// fault: security must cost no safety, and membership changes must work with certificates.
+#[test]
+fn register_is_linearizable_with_tls_and_auth() {
+    run_workload_with(
+        RegisterWorkload::default,
+        8,
+        WORKERS,
+        SECURE_SECS,
+        &FaultKind::ALL,
+        true,
     );
 }
 
@@ -128,6 +149,7 @@ fn harness_controls_links_and_processes() {
             nodes: 3,
             dir: dir.clone(),
             extra_args: Vec::new(),
+            secure: false,
         })
         .expect("start cluster");
         let leader = cluster
@@ -154,6 +176,7 @@ fn harness_controls_links_and_processes() {
                     .into_iter()
                     .filter(|(id, _)| *id != leader)
                     .collect::<Vec<_>>(),
+                cluster.security(),
             )
             .await;
             if let Some(new) = majority.filter(|id| *id != leader) {

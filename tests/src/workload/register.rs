@@ -120,7 +120,7 @@ impl RegisterWorkload {
             max_backoff: RESTART_READ_BACKOFF.1,
             ..RetryPolicy::default().with_deadline(OP_TIMEOUT)
         };
-        let client = Client::connect_with(&[addr], retry).await?;
+        let client = env.connect(&[addr], retry).await?;
         for _ in 0..RESTART_READ_ROUNDS {
             self.read(&env, &client, process, &key).await;
         }

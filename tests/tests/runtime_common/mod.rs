@@ -46,6 +46,7 @@ impl Setup {
             nodes: 3,
             dir: dir.path().join("cluster"),
             extra_args: Vec::new(),
+            secure: false,
         })?;
         cluster.wait_for_leader(LEADER_TIMEOUT).await?;
         let client = Client::connect(&cluster.endpoints()).await?;

@@ -9,14 +9,17 @@
 //! Followers relay heartbeats to the leader in batches (`relay`, internal `RelayHeartbeats`).
 //!
 //! This module must not expire anyone while the node is not the leader, and never reads the
-//! wall clock for expiry decisions (only for the checkpoint values and `Tick` timing).
+//! wall clock for expiry decisions (only for the checkpoint values and `Tick` timing). The
+//! decisions themselves are pure functions in `table.rs`, tested with logical time.
 
-use std::collections::{HashMap, HashSet};
+mod table;
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 use percy_statemachine::{AgentId, AgentStatus, Command, Op, StateMachine};
+use table::Table;
 use tonic::Status;
 
 use crate::context::NodeContext;
@@ -38,27 +41,6 @@ pub struct Liveness {
     relay: Relay,
 }
 
-#[derive(Default)]
-struct Table {
-    /// Term in which this node leads and the table is valid; `None` while not leading.
-    term: Option<u64>,
-    /// One entry per active agent (the monitor drops the others).
-    seen: HashMap<AgentId, Seen>,
-    /// Agents whose expiry has been proposed and not yet applied.
-    expiring: HashSet<AgentId>,
-    /// Number of the monitor's latest pass over the active agents.
-    pass: u64,
-}
-
-struct Seen {
-    /// The last heartbeat, on the monotonic clock.
-    at: Instant,
-    /// Whether `at` is newer than the last checkpoint.
-    unsaved: bool,
-    /// The monitor pass that last found the agent active.
-    pass: u64,
-}
-
 impl Liveness {
     fn with_table<R>(&self, f: impl FnOnce(&mut Table) -> R) -> R {
         // A poisoned lock only means a panic elsewhere mid-update; the table stays usable
@@ -70,22 +52,12 @@ impl Liveness {
     /// Records a heartbeat, now, for each of `agents` (one lock and one clock read for all).
     fn record(&self, agents: impl IntoIterator<Item = AgentId>) {
         let now = Instant::now();
-        self.with_table(|t| {
-            for id in agents {
-                let seen = t.seen.entry(id).or_insert(Seen {
-                    at: now,
-                    unsaved: true,
-                    pass: t.pass,
-                });
-                seen.at = now;
-                seen.unsaved = true;
-            }
-        });
+        self.with_table(|t| t.record(agents, now));
     }
 
     /// Number of agents tracked (for metrics).
     pub fn tracked(&self) -> usize {
-        self.with_table(|t| t.seen.len())
+        self.with_table(|t| t.len())
     }
 }
 
@@ -229,22 +201,8 @@ fn lead_term(ctx: &NodeContext) -> bool {
         let m = m.borrow();
         (m.state, m.current_term)
     };
-    ctx.liveness.with_table(|t| {
-        if state != ServerState::Leader {
-            if t.term.take().is_some() {
-                *t = Table::default();
-            }
-            return false;
-        }
-        if t.term != Some(term) {
-            tracing::info!(term, "leading: every agent gets a full TTL of grace");
-            *t = Table {
-                term: Some(term),
-                ..Table::default()
-            };
-        }
-        true
-    })
+    ctx.liveness
+        .with_table(|t| t.observe_role(state == ServerState::Leader, term))
 }
 
 async fn expire_silent(ctx: &NodeContext) {
@@ -256,30 +214,7 @@ async fn expire_silent(ctx: &NodeContext) {
             .collect()
     });
     let now = Instant::now();
-    let silent: Vec<AgentId> = ctx.liveness.with_table(|t| {
-        // Mark every active agent with this pass, then drop the unmarked ones: no set of the
-        // active agents has to be built on every pass.
-        t.pass += 1;
-        let pass = t.pass;
-        let mut silent = Vec::new();
-        for (id, ttl_ms) in &active {
-            let seen = t.seen.entry(*id).or_insert(Seen {
-                at: now,
-                unsaved: false,
-                pass,
-            });
-            seen.pass = pass;
-            if now.duration_since(seen.at) > Duration::from_millis(*ttl_ms)
-                && t.expiring.insert(*id)
-            {
-                silent.push(*id);
-            }
-        }
-        t.seen.retain(|_, seen| seen.pass == pass);
-        let seen = &t.seen;
-        t.expiring.retain(|id| seen.contains_key(id));
-        silent
-    });
+    let silent = ctx.liveness.with_table(|t| t.silent(&active, now));
     if silent.is_empty() {
         return;
     }
@@ -289,38 +224,23 @@ async fn expire_silent(ctx: &NodeContext) {
     };
     if let Err(error) = propose_as_leader(ctx, op).await {
         tracing::warn!(%error, "could not propose agent expiry; will retry");
-        ctx.liveness.with_table(|t| {
-            for id in &silent {
-                t.expiring.remove(id);
-            }
-        });
+        ctx.liveness.with_table(|t| t.expiry_failed(&silent));
     } else {
         ctx.metrics.agents_expired.inc_by(silent.len() as u64);
     }
 }
 
-/// Writes the wall-clock time of every heartbeat since the last checkpoint. The wall time is
-/// derived from the monotonic one here rather than read per heartbeat: one clock read per
-/// checkpoint instead of one per heartbeat, and last-seen times consistent with each other.
+/// Writes the wall-clock time of every heartbeat since the last checkpoint
+/// ([`Table::take_unsaved`]).
 async fn checkpoint(ctx: &NodeContext) {
     let now = Instant::now();
     let now_wall_ms = now_ms();
-    let mut last_seen: Vec<(AgentId, u64)> = ctx.liveness.with_table(|t| {
-        t.seen
-            .iter_mut()
-            .filter(|(_, seen)| seen.unsaved)
-            .map(|(id, seen)| {
-                seen.unsaved = false;
-                let ago_ms =
-                    u64::try_from(now.duration_since(seen.at).as_millis()).unwrap_or(u64::MAX);
-                (*id, now_wall_ms.saturating_sub(ago_ms))
-            })
-            .collect()
-    });
+    let last_seen = ctx
+        .liveness
+        .with_table(|t| t.take_unsaved(now, now_wall_ms));
     if last_seen.is_empty() {
         return;
     }
-    last_seen.sort_unstable();
     let op = Op::CheckpointAgents {
         last_seen_ms: last_seen,
     };

@@ -49,6 +49,8 @@ pub enum ClientError {
     Tls { endpoint: String, reason: String },
 
     /// The server's answer lacks a field the API promises.
+    #[error("malformed listing from server: page token {0:?} came back for the next page (the listing would never end)")]
+    PageTokenRepeated(String),
     #[error("malformed response from server: missing {0}")]
     MissingField(&'static str),
 }
@@ -71,7 +73,7 @@ impl ClientError {
             | Self::InvalidEndpoint { .. }
             | Self::InvalidToken
             | Self::Tls { .. } => Code::InvalidArgument,
-            Self::MissingField(_) => Code::Internal,
+            Self::MissingField(_) | Self::PageTokenRepeated(_) => Code::Internal,
         }
     }
 

@@ -350,3 +350,81 @@ async fn a_keep_alive_stream_keeps_its_agent_alive_and_moves_when_its_node_goes(
         .expect_err("agent id 0 is refused");
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused}");
 }
+
+/// Listings are paginated on the server (1,000 tasks a page by default, at most 10,000), and
+/// the library follows the pages: a caller gets every task, a raw caller gets pages and a
+/// token, and a bad token or an oversized page is INVALID_ARGUMENT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_listings_are_paginated_and_the_library_follows_the_pages() {
+    use percy_client::proto::task_service_client::TaskServiceClient;
+    use percy_client::proto::ListTasksRequest;
+
+    const TASKS: usize = 1_050;
+    let cluster = TestCluster::start(1);
+    let client = Client::connect(&cluster.endpoints()).await.expect("client");
+    let specs: Vec<TaskSpec> = (0..TASKS).map(|i| spec(&format!("p{i:04}"))).collect();
+    client.submit_plan("big", specs).await.expect("plan");
+
+    let all = client
+        .list_tasks(&TaskFilter::default(), Consistency::Linearizable)
+        .await
+        .expect("list");
+    let ids: Vec<&str> = all.tasks.iter().map(|t| t.id.as_str()).collect();
+    let expected: Vec<String> = (0..TASKS).map(|i| format!("p{i:04}")).collect();
+    assert_eq!(ids, expected, "every task once, in creation order");
+    assert!(all.next_page_token.is_empty());
+    let limited = client
+        .list_tasks(
+            &TaskFilter {
+                limit: 1_020,
+                ..TaskFilter::default()
+            },
+            Consistency::Serializable,
+        )
+        .await
+        .expect("list");
+    assert_eq!(limited.tasks.len(), 1_020);
+
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.endpoints()[0]))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+    let mut raw = TaskServiceClient::new(channel);
+    let first = raw
+        .list(ListTasksRequest::default())
+        .await
+        .expect("first page")
+        .into_inner();
+    assert_eq!(first.tasks.len(), 1_000, "the default page");
+    assert!(!first.next_page_token.is_empty());
+    let second = raw
+        .list(ListTasksRequest {
+            limit: 100,
+            page_token: first.next_page_token.clone(),
+            ..ListTasksRequest::default()
+        })
+        .await
+        .expect("second page")
+        .into_inner();
+    assert_eq!(second.tasks.len(), 50);
+    assert_eq!(second.tasks[0].id, "p1000");
+    assert!(
+        second.next_page_token.is_empty(),
+        "a short page is the last"
+    );
+    for bad in [
+        ListTasksRequest {
+            page_token: "not-a-token".into(),
+            ..ListTasksRequest::default()
+        },
+        ListTasksRequest {
+            limit: 10_001,
+            ..ListTasksRequest::default()
+        },
+    ] {
+        let status = raw.list(bad).await.expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+}

@@ -15,6 +15,13 @@ pub mod internal {
     tonic::include_proto!("percy.internal.v1");
 }
 
+/// Page sizes of paginated listings (`ListTasks`): what a request with `limit` 0 gets, and the
+/// most it may ask for.
+pub mod paging {
+    pub const DEFAULT_PAGE_SIZE: u32 = 1_000;
+    pub const MAX_PAGE_SIZE: u32 = 10_000;
+}
+
 /// Encoded `FileDescriptorSet` of every service, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/percy_descriptor.bin"));

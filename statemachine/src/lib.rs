@@ -44,7 +44,7 @@ pub use definition::{ApplySummary, Definition, DefinitionRevision, DefinitionSpe
 pub use error::{CommandError, ErrorKind};
 pub use event::{EntityKind, EntityValue, Event};
 pub use lock::{Lock, LockGrant, LockHolder, LockMode, LockWaiter};
-pub use machine::{Applied, StateMachine, TaskFilter};
+pub use machine::{Applied, StateMachine, TaskFilter, TaskPage};
 pub use message::{Message, Recipient};
 pub use path::{lock_paths_conflict, normalize_lock_path};
 pub use response::{Cascade, Outcome, Released, Response};

@@ -9,6 +9,8 @@ use percy_proto::v1::{
     TaskSpec, TaskStatus, TaskUpdateResponse,
 };
 
+use percy_proto::paging::MAX_PAGE_SIZE;
+
 use crate::{Client, ClientError};
 
 /// Which tasks `list_tasks` returns; the default is all of them.
@@ -180,21 +182,52 @@ impl Client {
         .await
     }
 
+    /// Every task `filter` selects (up to `filter.limit`), following the server's pages. Each
+    /// page is its own read, so the list is not one snapshot: a task that changes meanwhile
+    /// may be missed or listed twice by a status filter. The header is the last page's.
     pub async fn list_tasks(
         &self,
         filter: &TaskFilter,
         consistency: Consistency,
     ) -> Result<ListTasksResponse, ClientError> {
-        self.read(consistency, |channel, header| {
-            let request = ListTasksRequest {
-                header: Some(header),
-                status: filter.status.unwrap_or(TaskStatus::Unspecified) as i32,
-                plan_id: filter.plan_id.clone().unwrap_or_default(),
-                assignee: filter.assignee.unwrap_or(0),
-                limit: filter.limit,
-            };
-            async move { TaskServiceClient::new(channel).list(request).await }
-        })
-        .await
+        let wanted = if filter.limit == 0 {
+            usize::MAX
+        } else {
+            filter.limit as usize
+        };
+        let mut listed = ListTasksResponse::default();
+        loop {
+            let remaining = wanted - listed.tasks.len();
+            // 0 asks for the server's default page.
+            let page_size = u32::try_from(remaining)
+                .map(|n| n.min(MAX_PAGE_SIZE))
+                .unwrap_or(0);
+            let page_token = std::mem::take(&mut listed.next_page_token);
+            let page = self
+                .read(consistency, |channel, header| {
+                    let request = ListTasksRequest {
+                        header: Some(header),
+                        status: filter.status.unwrap_or(TaskStatus::Unspecified) as i32,
+                        plan_id: filter.plan_id.clone().unwrap_or_default(),
+                        assignee: filter.assignee.unwrap_or(0),
+                        limit: page_size,
+                        page_token: page_token.clone(),
+                    };
+                    async move { TaskServiceClient::new(channel).list(request).await }
+                })
+                .await?;
+            // A server that hands back the token it was given would page forever.
+            if !page.next_page_token.is_empty() && page.next_page_token == page_token {
+                return Err(ClientError::PageTokenRepeated(page_token));
+            }
+            listed.tasks.extend(page.tasks);
+            listed.header = page.header;
+            listed.next_page_token = page.next_page_token;
+            if listed.next_page_token.is_empty() || listed.tasks.len() >= wanted {
+                listed.tasks.truncate(wanted);
+                listed.next_page_token.clear();
+                return Ok(listed);
+            }
+        }
     }
 }

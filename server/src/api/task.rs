@@ -214,20 +214,55 @@ impl TaskService for TaskApi {
         let ctx = &self.ctx;
         observe(ctx, "TaskService/List", async {
             let r = request.into_inner();
+            let page_size = page_size(r.limit)?;
+            let from = page_start(&r.page_token)?;
             let filter = TaskFilter {
                 status: task_status_from_proto(r.status)?,
                 plan_id: crate::convert::non_empty(r.plan_id),
                 assignee: crate::convert::non_zero(r.assignee),
-                limit: r.limit as usize,
+                limit: 0,
             };
-            let (tasks, header) = read(ctx, r.header.as_ref(), |sm| {
-                sm.tasks(&filter).into_iter().map(task_to_proto).collect()
+            // Only clones under the state lock (which apply waits for); protos are built after.
+            let ((tasks, next), header) = read(ctx, r.header.as_ref(), |sm| {
+                let page = sm.tasks_page(&filter, from, page_size);
+                let tasks: Vec<percy_statemachine::Task> =
+                    page.tasks.into_iter().cloned().collect();
+                (tasks, page.next)
             })
             .await?;
-            Ok(ListTasksResponse { header, tasks })
+            Ok(ListTasksResponse {
+                header,
+                tasks: tasks.iter().map(task_to_proto).collect(),
+                next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
+            })
         })
         .await
     }
+}
+
+/// The page size a listing asked for: 0 is the default; more than the maximum is refused
+/// rather than cut (a client that asked for more must not mistake a short page for the end).
+fn page_size(limit: u32) -> Result<usize, Status> {
+    use percy_proto::paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+    match limit {
+        0 => Ok(DEFAULT_PAGE_SIZE as usize),
+        n if n > MAX_PAGE_SIZE => Err(Status::invalid_argument(format!(
+            "limit {n} is above the largest page ({MAX_PAGE_SIZE}); follow next_page_token"
+        ))),
+        n => Ok(n as usize),
+    }
+}
+
+/// Where a page starts: the position a `next_page_token` names (empty: the first page).
+fn page_start(token: &str) -> Result<usize, Status> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    token.parse().map_err(|_| {
+        Status::invalid_argument(format!(
+            "page_token {token:?} is not one this server gave (pass next_page_token back as it is)"
+        ))
+    })
 }
 
 /// A compare-and-swap claim this replica already knows to be lost is refused without a Raft

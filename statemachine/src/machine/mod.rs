@@ -55,6 +55,14 @@ pub struct Applied {
     pub events: Vec<Event>,
 }
 
+/// One page of a task listing ([`StateMachine::tasks_page`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TaskPage<'a> {
+    pub tasks: Vec<&'a Task>,
+    /// Where the next page starts, when this one was full (it may then be empty).
+    pub next: Option<usize>,
+}
+
 /// Which tasks a listing returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskFilter {
@@ -361,6 +369,26 @@ impl StateMachine {
                 .take(limit)
                 .collect(),
         }
+    }
+
+    /// One page of [`StateMachine::tasks`]: up to `page_size` matching tasks from position
+    /// `from` of the listing's order (creation order, or the plan's order with a plan filter;
+    /// tasks are never removed, so positions are stable). `filter.limit` is ignored.
+    pub fn tasks_page(&self, filter: &TaskFilter, from: usize, page_size: usize) -> TaskPage<'_> {
+        assert!(page_size > 0, "a page holds at least one task");
+        let candidates: Box<dyn Iterator<Item = (usize, &Task)>> = match &filter.plan_id {
+            Some(plan) => Box::new(self.tasks.plan_tasks(plan).enumerate().skip(from)),
+            None => Box::new(self.tasks.iter().enumerate().skip(from)),
+        };
+        let mut page = TaskPage::default();
+        for (position, task) in candidates.filter(|(_, task)| filter.matches(task)) {
+            page.tasks.push(task);
+            if page.tasks.len() == page_size {
+                page.next = Some(position + 1);
+                break;
+            }
+        }
+        page
     }
 
     /// In path order.

@@ -547,6 +547,52 @@ fn task_listing_filters_in_creation_order() {
     assert_eq!(mine[0].id, "y");
 }
 
+/// Following `next` from page to page lists every matching task once, in order, whatever the
+/// page size.
+#[test]
+fn task_pages_cover_the_listing_once_in_order() {
+    let mut h = Harness::new();
+    let w = h.register("w", &[], &[], 50);
+    let ids: Vec<String> = (0..23).map(|i| format!("t{i:02}")).collect();
+    for id in &ids {
+        h.submit(spec(id));
+    }
+    for id in ids.iter().step_by(3) {
+        h.claim(id, w);
+    }
+    let ready = TaskFilter {
+        status: Some(TaskStatus::Ready),
+        ..TaskFilter::default()
+    };
+    let expected: Vec<&str> = h
+        .machine
+        .tasks(&ready)
+        .iter()
+        .map(|t| t.id.as_str())
+        .collect();
+    assert_eq!(expected.len(), 15);
+    for page_size in [1, 4, 15, 16, 100] {
+        let mut listed = Vec::new();
+        let mut from = 0;
+        let mut pages = 0;
+        loop {
+            let page = h.machine.tasks_page(&ready, from, page_size);
+            assert!(page.tasks.len() <= page_size);
+            listed.extend(page.tasks.iter().map(|t| t.id.as_str()));
+            pages += 1;
+            match page.next {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        assert_eq!(listed, expected, "page size {page_size}");
+        assert!(
+            pages <= expected.len() / page_size + 2,
+            "page size {page_size}: {pages} pages"
+        );
+    }
+}
+
 #[test]
 fn a_maximal_chain_plan_is_handled_without_recursion() {
     let mut h = Harness::new();

@@ -66,31 +66,53 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>
     Ok(value)
 }
 
-/// Decodes a `T` followed by an optional `E` (a section a later version appended): input that
-/// ends after the `T` was written before `E` existed and decodes with `E::default()`.
-pub(crate) fn decode_extended<T: DeserializeOwned, E: DeserializeOwned + Default>(
-    bytes: &[u8],
-) -> Result<(T, E), CodecError> {
-    let (&version, body) = bytes
-        .split_first()
-        .ok_or_else(|| CodecError::Corrupt("empty input".to_string()))?;
-    if version != FORMAT_VERSION {
-        return Err(CodecError::UnknownVersion { found: version });
+/// A reader of input written as the version byte, then one value after another, where values
+/// at the end may be *sections* a later version appended (the snapshot's tokens, for example).
+/// Input that ends before a section was written before that section existed, and reads as the
+/// section's default. Each new section goes at the end, after every older one.
+pub(crate) struct Sections<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Sections<'a> {
+    /// Checks the version byte.
+    pub fn open(bytes: &'a [u8]) -> Result<Self, CodecError> {
+        let (&version, rest) = bytes
+            .split_first()
+            .ok_or_else(|| CodecError::Corrupt("empty input".to_string()))?;
+        if version != FORMAT_VERSION {
+            return Err(CodecError::UnknownVersion { found: version });
+        }
+        Ok(Self { rest })
     }
-    let (value, rest) =
-        postcard::take_from_bytes(body).map_err(|e| CodecError::Corrupt(e.to_string()))?;
-    if rest.is_empty() {
-        return Ok((value, E::default()));
+
+    /// A value every version wrote.
+    pub fn required<T: DeserializeOwned>(&mut self) -> Result<T, CodecError> {
+        let (value, rest) =
+            postcard::take_from_bytes(self.rest).map_err(|e| CodecError::Corrupt(e.to_string()))?;
+        self.rest = rest;
+        Ok(value)
     }
-    let (extension, rest) =
-        postcard::take_from_bytes(rest).map_err(|e| CodecError::Corrupt(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(CodecError::Corrupt(format!(
-            "{} unexpected trailing bytes",
-            rest.len()
-        )));
+
+    /// A section older versions did not write: its default when the input has ended.
+    pub fn optional<T: DeserializeOwned + Default>(&mut self) -> Result<T, CodecError> {
+        if self.rest.is_empty() {
+            return Ok(T::default());
+        }
+        self.required()
     }
-    Ok((value, extension))
+
+    /// Refuses trailing bytes (a sign of corruption or of a newer layout).
+    pub fn finish(self) -> Result<(), CodecError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(CodecError::Corrupt(format!(
+                "{} unexpected trailing bytes",
+                self.rest.len()
+            )))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -465,7 +465,8 @@ impl StateMachine {
         self.tokens.last_id() > 0
     }
 
-    /// Compact binary image of the whole state, with a format version.
+    /// Compact binary image of the whole state, with a format version: the [`image::StateImage`],
+    /// then the sections added since, in the order [`Self::restore`] reads them.
     pub fn snapshot(&self) -> Vec<u8> {
         crate::codec::encode(&(image::StateImage::of(self), image::TokenImage::of(self)))
     }
@@ -474,8 +475,10 @@ impl StateMachine {
     /// state must also pass [`Self::check_invariants`], so a snapshot that decodes but makes
     /// no sense is refused as corrupt too.
     pub fn restore(bytes: &[u8]) -> Result<Self, crate::codec::CodecError> {
-        let (image, tokens): (image::StateImage, image::TokenImage) =
-            crate::codec::decode_extended(bytes)?;
+        let mut sections = crate::codec::Sections::open(bytes)?;
+        let image: image::StateImage = sections.required()?;
+        let tokens: image::TokenImage = sections.optional()?;
+        sections.finish()?;
         image.into_machine(tokens)
     }
 }

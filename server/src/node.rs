@@ -137,7 +137,11 @@ impl Node {
         if config.is_bootstrapper() {
             identity.establish_cluster_id()?;
         }
-        let state = StateView::new(sm_store.state(), sm_store.applied_revision());
+        let state = StateView::new(
+            sm_store.state(),
+            sm_store.applied_revision(),
+            sm_store.lock_wakeups(),
+        );
         let durable = log_store.durable_log();
         let commit_gate = CommitGate::new(durable.clone());
         // Raft::new takes the store; this handle subscribes to its changes afterwards.

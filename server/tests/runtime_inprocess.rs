@@ -503,6 +503,92 @@ async fn queued_lock_acquires_wait_for_release_or_time_out() {
     node.shutdown().await;
 }
 
+/// Wake-ups are per queued request (the node wakes the caller whose request left the queue,
+/// not every caller at every revision): each way out of the queue must end its call at once.
+/// The waits are far longer than the test's patience, so a lost wake-up fails it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_way_out_of_the_lock_queue_ends_the_waiting_call_at_once() {
+    const LONG_WAIT_MS: u64 = 600_000;
+    let (node, _slot) = single(100).await;
+    let addr = node.addr().to_string();
+    let holder = register(&addr, "holder", 0).await;
+    let mut locks = LockServiceClient::new(channel(&addr).await);
+    locks
+        .acquire(AcquireLocksRequest {
+            agent_id: holder,
+            paths: vec!["a".into(), "b".into(), "c".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let granted_later = register(&addr, "granted-later", 0).await;
+    let deregistered = register(&addr, "deregistered", 0).await;
+    let unaffected = register(&addr, "unaffected", 0).await;
+    let on_a = spawn_queued_acquire(&locks, granted_later, "a", LONG_WAIT_MS);
+    let on_b = spawn_queued_acquire(&locks, deregistered, "b", LONG_WAIT_MS);
+    let on_c = spawn_queued_acquire(&locks, unaffected, "c", LONG_WAIT_MS);
+    eventually("three queued requests", SETTLE, || {
+        let mut locks = locks.clone();
+        async move {
+            let l = locks.list(ListLocksRequest::default()).await.ok()?;
+            (l.into_inner().waiters.len() == 3).then_some(())
+        }
+    })
+    .await;
+
+    // Granted: a release hands "a" over.
+    locks
+        .release(ReleaseLocksRequest {
+            header: None,
+            agent_id: holder,
+            paths: vec!["a".into()],
+        })
+        .await
+        .unwrap();
+    let grant = tokio::time::timeout(SETTLE, on_a)
+        .await
+        .expect("the granted caller is woken")
+        .unwrap()
+        .unwrap()
+        .into_inner();
+    assert_eq!(grant.grants[0].agent_id, granted_later);
+
+    // Dropped: its agent leaves, so the request leaves the queue without a grant.
+    AgentServiceClient::new(channel(&addr).await)
+        .deregister(DeregisterAgentRequest {
+            agent_id: deregistered,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(SETTLE, on_b)
+        .await
+        .expect("the dropped caller is woken")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("left the queue"), "{err}");
+
+    // Neither event concerned the third request: it still waits.
+    assert!(!on_c.is_finished());
+    locks
+        .release(ReleaseLocksRequest {
+            header: None,
+            agent_id: holder,
+            paths: vec![],
+        })
+        .await
+        .unwrap();
+    let grant = tokio::time::timeout(SETTLE, on_c)
+        .await
+        .expect("the last caller is woken")
+        .unwrap()
+        .unwrap()
+        .into_inner();
+    assert_eq!(grant.grants[0].agent_id, unaffected);
+    node.shutdown().await;
+}
+
 const QUEUED_ACQUIRE_ROUNDS: usize = 20;
 
 /// Regression: a waiting acquire sent to a follower is forwarded to the leader and queued

@@ -865,6 +865,7 @@ fn replay(entries: &[Entry], mut machine: StateMachine, how: Replay) -> StateMac
                 Applied {
                     response: entry.applied.response.clone(),
                     events: Vec::new(),
+                    resolved_lock_waiters: entry.applied.resolved_lock_waiters.clone(),
                 },
             ),
         };

@@ -78,7 +78,8 @@ impl Queued {
 
 /// Waits for a queued acquire to be granted, up to `wait`. On timeout the queued request is
 /// withdrawn (a release of those paths, which also undoes a grant that raced the deadline)
-/// and the call fails with DEADLINE_EXCEEDED.
+/// and the call fails with DEADLINE_EXCEEDED; a request the state machine dropped (its agent
+/// expired or left, or released those paths) fails with FAILED_PRECONDITION.
 async fn wait_for_grant(
     ctx: &NodeContext,
     queued: Queued,
@@ -98,18 +99,31 @@ async fn wait_for_grant(
             "replica did not reach the queued revision before the deadline"
         );
     }
-    loop {
+    // Woken straight from apply (not through the watch feed) and only when this request
+    // leaves the queue, so a handoff wakes the one caller it granted, not the whole queue.
+    let mut wakeup = ctx.state.lock_wakeup(queued.queued_revision);
+    let dropped = loop {
+        // Before the read: a wake-up that lands after it ends the wait below at once.
+        wakeup.mark_seen();
         let (state, revision) = ctx.state.read(|sm| (queued.check(sm), sm.revision()));
         match state {
             WaitState::Granted(grants) => return Ok((grants, ctx.header(revision, false))),
-            WaitState::Dropped => break,
+            WaitState::Dropped => break true,
             WaitState::Waiting => {}
         }
-        // Straight from apply, not through the watch feed: a grant is seen one task hop
-        // sooner. The revision was read with the state, so no change can slip in between.
-        if !ctx.state.wait_for_revision(revision + 1, deadline).await {
-            break;
+        if !wakeup.woken(deadline).await {
+            break false;
         }
+    };
+    drop(wakeup);
+    if dropped {
+        // Nothing to withdraw: the state machine already took the request out of the queue,
+        // and a release now could undo a later acquire of the same paths by the same agent.
+        return Err(Status::failed_precondition(format!(
+            "the request for locks {} left the queue without a grant (its agent expired, \
+             left, or released those paths)",
+            queued.paths.join(", ")
+        )));
     }
     let withdraw = Op::ReleaseLocks {
         agent_id: queued.agent_id,

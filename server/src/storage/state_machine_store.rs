@@ -22,6 +22,7 @@ use crate::storage::db::Database;
 use crate::storage::durable_log::DurableLog;
 use crate::storage::error::{to_raft, RaftStorageError, StorageError};
 use crate::storage::events::{StateChange, EVENT_CHANNEL_CAPACITY};
+use crate::storage::lock_wakeups::LockWakeups;
 use crate::storage::snapshot::{self, Envelope, SnapshotMeta};
 use crate::types::{ApplyResult, CommandResult, LogId, StoredMembership, TypeConfig};
 
@@ -49,6 +50,8 @@ struct Shared {
     changes: broadcast::Sender<Arc<StateChange>>,
     /// The state machine revision after the last applied entry.
     applied_revision: watch::Sender<u64>,
+    /// Callers waiting on queued lock requests, woken when theirs leaves the queue.
+    lock_wakeups: Arc<LockWakeups>,
     /// Serialises writes of the snapshot tree, so a snapshot built from an older state never
     /// replaces a newer one that was installed meanwhile.
     snapshot_write: tokio::sync::Mutex<()>,
@@ -89,6 +92,7 @@ impl StateMachineStore {
                 position: Mutex::new(position),
                 changes,
                 applied_revision,
+                lock_wakeups: Arc::default(),
                 snapshot_write: tokio::sync::Mutex::new(()),
                 snapshot_seq: AtomicU64::new(0),
             }),
@@ -111,6 +115,11 @@ impl StateMachineStore {
         self.shared.applied_revision.subscribe()
     }
 
+    /// Wake-ups for callers waiting on a queued lock request.
+    pub fn lock_wakeups(&self) -> Arc<LockWakeups> {
+        Arc::clone(&self.shared.lock_wakeups)
+    }
+
     fn write_error(&self, e: &StorageError) -> RaftStorageError {
         to_raft(ErrorSubject::StateMachine, ErrorVerb::Write, e)
     }
@@ -129,6 +138,7 @@ impl Shared {
     /// Applies every command of `entry`, each at the next state machine revision.
     fn apply_one(&self, entry: Entry) -> ApplyResult {
         let mut changes = Vec::new();
+        let mut resolved_lock_waiters = Vec::new();
         let (result, watched) = {
             let mut state = self.state.write();
             let mut position = self.position.lock();
@@ -147,6 +157,7 @@ impl Shared {
                         } else {
                             state.apply_without_events(revision, proposal.now_ms, command)
                         };
+                        resolved_lock_waiters.extend(applied.resolved_lock_waiters);
                         if !applied.events.is_empty() {
                             changes.push(StateChange::Applied {
                                 revision,
@@ -171,6 +182,7 @@ impl Shared {
         };
         // Published after the lock is released, so a subscriber that reads the state on
         // receipt sees this revision. Sending fails only when nobody listens.
+        self.lock_wakeups.wake(&resolved_lock_waiters);
         if watched {
             for change in changes {
                 let _no_subscribers = self.changes.send(Arc::new(change));
@@ -269,6 +281,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             position.last_membership = meta.last_membership.clone();
         }
         self.shared.applied_revision.send_replace(revision);
+        self.shared.lock_wakeups.wake_all();
         let _no_subscribers = self
             .shared
             .changes

@@ -133,12 +133,13 @@ impl StateMachine {
         agent_ids: &[AgentId],
         status: AgentStatus,
     ) -> Vec<Released> {
-        let mut dropped_waiters = 0;
+        let mut grant_pass_due = false;
         for &id in agent_ids {
-            dropped_waiters += self.locks.drop_waiters_of(id, |_| true);
+            let dropped = self.locks.drop_waiters_of(id, |_| true);
+            // A dropped request may have been all that held back a later one (strict FIFO).
+            grant_pass_due |= !dropped.is_empty();
+            ctx.waiters_resolved(dropped);
         }
-        // A dropped request may have been all that held back a later one (strict FIFO).
-        let mut grant_pass_due = dropped_waiters > 0;
         let mut all_released = Vec::with_capacity(agent_ids.len());
         for &agent_id in agent_ids {
             let requeued_tasks = self.requeue_held_tasks(ctx, agent_id);

@@ -21,6 +21,9 @@ pub(crate) struct Ctx {
     /// release, then a grant to a waiter); watchers get one event per path with its final
     /// state, emitted once the apply is done.
     touched_locks: BTreeSet<String>,
+    /// Queued lock requests that left the queue in this apply (granted or dropped), recorded
+    /// whether or not events are: the node wakes exactly their waiting callers.
+    resolved_waiters: Vec<u64>,
 }
 
 impl Ctx {
@@ -31,6 +34,7 @@ impl Ctx {
             record_events,
             events: Vec::new(),
             touched_locks: BTreeSet::new(),
+            resolved_waiters: Vec::new(),
         }
     }
 
@@ -101,12 +105,17 @@ impl Ctx {
     }
 
     /// The events in order, lock events (final state of each touched path) last.
-    pub fn into_events(mut self, machine: &StateMachine) -> Vec<Event> {
+    pub fn waiters_resolved(&mut self, queued_revisions: impl IntoIterator<Item = u64>) {
+        self.resolved_waiters.extend(queued_revisions);
+    }
+
+    /// The events (lock events last, one per touched path) and the resolved lock requests.
+    pub fn finish(mut self, machine: &StateMachine) -> (Vec<Event>, Vec<u64>) {
         for path in std::mem::take(&mut self.touched_locks) {
             let value = machine.locks.get(&path).cloned().map(EntityValue::Lock);
             self.push(EntityKind::Lock, || (path, value));
         }
-        self.events
+        (self.events, self.resolved_waiters)
     }
 }
 

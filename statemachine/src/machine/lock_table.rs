@@ -310,12 +310,12 @@ impl LockTable {
         self.waiters.keys().copied().collect()
     }
 
-    /// Drops the agent's queued requests that `which` selects; returns how many.
+    /// Drops the agent's queued requests that `which` selects; returns their queued revisions.
     pub fn drop_waiters_of(
         &mut self,
         agent_id: AgentId,
         which: impl Fn(&LockWaiter) -> bool,
-    ) -> u32 {
+    ) -> Vec<u64> {
         let doomed: Vec<u64> = self
             .waiters_by_agent
             .get(&agent_id)
@@ -324,30 +324,26 @@ impl LockTable {
             .filter(|q| self.waiters.get(q).is_some_and(&which))
             .copied()
             .collect();
-        let mut dropped = 0;
-        for q in doomed {
-            if self.remove_waiter(q).is_some() {
-                dropped += 1;
-            }
-        }
-        dropped
+        self.remove_waiters(doomed)
     }
 
-    /// Drops queued requests whose wait deadline has come; returns how many.
-    pub fn drop_waiters_due(&mut self, now_ms: u64) -> u32 {
+    /// Drops queued requests whose wait deadline has come; returns their queued revisions.
+    pub fn drop_waiters_due(&mut self, now_ms: u64) -> Vec<u64> {
         let due: Vec<u64> = self
             .waiter_deadlines
             .iter()
             .take_while(|(deadline, _)| *deadline <= now_ms)
             .map(|(_, q)| *q)
             .collect();
-        let mut dropped = 0;
-        for q in due {
-            if self.remove_waiter(q).is_some() {
-                dropped += 1;
-            }
-        }
-        dropped
+        self.remove_waiters(due)
+    }
+
+    /// Removes the given queued requests; returns the ones that were there.
+    fn remove_waiters(&mut self, queued_revisions: Vec<u64>) -> Vec<u64> {
+        queued_revisions
+            .into_iter()
+            .filter(|&q| self.remove_waiter(q).is_some())
+            .collect()
     }
 
     pub fn next_waiter_deadline(&self) -> Option<u64> {

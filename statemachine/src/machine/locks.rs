@@ -159,7 +159,9 @@ impl StateMachine {
         let dropped = self
             .locks
             .drop_waiters_of(agent_id, |w| w.paths.iter().any(|p| paths.contains(p)));
-        let granted = if released.is_empty() && dropped == 0 {
+        let any_dropped = !dropped.is_empty();
+        ctx.waiters_resolved(dropped);
+        let granted = if released.is_empty() && !any_dropped {
             Vec::new()
         } else {
             self.grant_waiters(ctx)
@@ -175,7 +177,9 @@ impl StateMachine {
         }
         let released = self.release_all_holds(ctx, agent_id);
         let dropped = self.locks.drop_waiters_of(agent_id, |_| true);
-        let granted = if released.is_empty() && dropped == 0 {
+        let any_dropped = !dropped.is_empty();
+        ctx.waiters_resolved(dropped);
+        let granted = if released.is_empty() && !any_dropped {
             Vec::new()
         } else {
             self.grant_waiters(ctx)
@@ -232,6 +236,7 @@ impl StateMachine {
                 continue;
             }
             if let Some(waiter) = self.locks.remove_waiter(queued_revision) {
+                ctx.waiters_resolved([queued_revision]);
                 let (grants, _) = self.grant(
                     ctx,
                     waiter.agent_id,

@@ -53,6 +53,10 @@ use tokens::TokenTable;
 pub struct Applied {
     pub response: Response,
     pub events: Vec<Event>,
+    /// Queued lock requests (by queued revision) that left the queue in this command, granted
+    /// or dropped — also when events are not built. A node wakes the callers waiting on
+    /// exactly these, instead of every waiter at every revision.
+    pub resolved_lock_waiters: Vec<u64>,
 }
 
 /// One page of a task listing ([`StateMachine::tasks_page`]).
@@ -156,6 +160,7 @@ impl StateMachine {
                     self.revision
                 ))),
                 events: Vec::new(),
+                resolved_lock_waiters: Vec::new(),
             };
         }
         self.revision = revision;
@@ -186,9 +191,11 @@ impl StateMachine {
                 );
             }
         }
+        let (events, resolved_lock_waiters) = ctx.finish(self);
         Applied {
             response,
-            events: ctx.into_events(self),
+            events,
+            resolved_lock_waiters,
         }
     }
 
@@ -295,7 +302,9 @@ impl StateMachine {
     /// Time passes: lock waits past their deadline are dropped, lock holders past their TTL
     /// released (and waiters granted), idle sessions forgotten.
     fn tick(&mut self, ctx: &mut Ctx) -> Outcome {
-        let expired_waiters = self.locks.drop_waiters_due(ctx.now_ms);
+        let dropped = self.locks.drop_waiters_due(ctx.now_ms);
+        let expired_waiters = u32::try_from(dropped.len()).unwrap_or(u32::MAX);
+        ctx.waiters_resolved(dropped);
         let expired_lock_holders = self.expire_lock_holders(ctx);
         let expired_sessions = self.sessions.expire_idle(ctx.now_ms);
         let granted = if expired_waiters > 0 || expired_lock_holders > 0 {

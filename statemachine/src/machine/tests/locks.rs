@@ -557,3 +557,49 @@ fn acquire_would_queue_predicts_what_apply_does() {
         assert_eq!(was_queued, expected, "{why}: {outcome:?}");
     }
 }
+
+/// A node wakes only the callers whose queued request left the queue, so every way out of the
+/// queue — grant, wait deadline, the agent's expiry, the agent's own release — must be reported
+/// by the command that caused it, also when events are not built; a request missing here is a
+/// caller that hangs to its deadline.
+#[test]
+fn every_request_leaving_the_queue_is_reported_by_that_command() {
+    let mut h = Harness::new();
+    let a = h.register("a", &[], &[], 1);
+    let b = h.register("b", &[], &[], 1);
+    let c = h.register("c", &[], &[], 1);
+    let d = h.register("d", &[], &[], 1);
+    h.acquired(a, &["f", "g", "h"], LockMode::Exclusive);
+    let queue = |h: &mut Harness, agent, path: &str, wait_ms| {
+        let applied = h.acquire(agent, &[path], LockMode::Exclusive, Some(wait_ms));
+        assert!(applied.resolved_lock_waiters.is_empty());
+        queued(&applied).1
+    };
+    let q_b = queue(&mut h, b, "f", 60_000);
+    let q_c = queue(&mut h, c, "f", 1_000);
+    let q_d = queue(&mut h, d, "g", 60_000);
+    let q_b_h = queue(&mut h, b, "h", 60_000);
+
+    h.advance(1_000);
+    assert_eq!(h.apply(Op::Tick).resolved_lock_waiters, [q_c], "deadline");
+
+    // The same command replayed without events reports the same requests.
+    let mut replay = h.machine.clone();
+    let release_f = Command::new(Op::ReleaseLocks {
+        agent_id: a,
+        paths: vec!["f".into()],
+    });
+    let without_events = replay.apply_without_events(h.revision + 1, h.now_ms, release_f.clone());
+    assert_eq!(h.command(release_f).resolved_lock_waiters, [q_b], "grant");
+    assert_eq!(without_events.resolved_lock_waiters, [q_b]);
+
+    let expired = h.apply(Op::ExpireAgents { agent_ids: vec![d] });
+    assert_eq!(expired.resolved_lock_waiters, [q_d], "the agent expired");
+
+    let released = h.apply(Op::ReleaseLocks {
+        agent_id: b,
+        paths: vec!["h".into()],
+    });
+    assert_eq!(released.resolved_lock_waiters, [q_b_h], "withdrawn");
+    assert!(h.machine.lock_waiters().is_empty());
+}

@@ -81,6 +81,8 @@ pub enum ConfigError {
     ZeroSnapshotEvery,
     #[error("--agent-ttl-ms {0} is outside {1}..={2}")]
     BadAgentTtl(u64, u64, u64),
+    #[error("--peers gives node {0} port 0: only this node's own entry may (with --listen on port 0, it becomes the port this node binds)")]
+    PeerPortZero(NodeId),
     #[error("refusing to listen on {0} without TLS and --auth: anyone who reaches it could act as any agent. Give --tls-cert/--tls-key/--tls-ca and --auth (`percyctl certs init` makes certificates), or --insecure to accept the risk")]
     Insecure(SocketAddr),
 }
@@ -126,6 +128,13 @@ impl NodeConfig {
             let ids: Vec<String> = self.peers.keys().map(|id| id.to_string()).collect();
             return Err(ConfigError::NodeNotInPeers(self.node_id, ids.join(",")));
         };
+        if let Some((&id, _)) = self
+            .peers
+            .iter()
+            .find(|(&id, addr)| id != self.node_id && port_of(addr) == Some(0))
+        {
+            return Err(ConfigError::PeerPortZero(id));
+        }
         if !listen_serves(self.listen, advertised) {
             return Err(ConfigError::ListenNotOwnAddress {
                 listen: self.listen,
@@ -168,6 +177,24 @@ impl NodeConfig {
         !(self.listen.ip().is_loopback() || protected)
     }
 
+    /// The configuration once `--listen` is bound at `bound`: with port 0 the kernel chose the
+    /// port, and this node's own `--peers` address (its membership address when it
+    /// bootstraps) takes it too. Nothing changes for a fixed port.
+    pub fn bound_at(mut self, bound: SocketAddr) -> Self {
+        if self.listen.port() != 0 {
+            return self;
+        }
+        self.listen = bound;
+        if let Some(advertised) = self.peers.get_mut(&self.node_id) {
+            if port_of(advertised) == Some(0) {
+                if let Some((host, _)) = advertised.rsplit_once(':') {
+                    *advertised = format!("{host}:{}", bound.port());
+                }
+            }
+        }
+        self
+    }
+
     /// Whether this node bootstraps the cluster when its log is empty.
     pub fn is_bootstrapper(&self) -> bool {
         self.peers.keys().next() == Some(&self.node_id)
@@ -192,6 +219,11 @@ fn listen_serves(listen: SocketAddr, advertised: &str) -> bool {
     !host.eq_ignore_ascii_case("localhost")
         || listen.ip().is_unspecified()
         || listen.ip().is_loopback()
+}
+
+/// The port of `HOST:PORT`, if it has one.
+fn port_of(addr: &str) -> Option<u16> {
+    addr.rsplit_once(':')?.1.parse().ok()
 }
 
 /// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002`.
@@ -227,9 +259,16 @@ pub struct Cli {
     /// This node's id (≥ 1); must appear in --peers.
     #[arg(long, env = "PERCY_NODE_ID", default_value_t = DEFAULT_NODE_ID)]
     pub node_id: NodeId,
-    /// Address to listen on (gRPC, Raft, reflection, health, /metrics).
+    /// Address to listen on (gRPC, Raft, reflection, health, /metrics). Port 0 lets the
+    /// kernel choose (see --address-file); a node that must rejoin peers after a restart
+    /// needs a fixed port.
     #[arg(long, env = "PERCY_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    /// Once listening, write the address this node serves on (HOST:PORT and a newline) to
+    /// this file, replacing it atomically: how a script or test learns the port chosen for
+    /// --listen …:0 without racing anyone for a port.
+    #[arg(long, env = "PERCY_ADDRESS_FILE")]
+    pub address_file: Option<PathBuf>,
     /// Initial voters as ID=HOST:PORT,…; the lowest id initialises an empty cluster.
     /// Default: this node alone, at --listen.
     #[arg(long, env = "PERCY_PEERS")]
@@ -321,6 +360,47 @@ mod tests {
 
     fn cli(args: &[&str]) -> Result<NodeConfig, ConfigError> {
         parse(args).unwrap().into_config()
+    }
+
+    #[test]
+    fn port_zero_takes_the_bound_port_for_this_node_only() {
+        let c = cli(&["--listen", "127.0.0.1:0"]).unwrap();
+        let bound: SocketAddr = "127.0.0.1:45678".parse().unwrap();
+        let c = c.bound_at(bound);
+        assert_eq!(c.listen, bound);
+        assert_eq!(c.peers[&1], "127.0.0.1:45678", "its membership address");
+        c.validate().unwrap();
+
+        // A joiner: its own entry is :0, the seed's is real.
+        let c = cli(&[
+            "--node-id",
+            "2",
+            "--listen",
+            "0.0.0.0:0",
+            "--peers",
+            "1=10.0.0.1:7070,2=box-b:0",
+            "--insecure",
+        ])
+        .unwrap()
+        .bound_at("0.0.0.0:40001".parse().unwrap());
+        assert_eq!(c.peers[&2], "box-b:40001");
+        assert_eq!(c.peers[&1], "10.0.0.1:7070");
+
+        // A fixed port is left alone.
+        let c = cli(&[])
+            .unwrap()
+            .bound_at("127.0.0.1:7070".parse().unwrap());
+        assert_eq!(c.peers[&1], "127.0.0.1:7070");
+
+        // Nobody can know another node's port 0.
+        let err = cli(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--peers",
+            "1=127.0.0.1:0,2=127.0.0.1:0",
+        ])
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::PeerPortZero(2)), "{err}");
     }
 
     #[test]

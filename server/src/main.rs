@@ -68,6 +68,7 @@ fn one_line(err: &anyhow::Error) -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let address_file = cli.address_file.clone();
     let config = cli.into_config()?;
     if config.is_exposed() {
         tracing::warn!(
@@ -79,6 +80,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
     let mut node = Node::start(config).await?;
+    if let Some(path) = &address_file {
+        write_address_file(path, node.addr())?;
+    }
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
@@ -87,6 +91,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         result = node.serving() => return result.map_err(anyhow::Error::from),
     }
     node.shutdown().await;
+    Ok(())
+}
+
+/// Writes `addr` to `path` through a temporary file and a rename, so a reader polling for the
+/// file never sees it half written.
+fn write_address_file(path: &std::path::Path, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = std::path::PathBuf::from(temporary);
+    std::fs::write(&temporary, format!("{addr}\n"))
+        .with_context(|| format!("writing --address-file {}", temporary.display()))?;
+    std::fs::rename(&temporary, path)
+        .with_context(|| format!("writing --address-file {}", path.display()))?;
     Ok(())
 }
 

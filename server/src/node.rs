@@ -113,7 +113,12 @@ impl Node {
                     port: config.listen.port(),
                     source,
                 })?;
-        Self::start_with_listener(config, listener).await
+        let bound = listener.local_addr().map_err(|source| NodeError::Bind {
+            addr: config.listen,
+            port: config.listen.port(),
+            source,
+        })?;
+        Self::start_with_listener(config.bound_at(bound), listener).await
     }
 
     /// Starts the node on an already bound listener (tests bind port 0 first, so the port is

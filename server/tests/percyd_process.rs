@@ -46,7 +46,7 @@ async fn register(addr: &str, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_race_and_lock_contention_across_nodes() {
-    let mut cluster = ProcCluster::start(3);
+    let mut cluster = ProcCluster::start(3).await;
     cluster.leader(&[1, 2, 3]).await;
     let a = cluster.node(1).addr.clone();
     let b = cluster.node(2).addr.clone();
@@ -152,7 +152,7 @@ async fn claim_race_and_lock_contention_across_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_leader_kill_and_kill_all() {
-    let mut cluster = ProcCluster::start(3);
+    let mut cluster = ProcCluster::start(3).await;
     let leader = cluster.leader(&[1, 2, 3]).await;
     let client_id = 0xC0FFEE;
     let mut seq = 0;
@@ -243,7 +243,7 @@ async fn acknowledged_writes_survive_leader_kill_and_kill_all() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_error_and_changes_nothing() {
-    let mut cluster = ProcCluster::start(1);
+    let mut cluster = ProcCluster::start(1).await;
     cluster.leader(&[1]).await;
     let addr = cluster.node(1).addr.clone();
     let agent = register(&addr, "carol").await;
@@ -380,9 +380,12 @@ fn startup_errors_are_one_clear_line() {
     std::fs::create_dir_all(bogus.join("db")).unwrap();
     std::fs::write(bogus.join("db").join("conf"), b"garbage that is not sled").unwrap();
     std::fs::write(bogus.join("db").join("db"), b"more garbage").unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let (status, stderr) =
-        run_to_exit(&["--listen", &listen, "--data-dir", bogus.to_str().unwrap()]);
+    let (status, stderr) = run_to_exit(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        bogus.to_str().unwrap(),
+    ]);
     assert!(!status.success(), "{stderr}");
     assert!(
         stderr.contains(bogus.to_str().unwrap()),
@@ -398,10 +401,7 @@ fn startup_errors_are_one_clear_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_cleanly_and_data_survives() {
     let dir = tempfile::tempdir().unwrap();
-    let peers = [(1, format!("127.0.0.1:{}", free_port()))]
-        .into_iter()
-        .collect();
-    let mut node = Percyd::spawn(1, &peers, &dir.path().join("n1"));
+    let mut node = Percyd::spawn_on_any_port(1, &BTreeMap::new(), &dir.path().join("n1"), &[]);
     let addr = node.addr.clone();
     let config = ConfigServiceClient::new(channel(&addr).await);
     eventually("a first write", SETTLE, || {
@@ -462,7 +462,7 @@ const FOLLOWERS_RESTART_AFTER: Duration = Duration::from_millis(300);
 /// leader (or a follower asking it for a read index) served reads that missed them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linearizable_reads_right_after_kill_all_see_acknowledged_writes() {
-    let mut cluster = ProcCluster::start(3);
+    let mut cluster = ProcCluster::start(3).await;
     let mut leader = cluster.leader(&[1, 2, 3]).await;
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
     for trial in 0..KILL_ALL_TRIALS {
@@ -606,20 +606,18 @@ async fn serves(node: &mut Percyd, key: &str) {
 async fn a_follower_restarts_after_catching_up_from_a_snapshot() {
     const SNAPSHOT_EVERY: &str = "20";
     const WRITES_WHILE_DOWN: usize = 200;
-    let dir = tempfile::tempdir().unwrap();
-    let peers: BTreeMap<u64, String> = (1..=3)
-        .map(|id| (id, format!("127.0.0.1:{}", free_port())))
-        .collect();
-    let mut nodes: Vec<Percyd> = (1..=3)
-        .map(|id| {
-            let extra: &[&str] = if id == 3 {
-                &[]
-            } else {
-                &["--snapshot-every", SNAPSHOT_EVERY]
-            };
-            Percyd::spawn_with(id, &peers, &dir.path().join(format!("node{id}")), extra)
-        })
-        .collect();
+    let ProcCluster {
+        mut nodes,
+        dir: _dir,
+    } = ProcCluster::start_with(3, |id| {
+        if id == 3 {
+            &[]
+        } else {
+            &["--snapshot-every", SNAPSHOT_EVERY]
+        }
+    })
+    .await;
+    let peers: BTreeMap<u64, String> = nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
     let (first, lagging) = (peers[&1].clone(), peers[&3].clone());
     put_key(&first, "before").await;
     serves(&mut nodes[2], "before").await;
@@ -714,13 +712,12 @@ fn node_args(id: u64, listen: &str, peers: &str, data_dir: &std::path::Path) -> 
 async fn a_data_dir_of_another_node_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node1");
-    let peers = BTreeMap::from([(1, format!("127.0.0.1:{}", free_port()))]);
-    let mut first = Percyd::spawn(1, &peers, &data);
+    let mut first = Percyd::spawn_on_any_port(1, &BTreeMap::new(), &data, &[]);
     put_key(&first.addr, "written-by-node-1").await;
     assert!(first.terminate().is_some_and(|s| s.success()));
 
-    let listen = format!("127.0.0.1:{}", free_port());
-    let (status, stderr) = run_to_exit(&node_args(2, &listen, &format!("2={listen}"), &data));
+    let listen = "127.0.0.1:0";
+    let (status, stderr) = run_to_exit(&node_args(2, listen, &format!("2={listen}"), &data));
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert_eq!(
         stderr.trim(),
@@ -740,7 +737,7 @@ async fn a_data_dir_of_another_node_is_refused() {
 /// with one line instead of joining elections with a log that is not this cluster's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_dir_of_another_cluster_is_refused() {
-    let mut cluster = ProcCluster::start(3);
+    let mut cluster = ProcCluster::start(3).await;
     cluster.leader(&[1, 2, 3]).await;
     let first = cluster.node(1).addr.clone();
     put_key(&first, "in-this-cluster").await;
@@ -752,8 +749,7 @@ async fn a_data_dir_of_another_cluster_is_refused() {
     let (third, third_addr) = (cluster.node(3).id, cluster.node(3).addr.clone());
 
     let other_dir = cluster.dir.path().join("other-cluster");
-    let alone = BTreeMap::from([(third, format!("127.0.0.1:{}", free_port()))]);
-    let mut other = Percyd::spawn(third, &alone, &other_dir);
+    let mut other = Percyd::spawn_on_any_port(third, &BTreeMap::new(), &other_dir, &[]);
     put_key(&other.addr, "in-another-cluster").await;
     assert!(other.terminate().is_some_and(|s| s.success()));
 

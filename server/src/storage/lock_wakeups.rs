@@ -140,7 +140,11 @@ mod tests {
         wakeup.mark_seen();
         // Apply resolves the request while the caller reads the state (it saw "waiting").
         wakeups.wake(&[7]);
-        assert!(wakeup.woken(already_passed() + Duration::from_millis(1)).await);
+        assert!(
+            wakeup
+                .woken(already_passed() + Duration::from_millis(1))
+                .await
+        );
         // Seen now: the next wait needs a new wake-up.
         wakeup.mark_seen();
         assert!(!wakeup.woken(already_passed()).await);

@@ -1,5 +1,8 @@
-//! Real `percyd` processes for tests: spawned on free ports with their own data dirs, killed
-//! (SIGKILL) on drop, stderr captured to a file for error-message checks and post-mortems.
+//! Real `percyd` processes for tests: listening on ports the kernel picks (`--listen
+//! 127.0.0.1:0 --address-file`, so no test races another for a port), with their own data
+//! dirs, killed (SIGKILL) on drop, stderr captured to a file for error-message checks and
+//! post-mortems. A cluster is one bootstrapped node that adds the others (`AddNode`), since
+//! nobody knows a port before its node has bound it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,13 +10,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use percy_proto::v1::cluster_service_client::ClusterServiceClient;
-use percy_proto::v1::ClusterStatusRequest;
+use percy_proto::v1::{AddNodeRequest, ClusterStatusRequest};
 
 use super::{channel, eventually, SETTLE};
 
 pub const PERCYD: &str = env!("CARGO_BIN_EXE_percyd");
 
-/// A port nobody listens on right now (the listener is dropped before `percyd` binds it).
+/// A port nobody listens on right now (the listener is dropped before `percyd` binds it). Only
+/// for addresses no process binds (configurations percyd must refuse before binding).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -67,6 +71,47 @@ impl Percyd {
         };
         p.restart();
         p
+    }
+
+    /// Spawns node `id` on a port the kernel picks; `others` are the members it knows of (the
+    /// lowest id among them and itself bootstraps). Returns once the node has written its
+    /// address; restarts reuse that port (its membership address).
+    pub fn spawn_on_any_port(
+        id: u64,
+        others: &BTreeMap<u64, String>,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Self {
+        const ANY_PORT: &str = "127.0.0.1:0";
+        let mut peers = others.clone();
+        peers.insert(id, ANY_PORT.to_string());
+        let address_file = data_dir.with_extension(format!("address-{id}"));
+        let _absent = std::fs::remove_file(&address_file);
+        let mut extra: Vec<&str> = extra.to_vec();
+        let address_arg = address_file.display().to_string();
+        extra.extend(["--address-file", &address_arg]);
+        let mut node = Self::spawn_with(id, &peers, data_dir, &extra);
+        let started = std::time::Instant::now();
+        let addr = loop {
+            if let Ok(text) = std::fs::read_to_string(&address_file) {
+                break text.trim().to_string();
+            }
+            assert!(
+                node.is_running() && started.elapsed() < SETTLE,
+                "percyd {id} wrote no --address-file: {}",
+                node.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // From now on the node is where it bound: a restart must come back there.
+        for arg in &mut node.args {
+            *arg = arg.replace(&format!("{id}={ANY_PORT}"), &format!("{id}={addr}"));
+            if arg == ANY_PORT {
+                arg.clone_from(&addr);
+            }
+        }
+        node.addr = addr;
+        node
     }
 
     /// Starts the process again with the same arguments (after `kill`).
@@ -140,21 +185,44 @@ impl Drop for Percyd {
     }
 }
 
-/// Three `percyd` processes on free loopback ports.
+/// `percyd` processes on loopback ports the kernel picked, forming one cluster.
 pub struct ProcCluster {
     pub nodes: Vec<Percyd>,
     pub dir: tempfile::TempDir,
 }
 
 impl ProcCluster {
-    pub fn start(n: u64) -> Self {
+    /// Node 1 bootstraps alone; nodes 2..=n start knowing it and are added as members.
+    pub async fn start(n: u64) -> Self {
+        Self::start_with(n, |_| &[]).await
+    }
+
+    /// [`Self::start`] with extra flags per node id.
+    pub async fn start_with(n: u64, extra: impl Fn(u64) -> &'static [&'static str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let peers: BTreeMap<u64, String> = (1..=n)
-            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
-            .collect();
-        let nodes = (1..=n)
-            .map(|id| Percyd::spawn(id, &peers, &dir.path().join(format!("node{id}"))))
-            .collect();
+        let data = |id: u64| dir.path().join(format!("node{id}"));
+        let first = Percyd::spawn_on_any_port(1, &BTreeMap::new(), &data(1), extra(1));
+        let seed = BTreeMap::from([(1, first.addr.clone())]);
+        let mut nodes = vec![first];
+        for id in 2..=n {
+            let node = Percyd::spawn_on_any_port(id, &seed, &data(id), extra(id));
+            let addr = node.addr.clone();
+            nodes.push(node);
+            eventually(&format!("node {id} added"), SETTLE, || {
+                let (seed, addr) = (seed[&1].clone(), addr.clone());
+                async move {
+                    let mut c = ClusterServiceClient::new(channel(&seed).await);
+                    c.add_node(AddNodeRequest {
+                        node_id: id,
+                        addr,
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()
+                }
+            })
+            .await;
+        }
         Self { nodes, dir }
     }
 

@@ -285,7 +285,8 @@ pub struct Cli {
     /// Maximum Raft election timeout.
     #[arg(long, default_value_t = DEFAULT_ELECTION_TIMEOUT_MAX_MS)]
     pub election_timeout_max_ms: u64,
-    /// Take a snapshot (and purge the log behind it) every N log entries.
+    /// Take a snapshot (and purge the log behind it) every N applied commands (or N log
+    /// entries, whichever comes first: one entry may carry many commands).
     #[arg(long, default_value_t = DEFAULT_SNAPSHOT_EVERY)]
     pub snapshot_every: u64,
     /// TTL of agents that register without one: silent longer than this → expired.

@@ -23,6 +23,7 @@ mod read;
 mod reflection;
 mod relay;
 mod removal;
+mod snapshot_policy;
 mod state;
 pub mod storage;
 mod tagged_stream;

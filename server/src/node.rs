@@ -42,6 +42,7 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::network::{CommitGate, NetworkFactory, PeerClients, INTERNAL_MAX_MESSAGE_BYTES};
 use crate::raft_service::RaftRpc;
 use crate::removal::{self, ConfigView, MembershipChange, MembershipTracker, Removal};
+use crate::snapshot_policy;
 use crate::state::StateView;
 use crate::storage::{self, ClusterId, DataDirIdentity, DurableLog, StorageError};
 use crate::tls::{Dialer, NodeTls, PeerCertGuard, TlsError};
@@ -147,6 +148,7 @@ impl Node {
             sm_store.applied_revision(),
             sm_store.lock_wakeups(),
         );
+        let snapshot_revision = sm_store.snapshot_revision();
         let durable = log_store.durable_log();
         let commit_gate = CommitGate::new(durable.clone());
         // Raft::new takes the store; this handle subscribes to its changes afterwards.
@@ -223,6 +225,13 @@ impl Node {
             tokio::spawn(run_monitor(ctx.clone(), shutdown_rx.clone())),
             tokio::spawn(commit_gate.announce(ctx.raft.clone())),
             tokio::spawn(follow_membership(ctx.clone())),
+            tokio::spawn(snapshot_policy::run(
+                ctx.raft.clone(),
+                ctx.state.clone(),
+                snapshot_revision,
+                ctx.config.snapshot_every,
+                shutdown_rx.clone(),
+            )),
         ];
         if ctx.config.auth && ctx.config.is_bootstrapper() {
             tasks.push(tokio::spawn(auth::bootstrap::run(ctx.clone())));

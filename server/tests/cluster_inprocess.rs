@@ -172,6 +172,58 @@ async fn serializable_reads_are_local_and_a_single_node_bootstraps_itself() {
     node.shutdown().await;
 }
 
+/// Group commit packs many commands into one log entry, so a policy counting entries never
+/// snapshotted a state built by a burst of writes. The snapshot policy counts commands: here
+/// one burst fills fewer entries than `snapshot_every` and must still be snapshotted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_commands_in_few_entries_is_snapshotted() {
+    const EVERY: u64 = 1_000;
+    const WRITES: usize = 1_500;
+    const CONCURRENT: usize = 100;
+    let mut slots = slots(&[1]).await;
+    let peers = peers_of(&slots);
+    let mut config = config(&slots[0], &peers);
+    config.snapshot_every = EVERY;
+    let listener = slots[0].listener.take().unwrap();
+    let node = percy_server::Node::start_with_listener(config, listener)
+        .await
+        .unwrap();
+    node.wait_for_leader(SETTLE).await.unwrap();
+    let addr = node.addr().to_string();
+    let client = ConfigServiceClient::new(channel(&addr).await);
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..CONCURRENT {
+        let mut client = client.clone();
+        writers.spawn(async move {
+            for i in (writer..WRITES).step_by(CONCURRENT) {
+                client
+                    .put(PutConfigRequest {
+                        key: format!("burst/{i}"),
+                        value: b"v".to_vec(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    let snapshot_index = eventually("a snapshot of the burst", SETTLE, || async {
+        let m = node.raft().metrics().borrow().clone();
+        m.snapshot.map(|id| id.index)
+    })
+    .await;
+    let last_index = node.raft().metrics().borrow().last_log_index.unwrap_or(0);
+    assert!(
+        last_index < EVERY,
+        "the burst took {last_index} entries: too few commands per entry for this test"
+    );
+    assert!(snapshot_index > 0 && snapshot_index <= last_index);
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_added_after_log_purge_catches_up_from_a_snapshot() {
     let mut slots = slots(&[1, 2]).await;

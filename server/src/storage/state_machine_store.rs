@@ -57,6 +57,9 @@ struct Shared {
     snapshot_write: tokio::sync::Mutex<()>,
     /// Makes snapshot ids unique within this process even for the same last log id.
     snapshot_seq: AtomicU64,
+    /// The state machine revision of the newest snapshot built or installed here (of the
+    /// restored one at start): the snapshot policy counts commands from it.
+    snapshot_revision: Arc<AtomicU64>,
 }
 
 /// Where in the log the state is.
@@ -84,6 +87,7 @@ impl StateMachineStore {
         };
         let (changes, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
         let (applied_revision, _) = watch::channel(state.revision());
+        let snapshot_revision = Arc::new(AtomicU64::new(state.revision()));
         Ok(Self {
             shared: Arc::new(Shared {
                 db,
@@ -95,6 +99,7 @@ impl StateMachineStore {
                 lock_wakeups: Arc::default(),
                 snapshot_write: tokio::sync::Mutex::new(()),
                 snapshot_seq: AtomicU64::new(0),
+                snapshot_revision,
             }),
         })
     }
@@ -113,6 +118,11 @@ impl StateMachineStore {
     /// caught up with a given revision. Updated after the state, once per applied batch.
     pub fn applied_revision(&self) -> watch::Receiver<u64> {
         self.shared.applied_revision.subscribe()
+    }
+
+    /// The state machine revision of the newest snapshot this node built or installed.
+    pub fn snapshot_revision(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.shared.snapshot_revision)
     }
 
     /// Wake-ups for callers waiting on a queued lock request.
@@ -281,6 +291,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             position.last_membership = meta.last_membership.clone();
         }
         self.shared.applied_revision.send_replace(revision);
+        self.shared
+            .snapshot_revision
+            .store(revision, Ordering::Relaxed);
         self.shared.lock_wakeups.wake_all();
         let _no_subscribers = self
             .shared
@@ -306,10 +319,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     /// and flushes the snapshot before returning it, because openraft purges the log it
     /// covers once this returns.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
-        let (position, image) = {
+        let (position, image, revision) = {
             let state = self.shared.state.read();
             let position = self.shared.position.lock().clone();
-            (position, state.snapshot())
+            (position, state.snapshot(), state.revision())
         };
         let envelope = Envelope {
             last_applied: position.last_applied,
@@ -336,6 +349,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             .persist_snapshot(&meta, &data, true)
             .await
             .map_err(|e| self.snapshot_error(&meta, ErrorVerb::Write, &e))?;
+        self.shared
+            .snapshot_revision
+            .fetch_max(revision, Ordering::Relaxed);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),

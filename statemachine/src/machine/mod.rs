@@ -474,6 +474,12 @@ impl StateMachine {
         self.tokens.last_id() > 0
     }
 
+    /// How many entities the state holds (agents, tasks, locks and waiters, config keys,
+    /// definitions, mailboxes, sessions): a snapshot's cost grows with it.
+    pub fn entity_count(&self) -> usize {
+        invariants::entity_count(self)
+    }
+
     /// Compact binary image of the whole state, with a format version: the [`image::StateImage`],
     /// then the sections added since, in the order [`Self::restore`] reads them.
     pub fn snapshot(&self) -> Vec<u8> {

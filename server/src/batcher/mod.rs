@@ -16,10 +16,12 @@
 //! round (two disk syncs and a commit announcement) right on the path of the new holder's
 //! writes — a third of all entries on the lock benchmark.
 //!
-//! Owns: the proposal queue, batching and the per-command answer. Must not: decide leadership
-//! or retry (that is `propose`), or look at what commands mean.
+//! Owns: the proposal queue, batching and the per-command answer; *when* an entry opens and
+//! *what* goes in it are pure decisions in `queue.rs`, tested with logical time. Must not:
+//! decide leadership or retry (that is `propose`), or look at what commands mean.
 
-use std::collections::VecDeque;
+mod queue;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +34,8 @@ use tokio::time::Instant;
 use crate::metrics::Metrics;
 use crate::types::{CommandResult, Proposal, Raft};
 use crate::wire::ForwardError;
+
+use self::queue::{Next, Queue, Queued};
 
 /// Most commands in one entry. Bounds apply time per entry (readers wait while it runs) and the
 /// entry's size on the wire for followers.
@@ -63,6 +67,16 @@ struct Pending {
     /// Set for a command that may wait for the next entry (see [`Batcher::propose_riding`]):
     /// the latest it may be proposed.
     ride_until: Option<Instant>,
+}
+
+impl Queued for Pending {
+    fn encoded_bytes(&self) -> usize {
+        self.encoded_bytes
+    }
+
+    fn ride_until(&self) -> Option<Instant> {
+        self.ride_until
+    }
 }
 
 /// The handle proposers use; cheap to clone. The batching task stops when every handle is
@@ -159,15 +173,15 @@ fn commit_timed_out() -> ForwardError {
 /// has queued, propose it, and hand the wait for its result to a task that answers every caller.
 async fn run(raft: Raft, metrics: Metrics, mut incoming: mpsc::Receiver<Pending>) {
     let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
-    let mut queue = Queue::default();
+    let mut queue = Queue::new();
     loop {
         let Ok(slot) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        if !queue.wait_for_opener(&mut incoming).await {
+        if !wait_for_opener(&mut queue, &mut incoming).await {
             return;
         }
-        let batch = queue.take_batch(&mut incoming);
+        let batch = queue.take_batch(|| incoming.try_recv().ok());
         let riders = batch.iter().filter(|p| p.ride_until.is_some()).count() as u64;
         if riders == batch.len() as u64 {
             metrics.riders_alone.inc_by(riders);
@@ -218,80 +232,24 @@ async fn run(raft: Raft, metrics: Metrics, mut incoming: mpsc::Receiver<Pending>
     }
 }
 
-/// Commands taken off the channel and not yet in an entry.
-#[derive(Default)]
-struct Queue {
-    /// The command that opens the next entry: it cannot wait, or it did not fit the last one.
-    opener: Option<Pending>,
-    /// Commands waiting to ride with the next entry, oldest first; at most a full entry's worth.
-    riding: VecDeque<Pending>,
-}
-
-impl Queue {
-    /// Waits until the next entry must open: a command that cannot wait is here, a rider's wait
-    /// ran out, or riders fill an entry. False when every handle on the batcher is gone.
-    async fn wait_for_opener(&mut self, incoming: &mut mpsc::Receiver<Pending>) -> bool {
-        while self.opener.is_none() && self.riding.len() < MAX_BATCH_COMMANDS {
-            let due = self.riding.iter().filter_map(|p| p.ride_until).min();
-            tokio::select! {
-                received = incoming.recv() => match received {
-                    None => return false,
-                    Some(pending) if pending.ride_until.is_some() => {
-                        self.riding.push_back(pending);
-                    }
-                    Some(pending) => self.opener = Some(pending),
-                },
-                () = sleep_until_due(due), if due.is_some() => break,
-            }
+/// Receives commands until the queue says the next entry must open (see [`Queue::next`]).
+/// False when every handle on the batcher is gone.
+async fn wait_for_opener(
+    queue: &mut Queue<Pending>,
+    incoming: &mut mpsc::Receiver<Pending>,
+) -> bool {
+    loop {
+        let due = match queue.next(Instant::now()) {
+            Next::Open => return true,
+            Next::Wait { until } => until,
+        };
+        tokio::select! {
+            received = incoming.recv() => match received {
+                None => return false,
+                Some(pending) => queue.arrive(pending),
+            },
+            () = sleep_until_due(due), if due.is_some() => {}
         }
-        true
-    }
-
-    /// The next entry's commands: the riders first (they came first), then the opener, then
-    /// whatever else has queued meanwhile, riders included. What does not fit opens the entry
-    /// after it.
-    fn take_batch(&mut self, incoming: &mut mpsc::Receiver<Pending>) -> Vec<Pending> {
-        let mut batch = Batch::default();
-        while let Some(rider) = self.riding.pop_front() {
-            if let Some(rider) = batch.add(rider) {
-                self.riding.push_front(rider);
-                break;
-            }
-        }
-        if let Some(opener) = self.opener.take() {
-            self.opener = batch.add(opener);
-        }
-        while self.opener.is_none() && batch.commands.len() < MAX_BATCH_COMMANDS {
-            let Ok(next) = incoming.try_recv() else {
-                break;
-            };
-            self.opener = batch.add(next);
-        }
-        debug_assert!(!batch.commands.is_empty(), "an entry opens with a command");
-        batch.commands
-    }
-}
-
-/// The commands of one entry, within [`MAX_BATCH_COMMANDS`] and [`MAX_BATCH_BYTES`].
-#[derive(Default)]
-struct Batch {
-    commands: Vec<Pending>,
-    bytes: usize,
-}
-
-impl Batch {
-    /// Adds `next`, or gives it back when the entry is full. A single command larger than
-    /// [`MAX_BATCH_BYTES`] still goes, alone.
-    fn add(&mut self, next: Pending) -> Option<Pending> {
-        let fits = self.commands.is_empty()
-            || (self.commands.len() < MAX_BATCH_COMMANDS
-                && self.bytes + next.encoded_bytes <= MAX_BATCH_BYTES);
-        if !fits {
-            return Some(next);
-        }
-        self.bytes += next.encoded_bytes;
-        self.commands.push(next);
-        None
     }
 }
 

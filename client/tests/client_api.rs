@@ -428,3 +428,204 @@ async fn task_listings_are_paginated_and_the_library_follows_the_pages() {
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     }
 }
+
+/// Agents, locks and config are paginated too, continued after the last key of a page (so a
+/// key removed between two pages shifts nothing); the library follows the pages; a config
+/// page also ends at 1 MiB of values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_listings_are_paginated_and_the_library_follows_the_pages() {
+    use percy_client::proto::agent_service_client::AgentServiceClient;
+    use percy_client::proto::config_service_client::ConfigServiceClient;
+    use percy_client::proto::lock_service_client::LockServiceClient;
+    use percy_client::proto::{ListAgentsRequest, ListConfigRequest, ListLocksRequest};
+
+    const KEYS: usize = 1_050;
+    const PATHS_PER_ACQUIRE: usize = 250;
+    let cluster = TestCluster::start(1);
+    let client = Client::connect(&cluster.endpoints()).await.expect("client");
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..KEYS {
+        let client = client.clone();
+        writes.spawn(async move {
+            client
+                .put_config(&format!("k/{i:04}"), b"v".to_vec(), None)
+                .await
+                .expect("put");
+            agent(&client, &format!("agent-{i:04}")).await;
+        });
+    }
+    while let Some(done) = writes.join_next().await {
+        done.expect("writer");
+    }
+    let holder = agent(&client, "holder").await;
+    let paths: Vec<String> = (0..KEYS).map(|i| format!("src/{i:04}")).collect();
+    for chunk in paths.chunks(PATHS_PER_ACQUIRE) {
+        client
+            .acquire_locks(&LockRequest::exclusive(holder, chunk.to_vec()))
+            .await
+            .expect("acquire");
+    }
+    let waiter = agent(&client, "waiter").await;
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let request = LockRequest {
+                wait: Some(Duration::from_secs(60)),
+                ..LockRequest::exclusive(waiter, vec!["src/0000".into()])
+            };
+            client.acquire_locks(&request).await
+        }
+    });
+    for _ in 0..200 {
+        let listed = client.list_locks("src/", Consistency::Linearizable).await;
+        if listed.is_ok_and(|l| !l.waiters.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The library hands back whole listings.
+    let config = client
+        .list_config("k/", Consistency::Linearizable)
+        .await
+        .expect("config");
+    let keys: Vec<&str> = config.entries.iter().map(|e| e.key.as_str()).collect();
+    let expected: Vec<String> = (0..KEYS).map(|i| format!("k/{i:04}")).collect();
+    assert_eq!(keys, expected);
+    let agents = client
+        .list_agents(false, Consistency::Linearizable)
+        .await
+        .expect("agents");
+    assert_eq!(agents.agents.len(), KEYS + 2);
+    assert!(
+        agents.agents.windows(2).all(|w| w[0].id < w[1].id),
+        "id order"
+    );
+    let locks = client
+        .list_locks("src/", Consistency::Linearizable)
+        .await
+        .expect("locks");
+    assert_eq!(locks.locks.len(), KEYS);
+    assert!(locks.next_page_token.is_empty());
+
+    // Raw pages: keyed tokens, and a deletion between pages shifts nothing.
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.endpoints()[0]))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+    let mut raw_config = ConfigServiceClient::new(channel.clone());
+    let first = raw_config
+        .list(ListConfigRequest {
+            prefix: "k/".into(),
+            limit: 400,
+            ..Default::default()
+        })
+        .await
+        .expect("first page")
+        .into_inner();
+    assert_eq!(first.entries.len(), 400);
+    assert_eq!(first.next_page_token, "k/0399");
+    client.delete_config("k/0100", None).await.expect("delete");
+    let second = raw_config
+        .list(ListConfigRequest {
+            prefix: "k/".into(),
+            limit: 400,
+            page_token: first.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .expect("second page")
+        .into_inner();
+    assert_eq!(
+        second.entries[0].key, "k/0400",
+        "continued after the last key"
+    );
+
+    let first_agents = AgentServiceClient::new(channel.clone())
+        .list(ListAgentsRequest {
+            limit: 1_000,
+            ..Default::default()
+        })
+        .await
+        .expect("agents page")
+        .into_inner();
+    assert_eq!(first_agents.agents.len(), 1_000, "the default page size");
+    let last_id = first_agents.agents.last().expect("agents").id;
+    assert_eq!(first_agents.next_page_token, last_id.to_string());
+
+    let mut raw_locks = LockServiceClient::new(channel.clone());
+    let first_locks = raw_locks
+        .list(ListLocksRequest {
+            prefix: "src/".into(),
+            limit: 1_000,
+            ..Default::default()
+        })
+        .await
+        .expect("locks page")
+        .into_inner();
+    assert_eq!(first_locks.locks.len(), 1_000);
+    assert_eq!(
+        first_locks.waiters.len(),
+        1,
+        "the waiter, with the first page"
+    );
+    let rest = raw_locks
+        .list(ListLocksRequest {
+            prefix: "src/".into(),
+            page_token: first_locks.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .expect("locks page")
+        .into_inner();
+    assert_eq!(rest.locks.len(), KEYS - 1_000);
+    assert!(rest.waiters.is_empty(), "waiters come with the first page");
+    assert!(rest.next_page_token.is_empty());
+
+    // A config page ends at 1 MiB of values, but always holds one entry.
+    let big = vec![b'x'; LARGEST_CONFIG_VALUE];
+    for i in 0..5 {
+        client
+            .put_config(&format!("big/{i}"), big.clone(), None)
+            .await
+            .expect("big put");
+    }
+    let heavy = raw_config
+        .list(ListConfigRequest {
+            prefix: "big/".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("heavy page")
+        .into_inner();
+    assert_eq!(heavy.entries.len(), 4, "1 MiB of 256 KiB values");
+    assert_eq!(heavy.next_page_token, "big/3");
+    let all_big = client
+        .list_config("big/", Consistency::Linearizable)
+        .await
+        .expect("big");
+    assert_eq!(all_big.entries.len(), 5);
+
+    for bad in [
+        ListAgentsRequest {
+            page_token: "not-an-id".into(),
+            ..Default::default()
+        },
+        ListAgentsRequest {
+            limit: 10_001,
+            ..Default::default()
+        },
+    ] {
+        let status = AgentServiceClient::new(channel.clone())
+            .list(bad)
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+    waiting.abort();
+}
+
+/// The largest config value (256 KiB, the state machine's `MAX_CONFIG_VALUE_LEN`).
+const LARGEST_CONFIG_VALUE: usize = 256 * 1024;

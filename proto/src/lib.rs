@@ -15,11 +15,14 @@ pub mod internal {
     tonic::include_proto!("percy.internal.v1");
 }
 
-/// Page sizes of paginated listings (`ListTasks`): what a request with `limit` 0 gets, and the
-/// most it may ask for.
+/// Page sizes of paginated listings (tasks, agents, locks, config): what a request with `limit`
+/// 0 gets, and the most it may ask for.
 pub mod paging {
     pub const DEFAULT_PAGE_SIZE: u32 = 1_000;
     pub const MAX_PAGE_SIZE: u32 = 10_000;
+    /// A config page ends once its values pass this many bytes (a value may be 256 KiB, so
+    /// 1,000 of them would not fit one message).
+    pub const MAX_CONFIG_PAGE_BYTES: usize = 1 << 20;
 }
 
 /// Encoded `FileDescriptorSet` of every service, for tonic-reflection.

@@ -827,8 +827,8 @@ async fn digest(channel: &Channel, admin: &str) -> String {
     let agents = AgentServiceClient::new(channel.clone())
         .list(req(
             ListAgentsRequest {
-                header: None,
                 include_inactive: true,
+                ..Default::default()
             },
             a,
         ))

@@ -7,6 +7,7 @@ use percy_proto::v1::{
     RegisterAgentRequest, RegisterAgentResponse,
 };
 
+use super::paging::read_all_pages;
 use crate::{Client, ClientError};
 
 impl Client {
@@ -96,12 +97,16 @@ impl Client {
         include_inactive: bool,
         consistency: Consistency,
     ) -> Result<ListAgentsResponse, ClientError> {
-        self.read(consistency, |channel, header| {
-            let request = ListAgentsRequest {
-                header: Some(header),
-                include_inactive,
-            };
-            async move { AgentServiceClient::new(channel).list(request).await }
+        read_all_pages(|page_token| {
+            self.read(consistency, move |channel, header| {
+                let request = ListAgentsRequest {
+                    header: Some(header),
+                    include_inactive,
+                    limit: 0,
+                    page_token: page_token.clone(),
+                };
+                async move { AgentServiceClient::new(channel).list(request).await }
+            })
         })
         .await
     }

@@ -6,6 +6,7 @@ use percy_proto::v1::{
     ListConfigRequest, ListConfigResponse, PutConfigRequest, PutConfigResponse,
 };
 
+use super::paging::read_all_pages;
 use crate::{Client, ClientError};
 
 impl Client {
@@ -67,12 +68,16 @@ impl Client {
         prefix: &str,
         consistency: Consistency,
     ) -> Result<ListConfigResponse, ClientError> {
-        self.read(consistency, |channel, header| {
-            let request = ListConfigRequest {
-                header: Some(header),
-                prefix: prefix.to_owned(),
-            };
-            async move { ConfigServiceClient::new(channel).list(request).await }
+        read_all_pages(|page_token| {
+            self.read(consistency, move |channel, header| {
+                let request = ListConfigRequest {
+                    header: Some(header),
+                    prefix: prefix.to_owned(),
+                    limit: 0,
+                    page_token: page_token.clone(),
+                };
+                async move { ConfigServiceClient::new(channel).list(request).await }
+            })
         })
         .await
     }

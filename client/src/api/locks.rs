@@ -9,6 +9,7 @@ use percy_proto::v1::{
     LockMode, ReleaseLocksRequest, ReleaseLocksResponse,
 };
 
+use super::paging::read_all_pages;
 use crate::{Client, ClientError};
 
 /// Slack added to the RPC deadline of a waiting acquire, beyond the server-side wait, so
@@ -110,12 +111,16 @@ impl Client {
         prefix: &str,
         consistency: Consistency,
     ) -> Result<ListLocksResponse, ClientError> {
-        self.read(consistency, |channel, header| {
-            let request = ListLocksRequest {
-                header: Some(header),
-                prefix: prefix.to_owned(),
-            };
-            async move { LockServiceClient::new(channel).list(request).await }
+        read_all_pages(|page_token| {
+            self.read(consistency, move |channel, header| {
+                let request = ListLocksRequest {
+                    header: Some(header),
+                    prefix: prefix.to_owned(),
+                    limit: 0,
+                    page_token: page_token.clone(),
+                };
+                async move { LockServiceClient::new(channel).list(request).await }
+            })
         })
         .await
     }

@@ -7,6 +7,7 @@ mod config;
 mod definitions;
 mod locks;
 mod messages;
+mod paging;
 mod plans;
 mod tasks;
 mod tokens;

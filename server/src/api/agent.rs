@@ -10,7 +10,7 @@ use percy_proto::v1::*;
 use percy_statemachine::{AgentStatus as SmStatus, Op, Outcome};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{observe, read, required_id, unexpected, write};
+use super::{observe, paging, read, required_id, unexpected, write};
 use crate::auth;
 use crate::context::NodeContext;
 use crate::convert::{agent_status_to_proto, agent_to_proto};
@@ -195,15 +195,20 @@ impl AgentService for AgentApi {
         let ctx = &self.ctx;
         observe(ctx, "AgentService/List", async {
             let r = request.into_inner();
-            let (agents, header) = read(ctx, r.header.as_ref(), |sm| {
-                sm.agents()
-                    .into_iter()
-                    .filter(|a| r.include_inactive || a.status == SmStatus::Active)
-                    .map(agent_to_proto)
-                    .collect()
+            let page_size = paging::page_size(r.limit)?;
+            let after = paging::id_token(&r.page_token)?;
+            let ((agents, next_page_token), header) = read(ctx, r.header.as_ref(), |sm| {
+                let selected = sm
+                    .agents_after(after)
+                    .filter(|a| r.include_inactive || a.status == SmStatus::Active);
+                paging::take_page(selected, page_size, usize::MAX, |_| 0, |a| a.id.to_string())
             })
             .await?;
-            Ok(ListAgentsResponse { header, agents })
+            Ok(ListAgentsResponse {
+                header,
+                agents: agents.iter().map(agent_to_proto).collect(),
+                next_page_token,
+            })
         })
         .await
     }

@@ -7,9 +7,10 @@ use percy_proto::v1::*;
 use percy_statemachine::{Op, Outcome};
 use tonic::{Request, Response, Status};
 
-use super::{observe, read, unexpected, write};
+use super::{observe, paging, read, unexpected, write};
 use crate::context::NodeContext;
 use crate::convert::config_to_proto;
+use percy_proto::paging::MAX_CONFIG_PAGE_BYTES;
 
 pub struct ConfigApi {
     pub ctx: Arc<NodeContext>,
@@ -91,14 +92,23 @@ impl ConfigService for ConfigApi {
         let ctx = &self.ctx;
         observe(ctx, "ConfigService/List", async {
             let r = request.into_inner();
-            let (entries, header) = read(ctx, r.header.as_ref(), |sm| {
-                sm.config_range(&r.prefix)
-                    .into_iter()
-                    .map(config_to_proto)
-                    .collect()
+            let page_size = paging::page_size(r.limit)?;
+            let after = paging::key_token(&r.page_token);
+            let ((entries, next_page_token), header) = read(ctx, r.header.as_ref(), |sm| {
+                paging::take_page(
+                    sm.config_after(&r.prefix, after),
+                    page_size,
+                    MAX_CONFIG_PAGE_BYTES,
+                    |e| e.value.len(),
+                    |e| e.key.clone(),
+                )
             })
             .await?;
-            Ok(ListConfigResponse { header, entries })
+            Ok(ListConfigResponse {
+                header,
+                entries: entries.iter().map(config_to_proto).collect(),
+                next_page_token,
+            })
         })
         .await
     }

@@ -11,7 +11,7 @@ use percy_statemachine::{LockGrant as SmGrant, Op, Outcome, StateMachine};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use super::{observe, read, required_id, unexpected, write};
+use super::{observe, paging, read, required_id, unexpected, write};
 use crate::context::NodeContext;
 use crate::convert::{
     command_error_to_status, lock_grant_to_proto, lock_mode_from_proto, lock_to_proto,
@@ -226,26 +226,34 @@ impl LockService for LockApi {
         observe(ctx, "LockService/List", async {
             let r = request.into_inner();
             let prefix = r.prefix;
-            let ((locks, waiters), header) = read(ctx, r.header.as_ref(), |sm| {
-                let locks = sm
-                    .locks()
-                    .into_iter()
-                    .filter(|l| l.path.starts_with(&prefix))
-                    .map(lock_to_proto)
-                    .collect();
-                let waiters = sm
-                    .lock_waiters()
-                    .into_iter()
-                    .filter(|w| w.paths.iter().any(|p| p.starts_with(&prefix)))
-                    .map(lock_waiter_to_proto)
-                    .collect();
-                (locks, waiters)
+            let page_size = paging::page_size(r.limit)?;
+            let after = paging::key_token(&r.page_token);
+            let ((locks, next_page_token, waiters), header) = read(ctx, r.header.as_ref(), |sm| {
+                let (locks, next) = paging::take_page(
+                    sm.locks_after(&prefix, after),
+                    page_size,
+                    usize::MAX,
+                    |_| 0,
+                    |l| l.path.clone(),
+                );
+                // Bounded by MAX_LOCK_WAITERS; with the first page only.
+                let waiters: Vec<_> = match after {
+                    Some(_) => Vec::new(),
+                    None => sm
+                        .lock_waiters()
+                        .into_iter()
+                        .filter(|w| w.paths.iter().any(|p| p.starts_with(&prefix)))
+                        .cloned()
+                        .collect(),
+                };
+                (locks, next, waiters)
             })
             .await?;
             Ok(ListLocksResponse {
                 header,
-                locks,
-                waiters,
+                locks: locks.iter().map(lock_to_proto).collect(),
+                waiters: waiters.iter().map(lock_waiter_to_proto).collect(),
+                next_page_token,
             })
         })
         .await

@@ -10,6 +10,7 @@ pub mod definition;
 mod edge;
 pub mod lock;
 pub mod message;
+mod paging;
 pub mod plan;
 pub mod task;
 pub mod token;

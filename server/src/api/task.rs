@@ -8,7 +8,7 @@ use percy_proto::v1::*;
 use percy_statemachine::{Op, Outcome, TaskFilter};
 use tonic::{Request, Response, Status};
 
-use super::{observe, read, required, required_id, session, unexpected, write};
+use super::{observe, paging, read, required, required_id, session, unexpected, write};
 use crate::context::NodeContext;
 use crate::convert::{
     command_error_to_status, task_result_from_proto, task_spec_from_proto, task_status_from_proto,
@@ -214,8 +214,8 @@ impl TaskService for TaskApi {
         let ctx = &self.ctx;
         observe(ctx, "TaskService/List", async {
             let r = request.into_inner();
-            let page_size = page_size(r.limit)?;
-            let from = page_start(&r.page_token)?;
+            let page_size = paging::page_size(r.limit)?;
+            let from = paging::position_token(&r.page_token)?;
             let filter = TaskFilter {
                 status: task_status_from_proto(r.status)?,
                 plan_id: crate::convert::non_empty(r.plan_id),
@@ -238,31 +238,6 @@ impl TaskService for TaskApi {
         })
         .await
     }
-}
-
-/// The page size a listing asked for: 0 is the default; more than the maximum is refused
-/// rather than cut (a client that asked for more must not mistake a short page for the end).
-fn page_size(limit: u32) -> Result<usize, Status> {
-    use percy_proto::paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-    match limit {
-        0 => Ok(DEFAULT_PAGE_SIZE as usize),
-        n if n > MAX_PAGE_SIZE => Err(Status::invalid_argument(format!(
-            "limit {n} is above the largest page ({MAX_PAGE_SIZE}); follow next_page_token"
-        ))),
-        n => Ok(n as usize),
-    }
-}
-
-/// Where a page starts: the position a `next_page_token` names (empty: the first page).
-fn page_start(token: &str) -> Result<usize, Status> {
-    if token.is_empty() {
-        return Ok(0);
-    }
-    token.parse().map_err(|_| {
-        Status::invalid_argument(format!(
-            "page_token {token:?} is not one this server gave (pass next_page_token back as it is)"
-        ))
-    })
 }
 
 /// A compare-and-swap claim this replica already knows to be lost is refused without a Raft

@@ -1,6 +1,7 @@
 //! The agents, by id and by name.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use crate::agent::{Agent, AgentId, AgentStatus};
 
@@ -35,6 +36,14 @@ impl AgentRegistry {
 
     pub fn iter(&self) -> impl Iterator<Item = &Agent> {
         self.by_id.values()
+    }
+
+    /// In id order, from the first id above `after` (from the start when `None`).
+    pub fn after(&self, after: Option<AgentId>) -> impl Iterator<Item = &Agent> {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.by_id
+            .range((from, Bound::Unbounded))
+            .map(|(_, agent)| agent)
     }
 
     /// Every incarnation, expired and deregistered ones included.

@@ -6,6 +6,7 @@
 //! path, never by scanning every lock.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use crate::agent::AgentId;
 use crate::lock::{Lock, LockHolder, LockMode, LockWaiter};
@@ -67,6 +68,13 @@ impl LockTable {
 
     pub fn locks(&self) -> impl Iterator<Item = &Lock> {
         self.locks.values()
+    }
+
+    /// In path order, from `from` on.
+    pub fn locks_from<'a>(&'a self, from: Bound<&'a str>) -> impl Iterator<Item = &'a Lock> {
+        self.locks
+            .range::<str, _>((from, Bound::Unbounded))
+            .map(|(_, lock)| lock)
     }
 
     pub fn waiters(&self) -> impl Iterator<Item = &LockWaiter> {

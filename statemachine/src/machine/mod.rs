@@ -405,6 +405,36 @@ impl StateMachine {
         self.locks.locks().collect()
     }
 
+    /// Locks under `prefix` (a plain string prefix of the path), in path order, from the
+    /// first path after `after`: a listing's pages, continued by key so that a lock released
+    /// between two pages shifts nothing.
+    pub fn locks_after<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Lock> {
+        self.locks
+            .locks_from(page_start(prefix, after))
+            .take_while(move |lock| lock.path.starts_with(prefix))
+    }
+
+    /// Agents in id order from the first id above `after`: a listing's pages.
+    pub fn agents_after(&self, after: Option<AgentId>) -> impl Iterator<Item = &Agent> {
+        self.agents.after(after)
+    }
+
+    /// Config entries under `prefix`, in key order, from the first key after `after`.
+    pub fn config_after<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a ConfigEntry> {
+        self.config
+            .range::<str, _>((page_start(prefix, after), std::ops::Bound::Unbounded))
+            .take_while(move |(key, _)| key.starts_with(prefix))
+            .map(|(_, entry)| entry)
+    }
+
     /// In FIFO order.
     pub fn lock_waiters(&self) -> Vec<&LockWaiter> {
         self.locks.waiters().collect()
@@ -495,5 +525,14 @@ impl StateMachine {
         let tokens: image::TokenImage = sections.optional()?;
         sections.finish()?;
         image.into_machine(tokens)
+    }
+}
+
+/// Where a page of keys under `prefix` starts: after the previous page's last key, or at the
+/// prefix itself for the first page (a key before the prefix cannot continue its listing).
+fn page_start<'a>(prefix: &'a str, after: Option<&'a str>) -> std::ops::Bound<&'a str> {
+    match after {
+        Some(after) if after >= prefix => std::ops::Bound::Excluded(after),
+        _ => std::ops::Bound::Included(prefix),
     }
 }

@@ -284,3 +284,33 @@ fn a_full_mailbox_drops_the_oldest_and_counts() {
         [format!("m{}", MAILBOX_CAPACITY - 1).as_str(), "one more"]
     );
 }
+
+/// A listing page continues after the previous page's last key, within the prefix; a token
+/// before the prefix starts at the prefix, one past it ends the listing.
+#[test]
+fn config_pages_continue_after_a_key_within_the_prefix() {
+    let mut h = Harness::new();
+    for key in ["a/1", "a/2", "a/3", "b/1", "ab"] {
+        h.ok(put(key, "x", None));
+    }
+    let keys = |prefix: &str, after: Option<&str>| -> Vec<String> {
+        h.machine
+            .config_after(prefix, after)
+            .map(|e| e.key.clone())
+            .collect()
+    };
+    assert_eq!(keys("a/", None), ["a/1", "a/2", "a/3"]);
+    assert_eq!(keys("a/", Some("a/1")), ["a/2", "a/3"]);
+    assert_eq!(keys("a/", Some("a/3")), Vec::<String>::new());
+    assert_eq!(
+        keys("a/", Some("0")),
+        ["a/1", "a/2", "a/3"],
+        "before the prefix"
+    );
+    assert_eq!(
+        keys("a/", Some("b")),
+        Vec::<String>::new(),
+        "past the prefix"
+    );
+    assert_eq!(keys("", Some("a/3")), ["ab", "b/1"]);
+}

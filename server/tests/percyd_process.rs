@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::procs::{free_port, Percyd, ProcCluster, PERCYD};
+use common::procs::{free_port, percyd, Percyd, ProcCluster};
 use common::{channel, eventually, metric, SETTLE};
 use percy_proto::v1::agent_service_client::AgentServiceClient;
 use percy_proto::v1::config_service_client::ConfigServiceClient;
@@ -666,7 +666,7 @@ fn run_to_exit<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(
     args: &[S],
 ) -> (std::process::ExitStatus, String) {
     let stderr_file = tempfile::NamedTempFile::new().unwrap();
-    let mut child = std::process::Command::new(PERCYD)
+    let mut child = std::process::Command::new(percyd())
         .args(args)
         .env("RUST_LOG", "off")
         .stdout(std::process::Stdio::null())

@@ -12,7 +12,7 @@
 //!
 //! See the crate README for the history format and how to run the soaks.
 
-pub mod binaries;
+pub use percy_testkit::binaries;
 pub mod checker;
 pub mod cluster;
 pub mod duplicate;

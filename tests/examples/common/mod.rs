@@ -1,15 +1,14 @@
-//! What every example needs: a cluster of in-process `percyd` nodes on free loopback ports,
-//! with their data in a temp dir that goes away with it, and a way to print steps.
+//! What every example needs: a cluster of in-process `percyd` nodes (the workspace test kit's,
+//! on loopback ports of their own, data in a temp dir that goes away with it), and a way to
+//! print steps.
 
 #![allow(dead_code)] // each example uses a different part of this module
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use percy_client::{Client, Consistency};
-use percy_server::{Node, NodeConfig, NodeHandle};
-use tokio::net::TcpListener;
+use percy_testkit::TestCluster;
 
 /// How long a new cluster may take to elect a leader (generous: a loaded CI box).
 pub const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -22,62 +21,38 @@ pub const LONG_TTL_MS: u64 = 300_000;
 /// Pause between two looks at the cluster while waiting.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// In-process nodes; [`LocalCluster::shutdown`] stops them, dropping the struct kills them
-/// with the runtime.
+/// In-process nodes (the workspace test kit's cluster); [`LocalCluster::shutdown`] or
+/// dropping it stops them.
 pub struct LocalCluster {
-    nodes: Vec<NodeHandle>,
-    _dir: tempfile::TempDir,
+    nodes: TestCluster,
 }
 
 impl LocalCluster {
-    /// Starts `size` nodes (ids 1..=size) and waits until they agree on a leader.
+    /// Starts `size` nodes (ids 1..=size) and waits until they have a leader.
     pub async fn start(size: u64) -> Result<LocalCluster> {
-        let dir = tempfile::tempdir().context("creating a temp dir")?;
-        let mut listeners = BTreeMap::new();
-        for id in 1..=size {
-            // Bound before any node starts, so the ports are ours.
-            let listener = TcpListener::bind("127.0.0.1:0").await?;
-            listeners.insert(id, listener);
-        }
-        let peers: BTreeMap<u64, String> = listeners
-            .iter()
-            .map(|(id, l)| Ok((*id, l.local_addr()?.to_string())))
-            .collect::<Result<_>>()?;
-        let mut nodes = Vec::new();
-        for (id, listener) in listeners {
-            let config = NodeConfig::cluster(
-                id,
-                listener.local_addr()?,
-                peers.clone(),
-                dir.path().join(format!("node-{id}")),
-            );
-            nodes.push(Node::start_with_listener(config, listener).await?);
-        }
-        let cluster = LocalCluster { nodes, _dir: dir };
-        cluster.wait_for_leader().await?;
-        Ok(cluster)
+        let size = usize::try_from(size).context("cluster size")?;
+        Ok(LocalCluster {
+            nodes: TestCluster::start(size),
+        })
     }
 
-    /// Waits until every node knows the same leader; returns its id.
+    /// Waits until a node leads; returns its id.
     pub async fn wait_for_leader(&self) -> Result<u64> {
         let deadline = tokio::time::Instant::now() + LEADER_TIMEOUT;
         loop {
-            let leaders: Vec<Option<u64>> = self.nodes.iter().map(|n| n.leader()).collect();
-            if let Some(Some(first)) = leaders.first() {
-                if leaders.iter().all(|l| *l == Some(*first)) {
-                    return Ok(*first);
-                }
+            if let Some(index) = self.nodes.leader_index() {
+                return Ok(index as u64 + 1);
             }
             if tokio::time::Instant::now() >= deadline {
-                bail!("no agreed leader within {LEADER_TIMEOUT:?}: {leaders:?}");
+                bail!("no leader within {LEADER_TIMEOUT:?}");
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
     }
 
-    /// Every node's `host:port`.
+    /// Every node's `host:port`, in id order.
     pub fn endpoints(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| n.addr().to_string()).collect()
+        self.nodes.endpoints()
     }
 
     /// A client of the whole cluster.
@@ -87,18 +62,15 @@ impl LocalCluster {
 
     /// A client that talks to node `id` only (to show that any node answers).
     pub async fn client_of(&self, id: u64) -> Result<Client> {
-        let node = self
-            .nodes
-            .iter()
-            .find(|n| n.node_id() == id)
+        let endpoint = usize::try_from(id)
+            .ok()
+            .and_then(|id| self.endpoints().get(id.checked_sub(1)?).cloned())
             .ok_or_else(|| anyhow!("no node {id}"))?;
-        Ok(Client::connect(&[node.addr().to_string()]).await?)
+        Ok(Client::connect(&[endpoint]).await?)
     }
 
     pub async fn shutdown(self) {
-        for node in self.nodes {
-            node.shutdown().await;
-        }
+        drop(self.nodes);
     }
 }
 

@@ -218,22 +218,14 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Polls `probe` until it returns `Some`, up to `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<T>
+/// Polls `probe` until it returns `Some`, up to `timeout` (the test kit's `try_eventually`,
+/// with these tests' error type).
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, probe: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<T>>>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await? {
-            return Ok(value);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    percy_testkit::try_eventually(what, timeout, probe).await
 }
 
 /// The lines of a file ("" when it does not exist yet).

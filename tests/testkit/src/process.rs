@@ -12,17 +12,21 @@ use std::time::Duration;
 use percy_proto::v1::cluster_service_client::ClusterServiceClient;
 use percy_proto::v1::{AddNodeRequest, ClusterStatusRequest};
 
-use super::{channel, eventually, SETTLE};
+use crate::binaries::percyd_binary;
+use crate::grpc::channel;
+use crate::wait::{eventually, SETTLE};
 
-pub const PERCYD: &str = env!("CARGO_BIN_EXE_percyd");
+/// The `percyd` these processes run (`$PERCYD_BIN`, or built once per test process).
+pub fn percyd() -> PathBuf {
+    percyd_binary().unwrap_or_else(|e| panic!("no percyd to run: {e:#}"))
+}
 
 /// A port nobody listens on right now (the listener is dropped before `percyd` binds it). Only
 /// for addresses no process binds (configurations percyd must refuse before binding).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
         .port()
 }
 
@@ -116,15 +120,15 @@ impl Percyd {
 
     /// Starts the process again with the same arguments (after `kill`).
     pub fn restart(&mut self) {
-        let stderr = std::fs::File::create(&self.stderr_path).unwrap();
-        let child = Command::new(PERCYD)
+        let stderr = std::fs::File::create(&self.stderr_path).expect("stderr file");
+        let child = Command::new(percyd())
             .args(&self.args)
             .env("RUST_LOG", "warn,percy_server=info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .unwrap();
+            .expect("spawn percyd");
         self.child = Some(child);
     }
 
@@ -199,7 +203,7 @@ impl ProcCluster {
 
     /// [`Self::start`] with extra flags per node id.
     pub async fn start_with(n: u64, extra: impl Fn(u64) -> &'static [&'static str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("temp dir");
         let data = |id: u64| dir.path().join(format!("node{id}"));
         let first = Percyd::spawn_on_any_port(1, &BTreeMap::new(), &data(1), extra(1));
         let seed = BTreeMap::from([(1, first.addr.clone())]);
@@ -227,7 +231,10 @@ impl ProcCluster {
     }
 
     pub fn node(&mut self, id: u64) -> &mut Percyd {
-        self.nodes.iter_mut().find(|n| n.id == id).unwrap()
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
     }
 
     /// Waits until every running node reports the same leader; returns it.

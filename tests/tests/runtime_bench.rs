@@ -195,5 +195,14 @@ fn a_restarted_node_serves_after_catching_up() -> Result<()> {
             >= report["applied_index_before_kill"].as_u64(),
         "served before catching up: {report}"
     );
+    // Every node's memory growth per task is reported (these tests run on Linux).
+    let per_task = report["rss_bytes_per_task"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("no rss_bytes_per_task: {report}"))?;
+    ensure!(per_task.len() == 3, "one figure per node: {report}");
+    ensure!(
+        per_task.iter().all(|v| v.as_f64().is_some()),
+        "a node's RSS was not read: {report}"
+    );
     Ok(())
 }

@@ -33,6 +33,10 @@ pub struct RestartReport {
     pub victim: u64,
     pub victim_was_leader: bool,
     pub victim_data_dir_bytes: u64,
+    /// Resident memory each node (by id) grew by while loading, per task: the state's cost
+    /// per task plus the allocator's overhead (Linux `/proc/<pid>/status` VmRSS; absent
+    /// elsewhere).
+    pub rss_bytes_per_task: Vec<Option<f64>>,
     pub applied_index_before_kill: u64,
     pub restart_to_first_answer_ms: f64,
     pub restart_to_linearizable_read_ms: f64,
@@ -64,6 +68,8 @@ impl RestartReport {
 
 pub async fn run(env: &Env, cluster: &mut LocalCluster) -> Result<RestartReport> {
     let clients = env.clients(LOAD_CLIENTS).await?;
+    let node_ids: Vec<u64> = (1..=cluster.endpoints().len() as u64).collect();
+    let rss_before: Vec<Option<u64>> = node_ids.iter().map(|id| node_rss(cluster, *id)).collect();
     let t_load = Instant::now();
     let submitted = setup::submit_tasks(env, &clients, env.args.tasks).await?;
     let load_s = t_load.elapsed().as_secs_f64();
@@ -76,6 +82,15 @@ pub async fn run(env: &Env, cluster: &mut LocalCluster) -> Result<RestartReport>
         .say("restart: waiting for every node to apply the tasks".into());
     let (leader, _) = leader_of(&env.endpoints).await?;
     wait_all_applied(env, cluster).await?;
+    let tasks = submitted.ids.len().max(1) as f64;
+    let rss_bytes_per_task = node_ids
+        .iter()
+        .zip(&rss_before)
+        .map(|(id, before)| {
+            let grown = node_rss(cluster, *id)?.saturating_sub((*before)?);
+            Some(r3(grown as f64 / tasks))
+        })
+        .collect();
     let victim = match env.args.kill {
         Victim::Leader => leader,
         Victim::Follower => env
@@ -142,6 +157,7 @@ pub async fn run(env: &Env, cluster: &mut LocalCluster) -> Result<RestartReport>
         victim,
         victim_was_leader: victim == leader,
         victim_data_dir_bytes: data_bytes,
+        rss_bytes_per_task,
         applied_index_before_kill: before,
         restart_to_first_answer_ms: ms(first_answer),
         restart_to_linearizable_read_ms: ms(serving),
@@ -178,6 +194,20 @@ async fn wait_all_applied(env: &Env, cluster: &LocalCluster) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Node `id`'s resident set size in bytes, where the OS says (Linux).
+fn node_rss(cluster: &LocalCluster, id: u64) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", cluster.pid(id)?)).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 fn dir_size(path: &Path) -> u64 {

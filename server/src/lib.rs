@@ -13,6 +13,8 @@ mod context;
 mod convert;
 #[cfg(test)]
 mod durability_tests;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod liveness;
 mod metrics;
 mod network;

@@ -28,6 +28,8 @@ mod db;
 mod durable_log;
 mod error;
 mod events;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod identity;
 mod lock_wakeups;
 mod log_store;

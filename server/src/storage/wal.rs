@@ -507,7 +507,7 @@ fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
 }
 
 /// Parses the record at `offset`: the payload's offset and bytes, or why it is not a record.
-fn parse_record(data: &[u8], offset: u64) -> Result<(u64, &[u8]), String> {
+pub(crate) fn parse_record(data: &[u8], offset: u64) -> Result<(u64, &[u8]), String> {
     let start = offset as usize;
     let header = data
         .get(start..start + RECORD_HEADER_BYTES as usize)

@@ -23,6 +23,7 @@ mod read;
 mod reflection;
 mod relay;
 mod removal;
+pub mod restore;
 mod state;
 pub mod storage;
 mod tagged_stream;

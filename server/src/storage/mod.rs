@@ -30,6 +30,7 @@ mod error;
 mod events;
 mod identity;
 mod log_store;
+mod restore;
 mod snapshot;
 mod state_machine_store;
 mod wal;
@@ -44,6 +45,7 @@ pub use error::StorageError;
 pub use events::{StateChange, EVENT_CHANNEL_CAPACITY};
 pub use identity::{BadClusterId, ClusterId, DataDirIdentity, LearnError};
 pub use log_store::LogStore;
+pub use restore::{restored_log_id, seed as seed_restored};
 pub use state_machine_store::{SharedStateMachine, StateMachineStore};
 pub use wal::WAL_DIR_NAME;
 

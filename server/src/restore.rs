@@ -166,3 +166,102 @@ fn clear_dir(dir: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use percy_proto::v1::SnapshotFileHeader;
+
+    use super::*;
+
+    const PEERS: &str = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003";
+
+    fn backup_file(dir: &Path) -> PathBuf {
+        let state = StateMachine::new();
+        let header = SnapshotFileHeader {
+            cluster_id: "00112233445566778899aabbccddeeff".into(),
+            revision: state.revision(),
+            ..Default::default()
+        };
+        let path = dir.join("backup.snap");
+        std::fs::write(&path, backup::encode(&header, &state.snapshot())).expect("write");
+        path
+    }
+
+    #[test]
+    fn every_node_restored_from_one_file_and_peers_gets_the_same_new_cluster_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = backup_file(dir.path());
+        let ids: Vec<ClusterId> = (1..=3)
+            .map(|n| {
+                let data = dir.path().join(format!("n{n}"));
+                restore(&file, &data, n, PEERS).expect("restore").cluster_id
+            })
+            .collect();
+        assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+        // Other peers: another cluster.
+        let other = restore(
+            &file,
+            &dir.path().join("other"),
+            1,
+            "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7004",
+        )
+        .expect("restore");
+        assert_ne!(other.cluster_id, ids[0]);
+    }
+
+    #[test]
+    fn a_restored_data_dir_opens_at_the_backups_revision_with_its_cluster_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = backup_file(dir.path());
+        let data = dir.path().join("n2");
+        let restored = restore(&file, &data, 2, PEERS).expect("restore");
+        let (_log, sm, identity) = storage::open_node(&data, 2).expect("opens");
+        assert_eq!(identity.cluster_id(), Some(restored.cluster_id));
+        assert_eq!(sm.state().read().revision(), restored.revision);
+        // The data dir stays node 2's.
+        drop((_log, sm, identity));
+        assert!(matches!(
+            storage::open_node(&data, 1),
+            Err(StorageError::WrongNode { .. })
+        ));
+    }
+
+    #[test]
+    fn refusals_write_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = backup_file(dir.path());
+        let data = dir.path().join("data");
+        assert!(matches!(
+            restore(&file, &data, 4, PEERS),
+            Err(RestoreError::NodeNotInPeers(4, _))
+        ));
+        assert!(matches!(
+            restore(&file, &data, 0, PEERS),
+            Err(RestoreError::ZeroNodeId)
+        ));
+        assert!(matches!(
+            restore(&dir.path().join("missing"), &data, 1, PEERS),
+            Err(RestoreError::Read { .. })
+        ));
+        let mut bytes = std::fs::read(&file).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let flipped = dir.path().join("flipped.snap");
+        std::fs::write(&flipped, &bytes).expect("write");
+        assert!(matches!(
+            restore(&flipped, &data, 1, PEERS),
+            Err(RestoreError::BadFile {
+                source: BackupError::ChecksumMismatch { .. },
+                ..
+            })
+        ));
+        assert!(!data.exists());
+        // An empty directory is fine, and is all that is needed.
+        std::fs::create_dir(&data).expect("mkdir");
+        restore(&file, &data, 1, PEERS).expect("an empty data dir is used");
+        assert!(matches!(
+            restore(&file, &data, 1, PEERS),
+            Err(RestoreError::DataDirNotEmpty(_))
+        ));
+    }
+}

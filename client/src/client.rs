@@ -131,6 +131,26 @@ impl Client {
             .await
     }
 
+    /// A linearizable read that may take `extra_time` beyond the usual attempt timeout and
+    /// deadline (a backup image streamed whole).
+    pub(crate) async fn long_read<T, F, Fut>(
+        &self,
+        extra_time: Duration,
+        call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut(Conn, RequestHeader) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.run(
+            Route::Leader,
+            || read_header(Consistency::Linearizable),
+            extra_time,
+            call,
+        )
+        .await
+    }
+
     /// Runs a call that is idempotent by nature and needs no seq (heartbeats).
     pub(crate) async fn idempotent<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where

@@ -29,6 +29,7 @@ pub use client::Client;
 pub use endpoints::CONNECT_TIMEOUT;
 pub use error::{code_name, ClientError};
 pub use keep_alive::KeepAlive;
+pub use percy_proto::backup;
 pub use percy_proto::v1 as proto;
 pub use percy_proto::v1::{Consistency, EntityKind, Event, LockMode, TaskStatus};
 pub use retry::RetryPolicy;

@@ -1,5 +1,6 @@
 //! Generated gRPC code for Percy: the public `percy.v1` API and the internal Raft service.
 
+pub mod backup;
 pub mod codec;
 
 /// The public API.

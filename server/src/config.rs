@@ -254,8 +254,11 @@ pub fn parse_peers(raw: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
 /// The port serves the gRPC API, node-to-node Raft traffic, server reflection,
 /// grpc.health.v1 and Prometheus metrics at `GET /metrics`.
 #[derive(Debug, Parser)]
-#[command(name = "percyd", version, about, long_about = None)]
+#[command(name = "percyd", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// Without a subcommand percyd runs a node.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// This node's id (≥ 1); must appear in --peers.
     #[arg(long, env = "PERCY_NODE_ID", default_value_t = DEFAULT_NODE_ID)]
     pub node_id: NodeId,
@@ -323,6 +326,32 @@ pub struct Cli {
     /// the port can then act as any agent); logs a warning.
     #[arg(long)]
     pub insecure: bool,
+}
+
+/// What `percyd` does other than run a node.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Seed this node of a NEW cluster from a backup file (`percyctl snapshot save`), like
+    /// `etcdutl snapshot restore`. Run it once per node, each with its own --node-id and the
+    /// same file and --peers (they derive the same new cluster id from both), then start
+    /// every node with that --node-id, --data-dir and --peers.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup file (`percyctl snapshot save FILE`).
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The new node's data dir: must not exist or be empty.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// This node's id in the new cluster (≥ 1); must appear in --peers.
+    #[arg(long)]
+    pub node_id: NodeId,
+    /// The new cluster's voters as ID=HOST:PORT,… (the same on every node restored).
+    #[arg(long)]
+    pub peers: String,
 }
 
 impl Cli {

@@ -26,6 +26,7 @@ mod reflection;
 mod relay;
 mod removal;
 mod snapshot_policy;
+pub mod restore;
 mod state;
 pub mod storage;
 mod tagged_stream;

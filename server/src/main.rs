@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::Parser;
+use percy_server::config::{Command, RestoreArgs};
 use percy_server::{Cli, Node};
 use tracing_subscriber::EnvFilter;
 
@@ -27,7 +28,10 @@ fn main() -> std::process::ExitCode {
         // Colours only for a person at a terminal, not in a redirected log.
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(Command::Restore(args)) = cli.command.take() {
+        return restore(args);
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if let Some(threads) = cli.worker_threads {
@@ -65,6 +69,27 @@ fn one_line(err: &anyhow::Error) -> String {
         text.push_str(&cause);
     }
     text
+}
+
+/// `percyd restore`: one line on stdout when the data dir is seeded, one on stderr otherwise.
+fn restore(args: RestoreArgs) -> std::process::ExitCode {
+    match percy_server::restore::restore(&args.from, &args.data_dir, args.node_id, &args.peers) {
+        Ok(r) => {
+            println!(
+                "restored revision {} of cluster {} into {} as node {} of new cluster {}",
+                r.revision,
+                r.old_cluster_id,
+                r.data_dir.display(),
+                r.node_id,
+                r.cluster_id
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("percyd restore: {}", one_line(&anyhow::Error::from(e)));
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

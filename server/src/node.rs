@@ -436,7 +436,10 @@ fn routes(
         ))
         .add_service(public!(
             ClusterServiceServer,
-            api::cluster::ClusterApi { ctx: c() },
+            api::cluster::ClusterApi {
+                ctx: c(),
+                identity: identity.clone(),
+            },
             c()
         ))
         .add_service(InterceptedService::new(

@@ -20,6 +20,7 @@ mod merge;
 mod output;
 mod plan;
 mod program_path;
+mod snapshot;
 mod task;
 mod token;
 mod views;
@@ -116,6 +117,10 @@ enum Command {
     /// Access tokens of a cluster started with `percyd --auth` (admin token needed).
     #[command(subcommand)]
     Token(token::Command),
+    /// Backups: save a consistent image of the cluster's state, inspect a saved one
+    /// (`percyd restore` seeds a new cluster from it).
+    #[command(subcommand)]
+    Snapshot(snapshot::Command),
     /// Development TLS certificates (a CA, one per node, an admin client certificate).
     #[command(subcommand)]
     Certs(certs::Command),
@@ -178,6 +183,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Certs(cmd) = cli.command {
         return certs::run(cmd);
     }
+    // Inspecting a file needs no cluster either.
+    if let Command::Snapshot(snapshot::Command::Inspect { file }) = &cli.command {
+        return snapshot::inspect(output::Output { format: cli.output }, file);
+    }
     let policy = RetryPolicy::default().with_deadline(cli.timeout);
     let security = cli.connect.security()?;
     let ctx = Ctx {
@@ -204,6 +213,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mcp(args) => mcp::run(&ctx, args).await,
         Command::Bench(args) => bench::run(&ctx, args).await,
         Command::Token(cmd) => token::run(&ctx, cmd).await,
+        Command::Snapshot(cmd) => snapshot::run(&ctx, cmd).await,
         Command::Certs(_) => unreachable!("handled before connecting"),
     }
 }

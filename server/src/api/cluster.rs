@@ -6,23 +6,80 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::pin::Pin;
+
+use futures::Stream;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use percy_proto::auth::AUTHORIZATION;
+use percy_proto::backup;
 use percy_proto::v1::cluster_service_client::ClusterServiceClient;
 use percy_proto::v1::cluster_service_server::ClusterService;
 use percy_proto::v1::*;
+use percy_statemachine::{StateMachine, TaskFilter};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Response, Status};
 
 use super::{observe, required_id};
 use crate::context::NodeContext;
+use crate::storage::DataDirIdentity;
 use crate::types::{NodeId, TypeConfig};
 
 type ClientWriteResponse = openraft::raft::ClientWriteResponse<TypeConfig>;
 
 pub struct ClusterApi {
     pub ctx: Arc<NodeContext>,
+    /// Whose cluster id a backup names.
+    pub identity: DataDirIdentity,
+}
+
+/// Bytes per streamed chunk of a backup file, well inside the public message limit.
+const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotChunk, Status>> + Send>>;
+
+fn counts(sm: &StateMachine) -> SnapshotCounts {
+    let n = |len: usize| len as u64;
+    SnapshotCounts {
+        agents: n(sm.agents().len()),
+        tasks: n(sm.tasks(&TaskFilter::default()).len()),
+        locks: n(sm.locks().len()),
+        lock_waiters: n(sm.lock_waiters().len()),
+        config_keys: n(sm.config_range("").len()),
+        definitions: n(sm.definitions().len()),
+        tokens: n(sm.tokens().len()),
+    }
+}
+
+/// The backup file of this node's state after a linearizable read barrier: it holds every
+/// write acknowledged before the call. The image is encoded under the state's read lock (as
+/// a Raft snapshot is), so it is one revision's state; writes queue meanwhile and go on after.
+async fn backup_file(
+    ctx: &NodeContext,
+    identity: &DataDirIdentity,
+) -> Result<(Vec<u8>, Option<ResponseHeader>), Status> {
+    let fence = crate::read::linearizable(ctx).await?;
+    let cluster_id = identity.cluster_id().ok_or_else(|| {
+        Status::unavailable("this node has not learned its cluster id yet; retry")
+    })?;
+    let (image, revision, counts) = ctx
+        .state
+        .read(|sm| (sm.snapshot(), sm.revision(), counts(sm)));
+    let created_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let header = SnapshotFileHeader {
+        cluster_id: cluster_id.to_string(),
+        revision,
+        node_id: ctx.node_id,
+        created_ms,
+        counts: Some(counts),
+    };
+    Ok((
+        backup::encode(&header, &image),
+        ctx.header(revision, fence.forwarded),
+    ))
 }
 
 /// How long a new node may take to catch up as a learner before the add is abandoned.
@@ -286,6 +343,30 @@ async fn remove_node(ctx: &NodeContext, id: NodeId) -> Result<MembershipResponse
 
 #[tonic::async_trait]
 impl ClusterService for ClusterApi {
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _request: Request<SnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
+        let ctx = &self.ctx;
+        observe(ctx, "ClusterService/Snapshot", async {
+            let (file, header) = backup_file(ctx, &self.identity).await?;
+            let chunks: Vec<Result<SnapshotChunk, Status>> = file
+                .chunks(SNAPSHOT_CHUNK_BYTES)
+                .enumerate()
+                .map(|(i, data)| {
+                    Ok(SnapshotChunk {
+                        header: if i == 0 { header } else { None },
+                        data: data.to_vec(),
+                    })
+                })
+                .collect();
+            Ok(Box::pin(futures::stream::iter(chunks)) as SnapshotStream)
+        })
+        .await
+    }
+
     async fn status(
         &self,
         _request: Request<ClusterStatusRequest>,

@@ -56,7 +56,8 @@ pub fn access_of(path: &str) -> Option<Access> {
         ("MessageService", "History") => Read,
         ("WatchService", "Watch") => Read,
         ("ClusterService", "Status") => Read,
-        ("ClusterService", "AddNode" | "RemoveNode") => Admin,
+        // A backup holds every token's hash and all state: admins only.
+        ("ClusterService", "AddNode" | "RemoveNode" | "Snapshot") => Admin,
         ("TokenService", "Create" | "List" | "Revoke") => Admin,
         _ => return None,
     })

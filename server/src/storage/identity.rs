@@ -41,6 +41,22 @@ impl ClusterId {
     pub fn random() -> Self {
         Self(rand::random())
     }
+
+    /// The id of a cluster restored from a backup (`percyd restore`): the first 128 bits of
+    /// SHA-256 over a domain tag and `material` (the backup's checksum and the new
+    /// membership). Derived, not random, because every node of the new cluster is restored
+    /// on its own and they must agree without talking; it cannot equal the old cluster's id,
+    /// which was random (a collision is as likely as guessing 128 random bits).
+    pub fn derived(material: &[u8]) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(b"percy restored cluster id v1\0")
+            .chain_update(material)
+            .finalize();
+        let mut bytes = [0u8; CLUSTER_ID_BYTES];
+        bytes.copy_from_slice(&digest[..CLUSTER_ID_BYTES]);
+        Self(bytes)
+    }
 }
 
 impl fmt::Display for ClusterId {

@@ -33,6 +33,7 @@ pub mod fuzzing;
 mod identity;
 mod lock_wakeups;
 mod log_store;
+mod restore;
 mod snapshot;
 mod state_machine_store;
 mod wal;
@@ -48,6 +49,7 @@ pub use events::{StateChange, EVENT_CHANNEL_CAPACITY};
 pub use identity::{BadClusterId, ClusterId, DataDirIdentity, LearnError};
 pub use lock_wakeups::{LockWakeup, LockWakeups};
 pub use log_store::LogStore;
+pub use restore::{restored_log_id, seed as seed_restored};
 pub use state_machine_store::{SharedStateMachine, StateMachineStore};
 pub use wal::WAL_DIR_NAME;
 

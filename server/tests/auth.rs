@@ -753,6 +753,12 @@ fn table(ids: &Ids) -> Vec<Row> {
             None,
         ),
         row(
+            "ClusterService/Snapshot",
+            Admin,
+            rpc!(ClusterServiceClient, snapshot, SnapshotRequest::default()),
+            None,
+        ),
+        row(
             "TokenService/Create",
             Admin,
             rpc!(

@@ -202,6 +202,16 @@ impl DataDirIdentity {
         Ok(())
     }
 
+    /// `percyd restore`'s: records the new cluster's id in a data dir that has none (the
+    /// caller made the data dir), without claiming to have joined anyone.
+    pub(crate) fn seed_cluster_id(&self, id: ClusterId) -> Result<(), LearnError> {
+        let _recording = self.recording.lock();
+        if let Some(ours) = self.cluster_id() {
+            return check_same(ours, id);
+        }
+        Ok(self.record(id)?)
+    }
+
     /// Called with `recording` held and no id known.
     fn record(&self, id: ClusterId) -> Result<(), StorageError> {
         self.db

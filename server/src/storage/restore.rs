@@ -40,7 +40,7 @@ pub fn seed(
 ) -> Result<(), StorageError> {
     let db = Database::open(data_dir)?;
     let identity = DataDirIdentity::claim(db.clone(), node_id)?;
-    identity.learn_cluster_id(cluster_id).map_err(|e| match e {
+    identity.seed_cluster_id(cluster_id).map_err(|e| match e {
         LearnError::Storage(e) => e,
         other => db.corrupt("cluster id", other),
     })?;

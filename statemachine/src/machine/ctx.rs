@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use crate::agent::Agent;
 use crate::config::ConfigEntry;
 use crate::definition::Definition;
+use crate::definition_run::DefinitionRun;
 use crate::event::{EntityKind, EntityValue, Event};
 use crate::message::{Message, Recipient};
 use crate::task::Task;
@@ -85,6 +86,15 @@ impl Ctx {
             (
                 definition.name.clone(),
                 Some(EntityValue::Definition(definition.clone())),
+            )
+        });
+    }
+
+    pub fn run_changed(&mut self, run: &DefinitionRun) {
+        self.push(EntityKind::DefinitionRun, || {
+            (
+                run.name.clone(),
+                Some(EntityValue::DefinitionRun(run.clone())),
             )
         });
     }

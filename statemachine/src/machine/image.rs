@@ -7,6 +7,7 @@ use crate::agent::Agent;
 use crate::codec::CodecError;
 use crate::config::ConfigEntry;
 use crate::definition::Definition;
+use crate::definition_run::DefinitionRun;
 use crate::lock::{Lock, LockWaiter};
 use crate::message::Recipient;
 use crate::task::Task;
@@ -54,6 +55,22 @@ impl TokenImage {
     }
 }
 
+/// Definition runs, encoded after the [`TokenImage`]: older snapshots end before it and
+/// restore with no runs.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct RunImage {
+    /// In name order.
+    runs: Vec<DefinitionRun>,
+}
+
+impl RunImage {
+    pub fn of(machine: &StateMachine) -> Self {
+        Self {
+            runs: machine.runs.values().cloned().collect(),
+        }
+    }
+}
+
 impl StateImage {
     pub fn of(machine: &StateMachine) -> Self {
         Self {
@@ -77,7 +94,11 @@ impl StateImage {
 
     /// Rebuilds the machine and its indexes. Duplicate keys, or a state that fails the
     /// invariants, mean the image is corrupt.
-    pub fn into_machine(self, tokens: TokenImage) -> Result<StateMachine, CodecError> {
+    pub fn into_machine(
+        self,
+        tokens: TokenImage,
+        runs: RunImage,
+    ) -> Result<StateMachine, CodecError> {
         let corrupt = |what: String| CodecError::Corrupt(format!("snapshot: {what}"));
         let mut machine = StateMachine {
             revision: self.revision,
@@ -139,6 +160,11 @@ impl StateImage {
         }
         machine.tokens =
             TokenTable::from_parts(tokens.tokens, tokens.last_token_id).map_err(corrupt)?;
+        for run in runs.runs {
+            if machine.runs.insert(run.name.clone(), run).is_some() {
+                return Err(corrupt("a definition run appears twice".to_string()));
+            }
+        }
         machine.check_invariants().map_err(corrupt)?;
         Ok(machine)
     }

@@ -14,12 +14,14 @@ mod config;
 mod connect;
 mod definition;
 mod files;
+mod iterations;
 mod lock;
 mod mcp;
 mod merge;
 mod output;
 mod plan;
 mod program_path;
+mod steer;
 mod task;
 mod token;
 mod views;
@@ -104,6 +106,8 @@ enum Command {
     Chat(chat::Command),
     /// Print events as they happen.
     Watch(watch::Args),
+    /// Watch and steer running definitions (a TUI); `steer inject NAME TEXT` sends a message.
+    Steer(steer::Args),
     /// Run tasks with a command, as an agent, until SIGTERM.
     Worker(worker::Args),
     /// Merge a branch into a target branch (in memory, compare-and-swap on the ref).
@@ -199,6 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Definition(cmd) => definition::run(&ctx, cmd).await,
         Command::Chat(cmd) => chat::run(&ctx, cmd).await,
         Command::Watch(args) => watch::run(&ctx, args).await,
+        Command::Steer(args) => steer::run(&ctx, args).await,
         Command::Worker(args) => worker::run(&ctx, args).await,
         Command::Merge(args) => merge::run(&ctx, args).await,
         Command::Mcp(args) => mcp::run(&ctx, args).await,

@@ -165,36 +165,53 @@ fn definitions_loop_take_steering_messages_and_survive_their_runner() {
     .ok();
     let unknown = percyctl(&ep, &["steer", "inject", "nope", "hi"]);
     assert_eq!(unknown.code, 1, "{unknown:?}");
-    let mut steered = serde_json::Value::Null;
-    wait_until("an iteration with the steering messages", || {
-        let run = iterations(&ep);
-        match run["iterations"]
+    // An iteration may start between the two: then each goes to the next iteration that
+    // starts after it. Either way, in arrival order, each in its iteration's prompt.
+    wait_until("an iteration with bob's message", || {
+        iterations(&ep)["iterations"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|i| i["messages"].as_array().is_some_and(|m| !m.is_empty()))
-        {
-            Some(i) => {
-                steered = i.clone();
-                true
-            }
-            None => false,
-        }
+            .any(|i| i["prompt"].as_str().unwrap().contains("and tests"))
     });
-    let prompt = steered["prompt"].as_str().unwrap();
-    let (tabs, tests) = (
-        prompt.find("use tabs").unwrap(),
-        prompt.find("and tests").unwrap(),
+    let run = iterations(&ep);
+    let mut delivered = Vec::new();
+    for iteration in run["iterations"].as_array().unwrap() {
+        let prompt = iteration["prompt"].as_str().unwrap();
+        for message in iteration["messages"].as_array().unwrap() {
+            let body = message["body"].as_str().unwrap();
+            assert!(
+                prompt.starts_with("Improve the README.") && prompt.contains(body),
+                "{prompt}"
+            );
+            delivered.push((
+                message["from"].as_str().unwrap().to_owned(),
+                body.to_owned(),
+            ));
+        }
+        if let (Some(tabs), Some(tests)) = (prompt.find("use tabs"), prompt.find("and tests")) {
+            assert!(tabs < tests, "{prompt}");
+        }
+    }
+    assert_eq!(
+        delivered,
+        [
+            ("alice".to_owned(), "use tabs".to_owned()),
+            ("bob".to_owned(), "and tests".to_owned())
+        ]
     );
-    assert!(
-        prompt.starts_with("Improve the README.") && tabs < tests,
-        "{prompt}"
-    );
+    let steered = run["iterations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["prompt"].as_str().unwrap().contains("and tests"))
+        .unwrap()
+        .clone();
     let recorded = dir
         .path()
         .join(format!("prompt-{}-loop-a", steered["number"]));
     wait_until("the stand-in to record the steered prompt", || {
-        std::fs::read_to_string(&recorded).is_ok_and(|p| p.contains("use tabs"))
+        std::fs::read_to_string(&recorded).is_ok_and(|p| p.contains("and tests"))
     });
 
     // The runner dies: another worker continues at the next number.
@@ -262,4 +279,155 @@ fn definitions_loop_take_steering_messages_and_survive_their_runner() {
     assert!(run["runner"].is_null(), "{run}");
     let table = percyctl(&ep, &["definition", "iterations", "writer"]).ok();
     assert!(table.stdout.contains("succeeded"), "{table:?}");
+}
+
+/// A tmux session running `percyctl steer`, killed when the test ends.
+struct Tmux {
+    socket: std::path::PathBuf,
+    session: String,
+}
+
+impl Tmux {
+    fn tmux(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux runs (installed by .ci/run)")
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(
+            &self
+                .tmux(&["capture-pane", "-p", "-t", &self.session])
+                .stdout,
+        )
+        .into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", self.session.as_str()];
+        args.extend_from_slice(keys);
+        assert!(self.tmux(&args).status.success());
+    }
+
+    fn wait_for_screen(&self, what: &str, mut done: impl FnMut(&str) -> bool) -> String {
+        let started = Instant::now();
+        loop {
+            let screen = self.screen();
+            if done(&screen) {
+                return screen;
+            }
+            assert!(
+                started.elapsed() < LIMIT,
+                "timed out waiting for {what}; the screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-server"]);
+    }
+}
+
+#[test]
+fn percyctl_steer_in_a_real_terminal_shows_iterations_live_and_injects_messages() {
+    let cluster = TestCluster::start(3);
+    let ep = cluster.endpoints_arg();
+    let dir = tempfile::tempdir().unwrap();
+    let script = write_fake_llm(dir.path());
+    let manifest = write_manifest(dir.path(), &script);
+    percyctl(&ep, &["apply", "-f", manifest.to_str().unwrap()]).ok();
+    let _worker = spawn_loop_worker(&ep, "loop-a", &dir.path().join("state-a"));
+
+    let exit_file = dir.path().join("steer.exit");
+    let command = format!(
+        "{} --endpoints {ep} steer; echo $? > {}; sleep 30",
+        env!("CARGO_BIN_EXE_percyctl"),
+        exit_file.display()
+    );
+    let tmux = Tmux {
+        socket: dir.path().join("tmux.sock"),
+        session: "steer".into(),
+    };
+    let started = tmux.tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "steer",
+        "-x",
+        "150",
+        "-y",
+        "40",
+        &command,
+    ]);
+    assert!(started.status.success(), "{started:?}");
+
+    // The tree shows the definition, then iterations as they happen (no key pressed).
+    tmux.wait_for_screen("the definition in the tree", |s| {
+        s.contains("writer running")
+    });
+    tmux.wait_for_screen("a finished iteration", |s| s.contains("#2 succeeded"));
+
+    // Down to the loop, then to the newest iteration; `i` opens the input box.
+    tmux.keys(&["Down", "Down"]);
+    tmux.wait_for_screen("the iteration detail", |s| s.contains("── prompt"));
+    tmux.keys(&["i"]);
+    tmux.wait_for_screen("the input box", |s| s.contains("steer writer"));
+    tmux.keys(&["-l", "please use tabs"]);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for_screen("the message to be queued", |s| {
+        s.contains("queued for writer")
+    });
+
+    // The message reaches the next iteration's prompt (as the stand-in LLM received it) and
+    // shows in that iteration's history in the TUI.
+    wait_until("a prompt with the steering message", || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .any(|entry| {
+                entry.file_name().to_string_lossy().starts_with("prompt-")
+                    && std::fs::read_to_string(entry.path())
+                        .is_ok_and(|p| p.contains("please use tabs"))
+            })
+    });
+    let run = iterations(&ep);
+    let steered = run["iterations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["prompt"].as_str().unwrap().contains("please use tabs"))
+        .cloned()
+        .expect("an iteration carries the message");
+    let steered_row = format!("#{} ", steered["number"]);
+    let screen = tmux.wait_for_screen("the steered iteration in the tree", |s| {
+        s.contains(&steered_row)
+    });
+    assert!(screen.contains("writer"), "{screen}");
+
+    // The cluster view, and back.
+    tmux.keys(&["Tab"]);
+    tmux.wait_for_screen("the cluster view", |s| {
+        s.contains("── agents") && s.contains("loop-a")
+    });
+    tmux.keys(&["Tab"]);
+    tmux.wait_for_screen("the tree again", |s| s.contains("definitions"));
+
+    // `q` quits with exit code 0 and gives the terminal back.
+    tmux.keys(&["q"]);
+    wait_until("percyctl steer to exit", || exit_file.exists());
+    let code = std::fs::read_to_string(&exit_file).unwrap();
+    assert_eq!(code.trim(), "0", "exit code {code}");
+}
+
+#[test]
+fn percyctl_steer_without_a_cluster_is_a_clear_error() {
+    let out = ctl::percyctl_with_timeout("127.0.0.1:9", "1s", &["steer"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("error:"), "{out:?}");
 }

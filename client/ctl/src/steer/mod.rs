@@ -2,6 +2,13 @@
 //! and `percyctl steer inject NAME TEXT`, which queues a steering message for a definition's
 //! next iteration.
 
+mod app;
+mod model;
+mod render;
+#[cfg(test)]
+mod snapshots;
+mod terminal;
+
 use anyhow::Context;
 use clap::{Args as ClapArgs, Subcommand};
 use serde_json::json;
@@ -38,7 +45,7 @@ pub enum Command {
 pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
     match args.command {
         Some(Command::Inject { name, text, from }) => inject(ctx, &name, &text, from).await,
-        None => anyhow::bail!("the steer TUI is not built yet; use `percyctl steer inject`"),
+        None => terminal::run(ctx.client.clone(), sender(ctx, None)).await,
     }
 }
 

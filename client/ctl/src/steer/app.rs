@@ -140,12 +140,16 @@ impl App {
         if rows.is_empty() {
             return None;
         }
-        Some(
-            self.selected
-                .as_ref()
-                .and_then(|selected| rows.iter().position(|row| row == selected))
-                .unwrap_or(0),
-        )
+        let Some(selected) = &self.selected else {
+            return Some(0);
+        };
+        let exact = rows.iter().position(|row| row == selected);
+        // An iteration that scrolled out of the tree (newer ones arrived): its loop.
+        let fallback = || {
+            let looped = Row::Loop(selected.definition().to_owned());
+            rows.iter().position(|row| *row == looped)
+        };
+        Some(exact.or_else(fallback).unwrap_or(0))
     }
 
     /// The selected row, as it is displayed.
@@ -447,5 +451,14 @@ pub(crate) mod tests {
             ..Iteration::default()
         });
         assert_eq!(app.current(), Some(Row::Iteration("writer".into(), 5)));
+        // Once it is no longer among the four newest, its loop is selected.
+        for number in 8..=9 {
+            let run = app.model.runs.get_mut("writer").unwrap();
+            run.iterations.push(Iteration {
+                number,
+                ..Iteration::default()
+            });
+        }
+        assert_eq!(app.current(), Some(Row::Loop("writer".into())));
     }
 }

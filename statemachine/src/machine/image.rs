@@ -59,14 +59,30 @@ impl TokenImage {
 /// restore with no runs.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct RunImage {
+    /// [`RUN_SECTION_TAG`] when written. An empty list alone would be one byte, and a snapshot
+    /// that lost exactly its last byte would then read as an older one without the section;
+    /// with the tag, a cut section is a decode error.
+    tag: [u8; 4],
     /// In name order.
     runs: Vec<DefinitionRun>,
 }
 
+const RUN_SECTION_TAG: [u8; 4] = *b"RUNS";
+
 impl RunImage {
     pub fn of(machine: &StateMachine) -> Self {
         Self {
+            tag: RUN_SECTION_TAG,
             runs: machine.runs.values().cloned().collect(),
+        }
+    }
+
+    /// Absent (an older snapshot) or tagged.
+    fn check(&self) -> Result<(), String> {
+        if self.tag == RUN_SECTION_TAG || (self.tag == [0; 4] && self.runs.is_empty()) {
+            Ok(())
+        } else {
+            Err("the definition runs section has a bad tag".to_string())
         }
     }
 }
@@ -160,6 +176,7 @@ impl StateImage {
         }
         machine.tokens =
             TokenTable::from_parts(tokens.tokens, tokens.last_token_id).map_err(corrupt)?;
+        runs.check().map_err(corrupt)?;
         for run in runs.runs {
             if machine.runs.insert(run.name.clone(), run).is_some() {
                 return Err(corrupt("a definition run appears twice".to_string()));

@@ -78,6 +78,14 @@ impl StateMachine {
         agent_id: AgentId,
     ) -> Response {
         let spec = self.runnable_spec(name)?;
+        if let Some(run) = self.runs.get(name) {
+            if has_run_its_course(run, spec.max_iterations) {
+                return Err(CommandError::precondition(format!(
+                    "definition {name} has run its max_iterations ({}); start it again",
+                    spec.max_iterations
+                )));
+            }
+        }
         let agent = self.active_agent(agent_id)?;
         if !agent_can_run(agent, &spec.capabilities, &spec.selector) {
             return Err(CommandError::precondition(format!(
@@ -122,9 +130,7 @@ impl StateMachine {
     ) -> Response {
         let spec = self.runnable_spec(name)?;
         let run = self.fenced_run(name, agent_id, run_token)?;
-        if spec.max_iterations > 0
-            && run.next_number - run.first_number_of_start >= spec.max_iterations
-        {
+        if has_run_its_course(run, spec.max_iterations) {
             return Err(CommandError::precondition(format!(
                 "definition {name} has run its max_iterations ({})",
                 spec.max_iterations
@@ -194,12 +200,6 @@ impl StateMachine {
                 "output tail and result text are at most {MAX_ITERATION_OUTPUT_LEN} bytes each"
             )));
         }
-        let max_iterations = self
-            .definitions
-            .get(name)
-            .and_then(|definition| definition.history.last())
-            .and_then(|current| LoopSpec::parse(name, &current.spec_json).ok())
-            .map_or(0, |spec| spec.max_iterations);
         let Some(run) = self.runs.get_mut(name) else {
             return Err(CommandError::not_found(format!(
                 "definition {name} has no run"
@@ -216,17 +216,7 @@ impl StateMachine {
         run.revision = ctx.revision;
         ctx.run_changed(run);
         let finished = run.iterations.back().cloned();
-        let done =
-            max_iterations > 0 && run.next_number - run.first_number_of_start >= max_iterations;
-        if done {
-            if let Some(definition) = self.definitions.get_mut(name) {
-                if definition.desired != DesiredState::Stopped {
-                    definition.desired = DesiredState::Stopped;
-                    definition.revision = ctx.revision;
-                    ctx.definition_changed(definition);
-                }
-            }
-        }
+        self.stop_if_done(ctx, name);
         match finished {
             Some(iteration) => Ok(Outcome::IterationFinished(iteration)),
             None => Err(CommandError::not_found(format!(
@@ -254,7 +244,9 @@ impl StateMachine {
         run.runner = None;
         run.revision = ctx.revision;
         ctx.run_changed(run);
-        Ok(Outcome::RunReleased(run.clone()))
+        let released = run.clone();
+        self.stop_if_done(ctx, name);
+        Ok(Outcome::RunReleased(released))
     }
 
     /// Queues a steering message for the definition's next iteration (running or not: a
@@ -314,6 +306,7 @@ impl StateMachine {
 
     /// The agent left (expired or deregistered): the runs it held are free again.
     pub(super) fn runs_lose_agent(&mut self, ctx: &mut Ctx, agent_id: AgentId) {
+        let mut freed = Vec::new();
         for run in self.runs.values_mut() {
             if run
                 .runner
@@ -324,9 +317,42 @@ impl StateMachine {
                 run.runner = None;
                 run.revision = ctx.revision;
                 ctx.run_changed(run);
+                freed.push(run.name.clone());
+            }
+        }
+        for name in freed {
+            self.stop_if_done(ctx, &name);
+        }
+    }
+
+    /// A loop that has started its `max_iterations` and has none running is done: the
+    /// definition is stopped (`start` runs it again), so no worker keeps claiming it.
+    fn stop_if_done(&mut self, ctx: &mut Ctx, name: &str) {
+        let max_iterations = self
+            .definitions
+            .get(name)
+            .and_then(|definition| definition.history.last())
+            .and_then(|current| LoopSpec::parse(name, &current.spec_json).ok())
+            .map_or(0, |spec| spec.max_iterations);
+        let done = self.runs.get(name).is_some_and(|run| {
+            run.open_iteration().is_none() && has_run_its_course(run, max_iterations)
+        });
+        if !done {
+            return;
+        }
+        if let Some(definition) = self.definitions.get_mut(name) {
+            if definition.desired != DesiredState::Stopped {
+                definition.desired = DesiredState::Stopped;
+                definition.revision = ctx.revision;
+                ctx.definition_changed(definition);
             }
         }
     }
+}
+
+/// Whether the loop has started all `max_iterations` (0: never) since it was last started.
+fn has_run_its_course(run: &DefinitionRun, max_iterations: u64) -> bool {
+    max_iterations > 0 && run.next_number - run.first_number_of_start >= max_iterations
 }
 
 fn close_open_iteration(

@@ -240,6 +240,16 @@ fn stop_refuses_new_iterations_and_max_iterations_stops_the_loop() {
         ErrorKind::FailedPrecondition,
         "stopped",
     );
+    // Done: nobody may claim it until it is started again.
+    let b = h.register("b", &[], &[], 1);
+    h.err_kind(
+        Op::ClaimDefinitionRun {
+            name: "twice".into(),
+            agent_id: b,
+        },
+        ErrorKind::FailedPrecondition,
+        "stopped",
+    );
     // Started again: two more iterations, numbered on.
     h.ok(Op::SetDefinitionState {
         name: "twice".into(),
@@ -281,4 +291,18 @@ fn bad_loop_keys_are_refused_at_apply() {
         "`interval`",
     );
     assert!(h.machine.definition("bad").is_none());
+}
+
+#[test]
+fn a_lost_last_iteration_still_ends_a_bounded_loop() {
+    let mut h = Harness::new();
+    apply_loop(&mut h, "once", r#"{"command":"llm","max_iterations":1}"#);
+    let a = h.register("a", &[], &[], 1);
+    let token = claim(&mut h, "once", a);
+    start(&mut h, "once", a, token);
+    h.ok(Op::ExpireAgents { agent_ids: vec![a] });
+    assert_eq!(
+        h.machine.definition("once").unwrap().desired,
+        DesiredState::Stopped
+    );
 }

@@ -120,6 +120,23 @@ impl DefinitionRun {
         }
     }
 
+    /// The run as a watch event carries it: every field, but only the newest
+    /// [`EVENT_ITERATIONS`] iterations — a change touches at most those (a start closes the
+    /// previous one and opens the next), and carrying all 20 with their prompts and output in
+    /// every event would fill the server's watch history with copies of the same iterations.
+    pub fn for_event(&self) -> DefinitionRun {
+        let skip = self.iterations.len().saturating_sub(EVENT_ITERATIONS);
+        DefinitionRun {
+            name: self.name.clone(),
+            runner: self.runner.clone(),
+            next_number: self.next_number,
+            first_number_of_start: self.first_number_of_start,
+            iterations: self.iterations.iter().skip(skip).cloned().collect(),
+            pending: self.pending.clone(),
+            revision: self.revision,
+        }
+    }
+
     /// The iteration still running, if any (only the newest can be).
     pub fn open_iteration(&self) -> Option<&Iteration> {
         self.iterations
@@ -127,6 +144,9 @@ impl DefinitionRun {
             .filter(|iteration| iteration.status == IterationStatus::Running)
     }
 }
+
+/// Iterations a [`DefinitionRun`] watch event carries (the newest ones).
+pub const EVENT_ITERATIONS: usize = 2;
 
 /// The prompt an iteration sends: the spec's prompt, then each steering message.
 pub fn compose_prompt(base: &str, messages: &[SteeringMessage]) -> String {

@@ -22,7 +22,8 @@ pub enum EntityKind {
     DefinitionRun,
 }
 
-/// The entity as it is after the change.
+/// The entity as it is after the change (a definition run with only its newest iterations:
+/// [`crate::DefinitionRun::for_event`]).
 // Boxing the large variants would change the public shape other crates match on; an event is
 // short-lived, so the size difference does not matter.
 #[allow(clippy::large_enum_variant)]

@@ -94,7 +94,7 @@ impl Ctx {
         self.push(EntityKind::DefinitionRun, || {
             (
                 run.name.clone(),
-                Some(EntityValue::DefinitionRun(run.clone())),
+                Some(EntityValue::DefinitionRun(run.for_event())),
             )
         });
     }

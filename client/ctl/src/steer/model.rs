@@ -8,6 +8,9 @@ use percy_client::proto::{
     event, Agent, ClusterStatusResponse, Definition, DefinitionRun, Event, Lock, Task,
 };
 
+/// Iterations the cluster keeps per definition (`MAX_ITERATIONS_KEPT` of the state machine).
+const RUN_ITERATIONS_KEPT: usize = 20;
+
 #[derive(Debug, Default, Clone)]
 pub struct Model {
     pub definitions: BTreeMap<String, Definition>,
@@ -29,9 +32,7 @@ impl Model {
             Some(event::Value::Definition(d)) => {
                 self.definitions.insert(key, d.clone());
             }
-            Some(event::Value::DefinitionRun(r)) => {
-                self.runs.insert(key, r.clone());
-            }
+            Some(event::Value::DefinitionRun(r)) => self.merge_run(key, r),
             Some(event::Value::Agent(a)) => {
                 self.agents.insert(a.id, a.clone());
             }
@@ -49,8 +50,69 @@ impl Model {
         }
     }
 
+    /// A run event carries only the newest iterations (the initial state carries them all):
+    /// the iterations it has replace those of the same number, older ones are kept, and the
+    /// server's bound (the last 20) is kept too.
+    fn merge_run(&mut self, key: String, run: &DefinitionRun) {
+        let mut merged = run.clone();
+        if let Some(known) = self.runs.get(&key) {
+            let first_new = run.iterations.first().map_or(u64::MAX, |i| i.number);
+            let mut iterations: Vec<_> = known
+                .iterations
+                .iter()
+                .filter(|i| i.number < first_new)
+                .cloned()
+                .collect();
+            iterations.extend(run.iterations.iter().cloned());
+            let excess = iterations.len().saturating_sub(RUN_ITERATIONS_KEPT);
+            iterations.drain(..excess);
+            merged.iterations = iterations;
+        }
+        self.runs.insert(key, merged);
+    }
+
     /// The run of a definition, if it ever ran or was steered.
     pub fn run(&self, name: &str) -> Option<&DefinitionRun> {
         self.runs.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use percy_client::proto::{DefinitionRun, Iteration};
+
+    use super::*;
+
+    fn run_event(numbers: std::ops::RangeInclusive<u64>) -> Event {
+        Event {
+            revision: *numbers.end(),
+            kind: 7,
+            key: "writer".into(),
+            deleted: false,
+            value: Some(event::Value::DefinitionRun(DefinitionRun {
+                name: "writer".into(),
+                iterations: numbers
+                    .map(|number| Iteration {
+                        number,
+                        status: 1,
+                        ..Iteration::default()
+                    })
+                    .collect(),
+                ..DefinitionRun::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn run_events_with_the_newest_iterations_merge_into_what_is_known() {
+        let mut model = Model::default();
+        model.apply(&run_event(1..=20));
+        model.apply(&run_event(20..=21));
+        let numbers: Vec<u64> = model.runs["writer"]
+            .iterations
+            .iter()
+            .map(|i| i.number)
+            .collect();
+        assert_eq!(numbers, (2..=21).collect::<Vec<_>>());
     }
 }

@@ -306,3 +306,29 @@ fn a_lost_last_iteration_still_ends_a_bounded_loop() {
         DesiredState::Stopped
     );
 }
+
+#[test]
+fn run_events_carry_only_the_newest_iterations() {
+    let mut h = Harness::new();
+    apply_loop(&mut h, "writer", LOOP);
+    let a = h.register("a", &["llm"], &[], 1);
+    let token = claim(&mut h, "writer", a);
+    for _ in 0..5 {
+        let i = start(&mut h, "writer", a, token);
+        finish(&mut h, "writer", a, token, i.number);
+    }
+    let applied = h.apply(Op::StartIteration {
+        name: "writer".into(),
+        agent_id: a,
+        run_token: token,
+    });
+    let Some(crate::EntityValue::DefinitionRun(run)) = applied.events[0].value.clone() else {
+        panic!("{:?}", applied.events)
+    };
+    let numbers: Vec<u64> = run.iterations.iter().map(|i| i.number).collect();
+    assert_eq!(numbers, [5, 6]);
+    assert_eq!(
+        h.machine.definition_run("writer").unwrap().iterations.len(),
+        6
+    );
+}

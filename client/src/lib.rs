@@ -24,7 +24,7 @@ mod security;
 mod session;
 mod watch;
 
-pub use api::{LockRequest, TaskFilter, BROADCAST};
+pub use api::{LockRequest, RunClaim, TaskFilter, BROADCAST};
 pub use client::Client;
 pub use endpoints::CONNECT_TIMEOUT;
 pub use error::{code_name, ClientError};

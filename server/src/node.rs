@@ -17,6 +17,7 @@ use percy_proto::internal::raft_service_server::RaftServiceServer;
 use percy_proto::v1::agent_service_server::AgentServiceServer;
 use percy_proto::v1::cluster_service_server::ClusterServiceServer;
 use percy_proto::v1::config_service_server::ConfigServiceServer;
+use percy_proto::v1::definition_run_service_server::DefinitionRunServiceServer;
 use percy_proto::v1::definition_service_server::DefinitionServiceServer;
 use percy_proto::v1::lock_service_server::LockServiceServer;
 use percy_proto::v1::message_service_server::MessageServiceServer;
@@ -417,6 +418,11 @@ fn routes(
         .add_service(public!(
             DefinitionServiceServer,
             api::definition::DefinitionApi { ctx: c() },
+            c()
+        ))
+        .add_service(public!(
+            DefinitionRunServiceServer,
+            api::definition_run::DefinitionRunApi { ctx: c() },
             c()
         ))
         .add_service(public!(

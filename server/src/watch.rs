@@ -381,6 +381,15 @@ fn initial_events(sm: &StateMachine, filter: &Filter) -> (u64, Vec<Event>) {
             );
         }
     }
+    if filter.wants(EntityKind::DefinitionRun) {
+        for run in sm.definition_runs() {
+            push(
+                EntityKind::DefinitionRun,
+                run.name.clone(),
+                EntityValue::DefinitionRun(run.clone()),
+            );
+        }
+    }
     if filter.wants(EntityKind::Message) {
         let agents = sm.agents();
         let mailboxes = std::iter::once(Recipient::Broadcast)

@@ -15,6 +15,7 @@ use common::*;
 use percy_proto::v1::agent_service_client::AgentServiceClient;
 use percy_proto::v1::cluster_service_client::ClusterServiceClient;
 use percy_proto::v1::config_service_client::ConfigServiceClient;
+use percy_proto::v1::definition_run_service_client::DefinitionRunServiceClient;
 use percy_proto::v1::definition_service_client::DefinitionServiceClient;
 use percy_proto::v1::lock_service_client::LockServiceClient;
 use percy_proto::v1::message_service_client::MessageServiceClient;
@@ -661,6 +662,147 @@ fn table(ids: &Ids) -> Vec<Row> {
                 list,
                 ListDefinitionsRequest::default()
             ),
+            None,
+        ),
+        row(
+            "DefinitionRunService/Claim",
+            ActAsAgent,
+            rpc!(
+                DefinitionRunServiceClient,
+                claim,
+                ClaimRunRequest {
+                    header: None,
+                    name: "d".into(),
+                    agent_id: builder
+                }
+            ),
+            Some(rpc!(
+                DefinitionRunServiceClient,
+                claim,
+                ClaimRunRequest {
+                    header: None,
+                    name: "d".into(),
+                    agent_id: other
+                }
+            )),
+        ),
+        row(
+            "DefinitionRunService/StartIteration",
+            ActAsAgent,
+            rpc!(
+                DefinitionRunServiceClient,
+                start_iteration,
+                RunTokenRequest {
+                    header: None,
+                    name: "d".into(),
+                    agent_id: builder,
+                    run_token: 1
+                }
+            ),
+            Some(rpc!(
+                DefinitionRunServiceClient,
+                start_iteration,
+                RunTokenRequest {
+                    header: None,
+                    name: "d".into(),
+                    agent_id: other,
+                    run_token: 1
+                }
+            )),
+        ),
+        row(
+            "DefinitionRunService/FinishIteration",
+            ActAsAgent,
+            rpc!(
+                DefinitionRunServiceClient,
+                finish_iteration,
+                FinishIterationRequest {
+                    header: None,
+                    name: "d".into(),
+                    agent_id: builder,
+                    run_token: 1,
+                    number: 1,
+                    report: None
+                }
+            ),
+            Some(rpc!(
+                DefinitionRunServiceClient,
+                finish_iteration,
+                FinishIterationRequest {
+                    header: None,
+                    name: "d".into(),
+                    agent_id: other,
+                    run_token: 1,
+                    number: 1,
+                    report: None
+                }
+            )),
+        ),
+        row(
+            "DefinitionRunService/Release",
+            ActAsAgent,
+            rpc!(
+                DefinitionRunServiceClient,
+                release,
+                RunTokenRequest {
+                    header: None,
+                    name: "d".into(),
+                    agent_id: builder,
+                    run_token: 1
+                }
+            ),
+            Some(rpc!(
+                DefinitionRunServiceClient,
+                release,
+                RunTokenRequest {
+                    header: None,
+                    name: "d".into(),
+                    agent_id: other,
+                    run_token: 1
+                }
+            )),
+        ),
+        row(
+            "DefinitionRunService/Steer",
+            Message,
+            rpc!(
+                DefinitionRunServiceClient,
+                steer,
+                SteerRequest {
+                    header: None,
+                    name: "d".into(),
+                    from: "builder".into(),
+                    body: "hi".into()
+                }
+            ),
+            Some(rpc!(
+                DefinitionRunServiceClient,
+                steer,
+                SteerRequest {
+                    header: None,
+                    name: "d".into(),
+                    from: "other".into(),
+                    body: "hi".into()
+                }
+            )),
+        ),
+        row(
+            "DefinitionRunService/Get",
+            Read,
+            rpc!(
+                DefinitionRunServiceClient,
+                get,
+                GetRunRequest {
+                    header: None,
+                    name: "d".into()
+                }
+            ),
+            None,
+        ),
+        row(
+            "DefinitionRunService/List",
+            Read,
+            rpc!(DefinitionRunServiceClient, list, ListRunsRequest::default()),
             None,
         ),
         row(

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::AgentId;
 use crate::definition::{DefinitionSpec, DesiredState};
+use crate::definition_run::IterationReport;
 use crate::lock::LockMode;
 use crate::message::Recipient;
 use crate::task::{TaskId, TaskResult, TaskSpec};
@@ -177,5 +178,39 @@ pub enum Op {
     /// Deletes a token: every node refuses it once it has applied this.
     RevokeToken {
         token_id: TokenId,
+    },
+
+    /// A worker takes over the loop of a running definition: one runner cluster-wide, until
+    /// its agent expires or deregisters or it releases the run. The run token is this revision.
+    ClaimDefinitionRun {
+        name: String,
+        agent_id: AgentId,
+    },
+    /// The runner starts the next iteration: the state machine numbers it and composes its
+    /// prompt (spec prompt + the steering messages waiting, which it consumes).
+    StartIteration {
+        name: String,
+        agent_id: AgentId,
+        run_token: u64,
+    },
+    /// The runner reports how iteration `number` ended.
+    FinishIteration {
+        name: String,
+        agent_id: AgentId,
+        run_token: u64,
+        number: u64,
+        report: IterationReport,
+    },
+    /// The runner gives the loop up (shutdown, or the definition was stopped).
+    ReleaseDefinitionRun {
+        name: String,
+        agent_id: AgentId,
+        run_token: u64,
+    },
+    /// A steering message for a definition's next iteration.
+    SteerDefinition {
+        name: String,
+        from: String,
+        body: String,
     },
 }

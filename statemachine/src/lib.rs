@@ -23,10 +23,12 @@ pub mod codec;
 pub mod command;
 pub mod config;
 pub mod definition;
+pub mod definition_run;
 pub mod error;
 pub mod event;
 pub mod limits;
 pub mod lock;
+pub mod loop_spec;
 mod machine;
 pub mod message;
 mod path;
@@ -41,9 +43,14 @@ pub use codec::{decode_command, encode_command, CodecError, FORMAT_VERSION};
 pub use command::{Command, Op, SessionRef};
 pub use config::ConfigEntry;
 pub use definition::{ApplySummary, Definition, DefinitionRevision, DefinitionSpec, DesiredState};
+pub use definition_run::{
+    compose_prompt, DefinitionRun, Iteration, IterationReport, IterationStatus, Runner,
+    SteeringMessage,
+};
 pub use error::{CommandError, ErrorKind};
 pub use event::{EntityKind, EntityValue, Event};
 pub use lock::{Lock, LockGrant, LockHolder, LockMode, LockWaiter};
+pub use loop_spec::{parse_duration_ms, LoopSpec};
 pub use machine::{Applied, StateMachine, TaskFilter, TaskPage};
 pub use message::{Message, Recipient};
 pub use path::{lock_paths_conflict, normalize_lock_path};

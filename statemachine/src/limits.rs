@@ -57,3 +57,12 @@ pub const MAX_SESSION_INFLIGHT: usize = 4_096;
 pub const MAX_SESSIONS: usize = 100_000;
 /// Most access tokens at once (each is a few hundred bytes of state on every node).
 pub const MAX_TOKENS: usize = 10_000;
+/// Definition loops: longest `prompt` in a spec, longest per-iteration `timeout`.
+pub const MAX_LOOP_PROMPT_LEN: usize = 64 * 1024;
+pub const MAX_LOOP_ITERATION_TIMEOUT_MS: u64 = 24 * 3_600_000;
+/// Iterations kept per definition (oldest dropped first).
+pub const MAX_ITERATIONS_KEPT: usize = 20;
+/// Largest output tail and result text kept per iteration (bytes; the worker sends the end).
+pub const MAX_ITERATION_OUTPUT_LEN: usize = 16 * 1024;
+/// Most steering messages waiting for a definition's next iteration.
+pub const MAX_PENDING_STEERING_MESSAGES: usize = 16;

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{Agent, AgentId};
 use crate::config::ConfigEntry;
 use crate::definition::{ApplySummary, Definition};
+use crate::definition_run::{DefinitionRun, Iteration, SteeringMessage};
 use crate::error::CommandError;
 use crate::lock::LockGrant;
 use crate::message::Message;
@@ -91,4 +92,11 @@ pub enum Outcome {
 
     TokenCreated(Token),
     TokenRevoked(Token),
+
+    /// Claimed (or claimed again by the same runner); the runner's `run_token` is in it.
+    RunClaimed(DefinitionRun),
+    IterationStarted(Iteration),
+    IterationFinished(Iteration),
+    RunReleased(DefinitionRun),
+    SteeringQueued(SteeringMessage),
 }

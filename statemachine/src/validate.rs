@@ -126,6 +126,9 @@ pub fn validate(op: &Op) -> Result<(), CommandError> {
                     )));
                 }
                 canonical_definition_spec(&definition.name, &definition.spec_json)?;
+                // The documented loop keys (`command`, `interval`, …) must make sense; other
+                // keys are data.
+                crate::loop_spec::LoopSpec::parse(&definition.name, &definition.spec_json)?;
             }
             Ok(())
         }
@@ -137,6 +140,18 @@ pub fn validate(op: &Op) -> Result<(), CommandError> {
         Op::Tick => Ok(()),
         Op::CreateToken { spec, .. } => validate_token_spec(spec),
         Op::RevokeToken { .. } => Ok(()),
+        Op::ClaimDefinitionRun { name, .. }
+        | Op::StartIteration { name, .. }
+        | Op::FinishIteration { name, .. }
+        | Op::ReleaseDefinitionRun { name, .. } => validate_name("definition name", name),
+        Op::SteerDefinition { name, from, body } => {
+            validate_name("definition name", name)?;
+            validate_len("sender", from, MAX_NAME_LEN)?;
+            if body.trim().is_empty() {
+                return Err(CommandError::invalid("a steering message needs a body"));
+            }
+            validate_len("steering message", body, MAX_MESSAGE_LEN)
+        }
     }
 }
 

@@ -43,6 +43,13 @@ pub enum Command {
         /// Definition name.
         name: String,
     },
+    /// A definition's recent iterations (newest first), its runner and waiting messages.
+    Iterations {
+        /// Definition name.
+        name: String,
+        #[command(flatten)]
+        read: args::Read,
+    },
 }
 
 pub async fn apply(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<()> {
@@ -109,6 +116,32 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         }
         Command::Stop { name } => set_state(ctx, &name, DesiredState::Stopped).await,
         Command::Start { name } => set_state(ctx, &name, DesiredState::Running).await,
+        Command::Iterations { name, read } => {
+            let response = ctx
+                .client
+                .get_run(&name, read.consistency())
+                .await
+                .with_context(|| format!("iterations of definition {name}"))?;
+            let run = response.run.unwrap_or_default();
+            let view = crate::iterations::RunView::from(&run);
+            ctx.out.emit(
+                &json!({"header": HeaderView::from(response.header), "run": &view}),
+                || {
+                    let runner = match &run.runner {
+                        Some(r) => format!(
+                            "runner: {} on {} (run token {})",
+                            r.agent_name, r.node, r.run_token
+                        ),
+                        None => "runner: none".to_owned(),
+                    };
+                    format!(
+                        "{runner}\nwaiting steering messages: {}\n\n{}",
+                        run.pending.len(),
+                        crate::iterations::iterations_table(&run)
+                    )
+                },
+            )
+        }
     }
 }
 

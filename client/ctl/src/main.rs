@@ -14,6 +14,7 @@ mod config;
 mod connect;
 mod definition;
 mod files;
+mod iterations;
 mod lock;
 mod mcp;
 mod merge;
@@ -21,6 +22,7 @@ mod output;
 mod plan;
 mod program_path;
 mod snapshot;
+mod steer;
 mod task;
 mod token;
 mod views;
@@ -105,6 +107,8 @@ enum Command {
     Chat(chat::Command),
     /// Print events as they happen.
     Watch(watch::Args),
+    /// Watch and steer running definitions (a TUI); `steer inject NAME TEXT` sends a message.
+    Steer(steer::Args),
     /// Run tasks with a command, as an agent, until SIGTERM.
     Worker(worker::Args),
     /// Merge a branch into a target branch (in memory, compare-and-swap on the ref).
@@ -208,6 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Definition(cmd) => definition::run(&ctx, cmd).await,
         Command::Chat(cmd) => chat::run(&ctx, cmd).await,
         Command::Watch(args) => watch::run(&ctx, args).await,
+        Command::Steer(args) => steer::run(&ctx, args).await,
         Command::Worker(args) => worker::run(&ctx, args).await,
         Command::Merge(args) => merge::run(&ctx, args).await,
         Command::Mcp(args) => mcp::run(&ctx, args).await,

@@ -335,6 +335,7 @@ impl From<&proto::Event> for EventView {
             Some(event::Value::Config(c)) => to_json(ConfigView::from(c)),
             Some(event::Value::Definition(d)) => to_json(DefinitionView::from(d)),
             Some(event::Value::Message(m)) => to_json(MessageView::from(m)),
+            Some(event::Value::DefinitionRun(r)) => to_json(crate::iterations::RunView::from(r)),
         };
         Self {
             revision: e.revision,

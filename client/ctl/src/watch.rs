@@ -13,7 +13,8 @@ use crate::Ctx;
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
-    /// Entity kinds, comma-separated: agent, task, lock, config, definition, message.
+    /// Entity kinds, comma-separated: agent, task, lock, config, definition, message,
+    /// definition_run.
     #[arg(long = "kind", value_delimiter = ',', value_parser = kind)]
     kinds: Vec<EntityKind>,
     /// Only entities whose key starts with this.
@@ -49,17 +50,18 @@ fn kind(text: &str) -> Result<EntityKind, String> {
         .into_iter()
         .find(|k| entity_kind_name(*k as i32) == wanted)
         .ok_or_else(|| {
-            format!("unknown kind {text:?}; one of agent, task, lock, config, definition, message")
+            format!("unknown kind {text:?}; one of agent, task, lock, config, definition, message, definition_run")
         })
 }
 
-const KINDS: [EntityKind; 6] = [
+const KINDS: [EntityKind; 7] = [
     EntityKind::Agent,
     EntityKind::Task,
     EntityKind::Lock,
     EntityKind::Config,
     EntityKind::Definition,
     EntityKind::Message,
+    EntityKind::DefinitionRun,
 ];
 
 /// `REV KIND KEY what`, e.g. `42 task build claimed by agent 3 (token 42)`.
@@ -97,6 +99,21 @@ fn event_line(event: &Event) -> String {
             }
             Some(event::Value::Definition(d)) => crate::views::desired_state_name(d.desired),
             Some(event::Value::Message(m)) => format!("from {}: {}", m.from, m.body),
+            Some(event::Value::DefinitionRun(r)) => {
+                let runner = r.runner.as_ref().map_or_else(
+                    || "no runner".to_owned(),
+                    |x| format!("run by {}", x.agent_name),
+                );
+                match r.iterations.last() {
+                    Some(i) => format!(
+                        "{runner}, iteration {} {}, {} waiting",
+                        i.number,
+                        crate::iterations::status_name(i.status),
+                        r.pending.len()
+                    ),
+                    None => format!("{runner}, {} waiting", r.pending.len()),
+                }
+            }
         }
     };
     format!(

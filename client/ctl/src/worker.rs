@@ -36,9 +36,13 @@ pub struct Args {
     /// PERCY_TASK_ATTEMPT, PERCY_CLAIM_TOKEN, PERCY_AGENT_ID, PERCY_AGENT_NAME, PERCY_PLAN_ID,
     /// PERCY_ENDPOINTS and PERCY_INBOX, and the description and payload on stdin. A relative
     /// program path (`./agent.sh`) is relative to the current directory (to --workdir when
-    /// given).
+    /// given). Optional with --definitions (such a worker runs definitions only).
+    #[arg(long, required_unless_present = "definitions")]
+    exec: Option<String>,
+    /// Also run the definitions whose capabilities and selector this worker matches, in
+    /// loops: `sh -c <command>` per iteration with the prompt (and steering messages) on stdin.
     #[arg(long)]
-    exec: String,
+    definitions: bool,
     /// Timeout of tasks that set none (default: no limit).
     #[arg(long, value_parser = args::positive_duration)]
     timeout: Option<Duration>,
@@ -70,11 +74,13 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
     // A relative program path means the directory percyctl runs in; commands run elsewhere
     // (a task's worktree), unless --workdir names where they run and so what they are
     // relative to.
+    let exec = args.exec.unwrap_or_default();
     let exec = match args.workdir {
-        None => program_path::anchor_in_current_dir(&args.exec),
-        Some(_) => args.exec,
+        None if !exec.is_empty() => program_path::anchor_in_current_dir(&exec),
+        _ => exec,
     };
     let mut config = WorkerConfig::new(args.name, exec);
+    config.definitions = args.definitions;
     config.capabilities = args.capabilities;
     config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
     config.max_concurrent = args.max_concurrent;

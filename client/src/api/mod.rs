@@ -4,6 +4,7 @@
 mod agents;
 mod cluster;
 mod config;
+mod definition_runs;
 mod definitions;
 mod locks;
 mod messages;
@@ -12,6 +13,7 @@ mod plans;
 mod tasks;
 mod tokens;
 
+pub use definition_runs::RunClaim;
 pub use locks::LockRequest;
 pub use messages::BROADCAST;
 pub use tasks::TaskFilter;

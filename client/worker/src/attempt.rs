@@ -119,6 +119,8 @@ async fn attempt(
             &env.config.name,
         )),
         task_id: task.id.clone(),
+        stdout_tail_bytes: crate::tail::STDOUT_TAIL_BYTES,
+        stop_grace: None,
     };
     let kill = async {
         // A dropped sender means the incarnation is gone: stop too.

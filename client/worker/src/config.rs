@@ -56,6 +56,9 @@ pub struct WorkerConfig {
     pub workdir: Option<PathBuf>,
     /// Run each task in its own worktree and merge the result; `None` = no git.
     pub git: Option<GitConfig>,
+    /// Also run the definitions this worker matches, in loops (`--definitions`). With it,
+    /// `exec` may be empty: the worker then runs definitions only and claims no tasks.
+    pub definitions: bool,
 }
 
 impl WorkerConfig {
@@ -75,6 +78,7 @@ impl WorkerConfig {
             ttl: None,
             workdir: None,
             git: None,
+            definitions: false,
         }
     }
 
@@ -84,8 +88,8 @@ impl WorkerConfig {
         if self.name.trim().is_empty() {
             return bad("the worker needs a name".into());
         }
-        if self.exec.trim().is_empty() {
-            return bad("the worker needs a command to run (--exec)".into());
+        if self.exec.trim().is_empty() && !self.definitions {
+            return bad("the worker needs a command to run (--exec) or --definitions".into());
         }
         if !(1..=MAX_CONCURRENT).contains(&self.max_concurrent) {
             return bad(format!(

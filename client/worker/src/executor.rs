@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::running::RunningRecord;
 use crate::supervisor::supervise;
-use crate::tail::{Tail, STDERR_TAIL_BYTES, STDOUT_TAIL_BYTES};
+use crate::tail::{Tail, STDERR_TAIL_BYTES};
 
 /// The shell commands run through.
 const SHELL: &str = "sh";
@@ -45,6 +45,12 @@ pub struct Execution {
     pub record_in: Option<PathBuf>,
     /// The task the command runs for, in the crash record.
     pub task_id: String,
+    /// Bytes of stdout kept ([`STDOUT_TAIL_BYTES`] for tasks).
+    pub stdout_tail_bytes: usize,
+    /// When the kill switch fires: `None` SIGKILLs the group at once; `Some(grace)` first
+    /// sends SIGTERM to the command's processes and SIGKILLs the group only if it is still
+    /// there after `grace` (a definition loop that is stopped gets to end its turn cleanly).
+    pub stop_grace: Option<Duration>,
 }
 
 /// How the command ended, with the tails of its output.
@@ -119,7 +125,7 @@ pub async fn execute(
     let stdout = child
         .stdout
         .take()
-        .map(|pipe| spawn_reader(pipe, STDOUT_TAIL_BYTES));
+        .map(|pipe| spawn_reader(pipe, execution.stdout_tail_bytes));
     let stderr = child
         .stderr
         .take()
@@ -140,6 +146,12 @@ pub async fn execute(
             ExecEnd::TimedOut(execution.timeout.unwrap_or_default())
         }
         () = kill => {
+            if let Some(grace) = execution.stop_grace {
+                group.terminate();
+                if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
+                    status.map_err(ExecError::Wait)?;
+                }
+            }
             group.kill();
             child.wait().await.map_err(ExecError::Wait)?;
             ExecEnd::Killed
@@ -152,7 +164,7 @@ pub async fn execute(
     }
     Ok(ExecOutcome {
         end,
-        stdout: collect(stdout, STDOUT_TAIL_BYTES).await,
+        stdout: collect(stdout, execution.stdout_tail_bytes).await,
         stderr: collect(stderr, STDERR_TAIL_BYTES).await,
     })
 }
@@ -220,6 +232,63 @@ impl ProcessGroup {
     }
 }
 
+impl ProcessGroup {
+    /// SIGTERM to the command's processes. Not to the group leader on Linux: that is the
+    /// supervisor, which takes SIGTERM as "the worker died" and SIGKILLs everything at once.
+    fn terminate(&self) {
+        let Some(pgid) = self.pgid else {
+            return;
+        };
+        #[cfg(target_os = "linux")]
+        for pid in group_members(pgid) {
+            if pid != pgid {
+                // SAFETY: kill(2) with a pid read from /proc; it touches no memory of ours.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        // SAFETY: killpg(2) on a group we created.
+        unsafe {
+            libc::killpg(pgid, libc::SIGTERM);
+        }
+    }
+}
+
+/// The pids whose process group is `pgid`, from `/proc/<pid>/stat` (field 5).
+#[cfg(target_os = "linux")]
+fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut members = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command name (field 2) is in parentheses and may contain spaces.
+        let Some(after_name) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
+            continue;
+        };
+        let group = after_name
+            .split_whitespace()
+            .nth(2)
+            .and_then(|f| f.parse::<i32>().ok());
+        if group == Some(pgid) {
+            members.push(pid);
+        }
+    }
+    members
+}
+
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         self.kill();
@@ -241,6 +310,8 @@ mod tests {
             timeout: None,
             record_in: None,
             task_id: "t1".into(),
+            stdout_tail_bytes: crate::tail::STDOUT_TAIL_BYTES,
+            stop_grace: None,
         }
     }
 
@@ -333,5 +404,30 @@ mod tests {
             printed.canonicalize().unwrap(),
             dir.path().canonicalize().unwrap()
         );
+    }
+
+    /// With a stop grace the command gets SIGTERM first and may end its turn (its trap runs);
+    /// without one it is SIGKILLed at once.
+    #[tokio::test]
+    async fn a_stop_grace_lets_the_command_end_on_sigterm() {
+        let script = "trap 'echo bye; exit 0' TERM; echo ready; while :; do sleep 0.1; done";
+        for (grace, expect_bye) in [(Some(Duration::from_secs(10)), true), (None, false)] {
+            let mut execution = run(script);
+            execution.stop_grace = grace;
+            let started = Instant::now();
+            let kill = tokio::time::sleep(Duration::from_millis(500));
+            let outcome = execute(execution, kill).await.unwrap();
+            assert_eq!(outcome.end, ExecEnd::Killed);
+            assert_eq!(
+                outcome.stdout.text().contains("bye"),
+                expect_bye,
+                "grace {grace:?}: {:?}",
+                outcome.stdout.text()
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(9),
+                "SIGKILL waited for nothing"
+            );
+        }
     }
 }

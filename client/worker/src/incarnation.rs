@@ -18,6 +18,7 @@ use crate::attempt::{run_attempt, AttemptEnv, AttemptOutcome, Interrupt};
 use crate::feed::{Feed, Wake};
 use crate::heartbeat::beat_until_expired;
 use crate::inbox::Inbox;
+use crate::loops::{supervise, LoopEnv, LoopStop};
 use crate::shutdown::Shutdown;
 use crate::WorkerSummary;
 use percy_client::proto::Agent;
@@ -44,6 +45,8 @@ pub struct Incarnation {
     inbox: Inbox,
     running: JoinSet<AttemptOutcome>,
     interrupt: watch::Sender<Interrupt>,
+    /// The definition loops (`--definitions`), and how to stop them.
+    loops: Option<(JoinHandle<()>, watch::Sender<LoopStop>)>,
 }
 
 impl Incarnation {
@@ -64,6 +67,7 @@ impl Incarnation {
             inbox,
             running: JoinSet::new(),
             interrupt: watch::channel(Interrupt::None).0,
+            loops: None,
         }
     }
 
@@ -77,6 +81,17 @@ impl Incarnation {
             self.agent.id,
             self.heartbeat_interval,
         )));
+        if self.env.config.definitions {
+            let (stop, stop_rx) = watch::channel(LoopStop::None);
+            let env = Arc::new(LoopEnv {
+                client: self.env.client.clone(),
+                agent: self.agent.clone(),
+                config: self.env.config.clone(),
+            });
+            self.loops = Some((tokio::spawn(supervise(env, stop_rx)), stop));
+        }
+        // A worker without --exec runs definitions only: it claims no tasks.
+        let claims_tasks = !self.env.config.exec.trim().is_empty();
         let mut recheck = tokio::time::interval(CLAIM_RECHECK_INTERVAL);
         recheck.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // The first tick is immediate: look for work that was ready before we registered.
@@ -91,11 +106,15 @@ impl Incarnation {
                     "shutting down: no more claims; letting running tasks finish"
                 );
                 grace_deadline = Some(Instant::now() + grace);
+                // Loops stop at once (gently), so another worker takes them over.
+                if let Some((_, stop)) = &self.loops {
+                    stop.send_replace(LoopStop::Stop);
+                }
             }
             if grace_deadline.is_some() && self.running.is_empty() {
                 return self.deregister().await;
             }
-            if grace_deadline.is_none() && want_claim {
+            if grace_deadline.is_none() && want_claim && claims_tasks {
                 want_claim = false;
                 if let Err(reason) = self.claim_while_room().await {
                     return self.expire(reason, summary).await;
@@ -192,14 +211,27 @@ impl Incarnation {
             "the agent expired: stopping its work"
         );
         self.interrupt.send_replace(Interrupt::Expired);
+        self.stop_loops(LoopStop::Expired).await;
         while let Some(done) = self.running.join_next().await {
             summary.record(done);
         }
         IncarnationEnd::Expired(reason)
     }
 
+    /// Stops the definition loops and waits until each has ended (and, unless the agent
+    /// expired, reported its iteration and released its run).
+    async fn stop_loops(&mut self, why: LoopStop) {
+        if let Some((handle, stop)) = self.loops.take() {
+            stop.send_replace(why);
+            if let Err(err) = handle.await {
+                tracing::error!(error = %err, "the definition loops panicked");
+            }
+        }
+    }
+
     /// Nothing runs any more: release the agent's locks and deregister.
-    async fn deregister(self) -> IncarnationEnd {
+    async fn deregister(mut self) -> IncarnationEnd {
+        self.stop_loops(LoopStop::Stop).await;
         let client = &self.env.client;
         let agent_id = self.agent.id;
         match client.release_all_locks(agent_id).await {

@@ -30,6 +30,7 @@ mod inbox;
 mod incarnation;
 mod labels;
 mod leftovers;
+mod loops;
 mod repo;
 mod running;
 mod shutdown;
@@ -57,6 +58,7 @@ pub use feed::can_run;
 pub use heartbeat::{BEATS_PER_TTL, MIN_HEARTBEAT_INTERVAL};
 pub use incarnation::CLAIM_RECHECK_INTERVAL;
 pub use labels::{detected_labels, host_name, ARCH_LABEL, HOST_LABEL, OS_LABEL};
+pub use loops::{llm_output, LOOP_SCAN_INTERVAL, STOP_GRACE};
 pub use repo::{merge_lock_path, MERGE_LOCK_TTL, MERGE_LOCK_WAIT};
 pub use shutdown::terminate_signal;
 

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod cluster;
 pub mod config;
 pub mod definition;
+pub mod definition_run;
 mod edge;
 pub mod lock;
 pub mod message;

@@ -51,6 +51,12 @@ pub fn access_of(path: &str) -> Option<Access> {
         ("ConfigService", "Put" | "Delete") => Admin,
         ("DefinitionService", "Apply" | "SetState") => Admin,
         ("DefinitionService", "Get" | "List") => Read,
+        ("DefinitionRunService", "Claim" | "StartIteration" | "FinishIteration" | "Release") => {
+            ActAsAgent
+        }
+        // Steering is a message to a definition: operators, admins, agents (sent as themselves).
+        ("DefinitionRunService", "Steer") => Message,
+        ("DefinitionRunService", "Get" | "List") => Read,
         ("MessageService", "Send") => Message,
         // An agent reads only its own inbox and the broadcast one (checked by the handler).
         ("MessageService", "History") => Read,

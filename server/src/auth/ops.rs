@@ -13,7 +13,7 @@ use super::Caller;
 /// there; ids are never reused, so a lagging replica resolves them the same way). A message
 /// without a sender gets the caller's name.
 pub fn authorize(caller: &Caller, op: &mut Op, sm: &StateMachine) -> Result<(), Status> {
-    if let Op::SendMessage { from, .. } = op {
+    if let Op::SendMessage { from, .. } | Op::SteerDefinition { from, .. } = op {
         if from.is_empty() {
             *from = caller.sender().to_owned();
         } else if from != caller.sender() {
@@ -26,7 +26,10 @@ pub fn authorize(caller: &Caller, op: &mut Op, sm: &StateMachine) -> Result<(), 
     match caller.role {
         Role::Admin => Ok(()),
         Role::Operator => match op {
-            Op::SubmitTask(_) | Op::SubmitPlan { .. } | Op::SendMessage { .. } => Ok(()),
+            Op::SubmitTask(_)
+            | Op::SubmitPlan { .. }
+            | Op::SendMessage { .. }
+            | Op::SteerDefinition { .. } => Ok(()),
             _ => Err(denied(caller, op)),
         },
         Role::Agent => {
@@ -36,7 +39,7 @@ pub fn authorize(caller: &Caller, op: &mut Op, sm: &StateMachine) -> Result<(), 
                 Op::RegisterAgent { name, .. } => Err(Status::permission_denied(format!(
                     "this token acts as agent {bound:?}, not {name:?}"
                 ))),
-                Op::SendMessage { .. } => Ok(()),
+                Op::SendMessage { .. } | Op::SteerDefinition { .. } => Ok(()),
                 _ => match agent_of(op) {
                     Some(agent_id) => acts_as(caller, agent_id, sm),
                     None => Err(denied(caller, op)),
@@ -84,7 +87,11 @@ fn agent_of(op: &Op) -> Option<AgentId> {
         | Op::FailTask { agent_id, .. }
         | Op::AcquireLocks { agent_id, .. }
         | Op::ReleaseLocks { agent_id, .. }
-        | Op::ReleaseAllLocks { agent_id } => Some(*agent_id),
+        | Op::ReleaseAllLocks { agent_id }
+        | Op::ClaimDefinitionRun { agent_id, .. }
+        | Op::StartIteration { agent_id, .. }
+        | Op::FinishIteration { agent_id, .. }
+        | Op::ReleaseDefinitionRun { agent_id, .. } => Some(*agent_id),
         _ => None,
     }
 }

@@ -16,6 +16,7 @@ fn entity_kind_to_proto(kind: sm::EntityKind) -> pb::EntityKind {
         sm::EntityKind::Config => pb::EntityKind::Config,
         sm::EntityKind::Definition => pb::EntityKind::Definition,
         sm::EntityKind::Message => pb::EntityKind::Message,
+        sm::EntityKind::DefinitionRun => pb::EntityKind::DefinitionRun,
     }
 }
 
@@ -29,6 +30,7 @@ pub fn entity_kind_from_proto(kind: i32) -> Option<sm::EntityKind> {
         pb::EntityKind::Config => Some(sm::EntityKind::Config),
         pb::EntityKind::Definition => Some(sm::EntityKind::Definition),
         pb::EntityKind::Message => Some(sm::EntityKind::Message),
+        pb::EntityKind::DefinitionRun => Some(sm::EntityKind::DefinitionRun),
     }
 }
 
@@ -41,6 +43,9 @@ pub fn event_to_proto(e: &sm::Event) -> pb::Event {
         sm::EntityValue::Config(c) => Value::Config(config_to_proto(c)),
         sm::EntityValue::Definition(d) => Value::Definition(definition_to_proto(d)),
         sm::EntityValue::Message(m) => Value::Message(message_to_proto(m)),
+        sm::EntityValue::DefinitionRun(r) => {
+            Value::DefinitionRun(super::run::definition_run_to_proto(r))
+        }
     });
     pb::Event {
         revision: e.revision,

@@ -4,6 +4,7 @@
 
 mod entity;
 mod event;
+mod run;
 mod spec;
 mod status;
 
@@ -12,6 +13,10 @@ pub use entity::{
     lock_grant_to_proto, lock_to_proto, lock_waiter_to_proto, message_to_proto, task_to_proto,
 };
 pub use event::{entity_kind_from_proto, event_to_proto};
+pub use run::{
+    definition_run_to_proto, iteration_report_from_proto, iteration_to_proto,
+    steering_message_to_proto,
+};
 pub use spec::{
     definition_spec_from_proto, desired_state_from_proto, lock_mode_from_proto,
     task_result_from_proto, task_spec_from_proto, task_status_from_proto,

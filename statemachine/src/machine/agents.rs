@@ -144,6 +144,7 @@ impl StateMachine {
         for &agent_id in agent_ids {
             let requeued_tasks = self.requeue_held_tasks(ctx, agent_id);
             let released_locks = self.release_all_holds(ctx, agent_id);
+            self.runs_lose_agent(ctx, agent_id);
             if let Some(agent) = self.agents.get_mut(agent_id) {
                 agent.status = status;
                 agent.revision = ctx.revision;

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use crate::agent::Agent;
 use crate::config::ConfigEntry;
 use crate::definition::Definition;
+use crate::definition_run::DefinitionRun;
 use crate::event::{EntityKind, EntityValue, Event};
 use crate::message::{Message, Recipient};
 use crate::task::Task;
@@ -89,6 +90,15 @@ impl Ctx {
             (
                 definition.name.clone(),
                 Some(EntityValue::Definition(definition.clone())),
+            )
+        });
+    }
+
+    pub fn run_changed(&mut self, run: &DefinitionRun) {
+        self.push(EntityKind::DefinitionRun, || {
+            (
+                run.name.clone(),
+                Some(EntityValue::DefinitionRun(run.for_event())),
             )
         });
     }

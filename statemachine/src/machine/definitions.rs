@@ -25,6 +25,7 @@ impl StateMachine {
             .map(|spec| canonical_definition_spec(&spec.name, &spec.spec_json))
             .collect::<Result<_, CommandError>>()?;
         let mut summary = ApplySummary::default();
+        let mut restarted_names = Vec::new();
         for (spec, canonical) in specs.into_iter().zip(canonical) {
             let new_revision = DefinitionRevision {
                 id: canonical.id,
@@ -65,14 +66,22 @@ impl StateMachine {
                             .saturating_sub(MAX_DEFINITION_REVISIONS);
                         definition.history.drain(..excess);
                     }
+                    let restarted = spec.desired == Some(DesiredState::Running)
+                        && definition.desired == DesiredState::Stopped;
                     if let Some(desired) = spec.desired {
                         definition.desired = desired;
+                    }
+                    if restarted {
+                        restarted_names.push(spec.name.clone());
                     }
                     definition.revision = ctx.revision;
                     ctx.definition_changed(definition);
                     summary.updated.push(spec.name);
                 }
             }
+        }
+        for name in restarted_names {
+            self.run_restarted(ctx, &name);
         }
         Ok(Outcome::DefinitionsApplied(summary))
     }
@@ -92,6 +101,11 @@ impl StateMachine {
             definition.desired = desired;
             definition.revision = ctx.revision;
             ctx.definition_changed(definition);
+            let definition = definition.clone();
+            if desired == DesiredState::Running {
+                self.run_restarted(ctx, name);
+            }
+            return Ok(Outcome::DefinitionUpdated(definition));
         }
         Ok(Outcome::DefinitionUpdated(definition.clone()))
     }

@@ -7,6 +7,7 @@ use crate::agent::Agent;
 use crate::codec::CodecError;
 use crate::config::ConfigEntry;
 use crate::definition::Definition;
+use crate::definition_run::DefinitionRun;
 use crate::lock::{Lock, LockWaiter};
 use crate::message::Recipient;
 use crate::task::Task;
@@ -54,6 +55,38 @@ impl TokenImage {
     }
 }
 
+/// Definition runs, encoded after the [`TokenImage`]: older snapshots end before it and
+/// restore with no runs.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct RunImage {
+    /// [`RUN_SECTION_TAG`] when written. An empty list alone would be one byte, and a snapshot
+    /// that lost exactly its last byte would then read as an older one without the section;
+    /// with the tag, a cut section is a decode error.
+    tag: [u8; 4],
+    /// In name order.
+    runs: Vec<DefinitionRun>,
+}
+
+const RUN_SECTION_TAG: [u8; 4] = *b"RUNS";
+
+impl RunImage {
+    pub fn of(machine: &StateMachine) -> Self {
+        Self {
+            tag: RUN_SECTION_TAG,
+            runs: machine.runs.values().cloned().collect(),
+        }
+    }
+
+    /// Absent (an older snapshot) or tagged.
+    fn check(&self) -> Result<(), String> {
+        if self.tag == RUN_SECTION_TAG || (self.tag == [0; 4] && self.runs.is_empty()) {
+            Ok(())
+        } else {
+            Err("the definition runs section has a bad tag".to_string())
+        }
+    }
+}
+
 impl StateImage {
     pub fn of(machine: &StateMachine) -> Self {
         Self {
@@ -77,7 +110,11 @@ impl StateImage {
 
     /// Rebuilds the machine and its indexes. Duplicate keys, or a state that fails the
     /// invariants, mean the image is corrupt.
-    pub fn into_machine(self, tokens: TokenImage) -> Result<StateMachine, CodecError> {
+    pub fn into_machine(
+        self,
+        tokens: TokenImage,
+        runs: RunImage,
+    ) -> Result<StateMachine, CodecError> {
         let corrupt = |what: String| CodecError::Corrupt(format!("snapshot: {what}"));
         let mut machine = StateMachine {
             revision: self.revision,
@@ -139,6 +176,12 @@ impl StateImage {
         }
         machine.tokens =
             TokenTable::from_parts(tokens.tokens, tokens.last_token_id).map_err(corrupt)?;
+        runs.check().map_err(corrupt)?;
+        for run in runs.runs {
+            if machine.runs.insert(run.name.clone(), run).is_some() {
+                return Err(corrupt("a definition run appears twice".to_string()));
+            }
+        }
         machine.check_invariants().map_err(corrupt)?;
         Ok(machine)
     }

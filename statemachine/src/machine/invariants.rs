@@ -57,6 +57,7 @@ pub(super) fn entity_count(machine: &StateMachine) -> usize {
         + machine.locks.waiter_count()
         + machine.config.len()
         + machine.definitions.len()
+        + machine.runs.len()
         + machine.mailboxes.len()
         + machine.sessions.len()
 }
@@ -67,6 +68,7 @@ pub(super) fn check(machine: &StateMachine) -> Result<(), String> {
     check_locks(machine)?;
     check_waiters(machine)?;
     check_config_and_definitions(machine)?;
+    check_runs(machine)?;
     check_mailboxes(machine)?;
     check_sessions(machine)?;
     machine.tokens.check()
@@ -458,6 +460,54 @@ fn check_config_and_definitions(machine: &StateMachine) -> Result<(), String> {
             definition.revision <= machine.revision,
             "definition {name} is from the future"
         );
+    }
+    Ok(())
+}
+
+/// A run belongs to a definition; its runner is an active agent; iterations are numbered
+/// strictly upwards below `next_number`, only the newest may be running, and only while a
+/// runner holds the run; bounded history and queue.
+fn check_runs(machine: &StateMachine) -> Result<(), String> {
+    use crate::definition_run::IterationStatus;
+    use crate::limits::{MAX_ITERATIONS_KEPT, MAX_PENDING_STEERING_MESSAGES};
+    for (name, run) in &machine.runs {
+        ensure!(*name == run.name, "run {} is stored under {name}", run.name);
+        ensure!(
+            machine.definitions.contains_key(name),
+            "run {name} has no definition"
+        );
+        if let Some(runner) = &run.runner {
+            ensure!(
+                is_active(machine, runner.agent_id),
+                "run {name} is held by agent {}, which is not active",
+                runner.agent_id
+            );
+        }
+        ensure!(
+            run.iterations.len() <= MAX_ITERATIONS_KEPT
+                && run.pending.len() <= MAX_PENDING_STEERING_MESSAGES,
+            "run {name} keeps too much"
+        );
+        ensure!(
+            run.first_number_of_start <= run.next_number && run.next_number >= 1,
+            "run {name} has inconsistent numbers"
+        );
+        let mut previous = 0;
+        for (position, iteration) in run.iterations.iter().enumerate() {
+            ensure!(
+                iteration.number > previous && iteration.number < run.next_number,
+                "run {name}: iteration {} out of order",
+                iteration.number
+            );
+            previous = iteration.number;
+            if iteration.status == IterationStatus::Running {
+                ensure!(
+                    position + 1 == run.iterations.len() && run.runner.is_some(),
+                    "run {name}: iteration {} runs without being the newest of a held run",
+                    iteration.number
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ mod lock_table;
 mod locks;
 mod messages;
 mod ready_index;
+mod runs;
 mod sessions;
 mod submit;
 mod task_store;
@@ -31,6 +32,7 @@ use crate::agent::{Agent, AgentId};
 use crate::command::{Command, Op};
 use crate::config::ConfigEntry;
 use crate::definition::Definition;
+use crate::definition_run::DefinitionRun;
 use crate::error::CommandError;
 use crate::event::Event;
 use crate::lock::{Lock, LockWaiter};
@@ -104,6 +106,8 @@ pub struct StateMachine {
     locks: LockTable,
     config: BTreeMap<String, ConfigEntry>,
     definitions: BTreeMap<String, Definition>,
+    /// Definition name → its run (runner, iterations, steering messages).
+    runs: BTreeMap<String, DefinitionRun>,
     mailboxes: BTreeMap<Recipient, Mailbox>,
     sessions: SessionTable,
     tokens: TokenTable,
@@ -296,6 +300,29 @@ impl StateMachine {
             Op::Tick => Ok(self.tick(ctx)),
             Op::CreateToken { spec, bootstrap } => self.create_token(ctx, spec, bootstrap),
             Op::RevokeToken { token_id } => self.revoke_token(token_id),
+            Op::ClaimDefinitionRun { name, agent_id } => {
+                self.claim_definition_run(ctx, &name, agent_id)
+            }
+            Op::StartIteration {
+                name,
+                agent_id,
+                run_token,
+            } => self.start_iteration(ctx, &name, agent_id, run_token),
+            Op::FinishIteration {
+                name,
+                agent_id,
+                run_token,
+                number,
+                report,
+            } => self.finish_iteration(ctx, &name, agent_id, run_token, number, report),
+            Op::ReleaseDefinitionRun {
+                name,
+                agent_id,
+                run_token,
+            } => self.release_definition_run(ctx, &name, agent_id, run_token),
+            Op::SteerDefinition { name, from, body } => {
+                self.steer_definition(ctx, &name, from, body)
+            }
         }
     }
 
@@ -475,6 +502,16 @@ impl StateMachine {
         self.definitions.values().collect()
     }
 
+    /// The run of a definition (absent until first claimed or steered).
+    pub fn definition_run(&self, name: &str) -> Option<&DefinitionRun> {
+        self.runs.get(name)
+    }
+
+    /// In definition name order.
+    pub fn definition_runs(&self) -> Vec<&DefinitionRun> {
+        self.runs.values().collect()
+    }
+
     /// Messages in that mailbox with id > `after_id`, oldest first, and how many were dropped
     /// from it so far because it was full.
     pub fn messages(&self, recipient: &Recipient, after_id: u64) -> (Vec<&Message>, u64) {
@@ -513,7 +550,11 @@ impl StateMachine {
     /// Compact binary image of the whole state, with a format version: the [`image::StateImage`],
     /// then the sections added since, in the order [`Self::restore`] reads them.
     pub fn snapshot(&self) -> Vec<u8> {
-        crate::codec::encode(&(image::StateImage::of(self), image::TokenImage::of(self)))
+        crate::codec::encode(&(
+            image::StateImage::of(self),
+            image::TokenImage::of(self),
+            image::RunImage::of(self),
+        ))
     }
 
     /// Refuses an unknown format version or corrupt bytes with a clear error. The restored
@@ -523,8 +564,9 @@ impl StateMachine {
         let mut sections = crate::codec::Sections::open(bytes)?;
         let image: image::StateImage = sections.required()?;
         let tokens: image::TokenImage = sections.optional()?;
+        let runs: image::RunImage = sections.optional()?;
         sections.finish()?;
-        image.into_machine(tokens)
+        image.into_machine(tokens, runs)
     }
 }
 

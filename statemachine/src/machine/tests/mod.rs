@@ -5,6 +5,7 @@ mod agents;
 mod config_definitions_messages;
 mod locks;
 mod machine;
+mod runs;
 mod sessions;
 mod tasks;
 mod tokens;

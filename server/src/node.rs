@@ -15,6 +15,7 @@ use std::time::Duration;
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use percy_proto::internal::raft_service_server::RaftServiceServer;
 use percy_proto::v1::agent_service_server::AgentServiceServer;
+use percy_proto::v1::exec_service_server::ExecServiceServer;
 use percy_proto::v1::cluster_service_server::ClusterServiceServer;
 use percy_proto::v1::config_service_server::ConfigServiceServer;
 use percy_proto::v1::definition_service_server::DefinitionServiceServer;
@@ -414,6 +415,14 @@ fn routes(
         .add_service(public!(
             TokenServiceServer,
             api::token::TokenApi { ctx: c() },
+            c()
+        ))
+        .add_service(public!(
+            ExecServiceServer,
+            api::exec::ExecApi {
+                ctx: c(),
+                relay: crate::exec_relay::ExecRelay::default(),
+            },
             c()
         ))
         .add_service(public!(

@@ -5,6 +5,7 @@ mod agents;
 mod cluster;
 mod config;
 mod definitions;
+mod exec;
 mod locks;
 mod messages;
 mod plans;

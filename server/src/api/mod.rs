@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod definition;
 mod edge;
+pub mod exec;
 pub mod lock;
 pub mod message;
 pub mod plan;
@@ -17,4 +18,5 @@ pub mod watch;
 
 pub(crate) use edge::{
     observe, read, required, required_id, session, stamp_routing, unexpected, write,
+    write_authorized,
 };

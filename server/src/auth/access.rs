@@ -58,6 +58,11 @@ pub fn access_of(path: &str) -> Option<Access> {
         ("ClusterService", "Status") => Read,
         ("ClusterService", "AddNode" | "RemoveNode") => Admin,
         ("TokenService", "Create" | "List" | "Revoke") => Admin,
+        // Remote execution is what took over open Ray clusters (CVE-2023-48022): submitting
+        // one is `TaskService/Submit` (Operate); watching and cancelling one is an operator's
+        // too; only an executor (an agent) publishes output.
+        ("ExecService", "Attach" | "Cancel") => Operate,
+        ("ExecService", "Publish") => ActAsAgent,
         _ => return None,
     })
 }

@@ -154,8 +154,12 @@ mod tests {
         for _ in 0..RELAY_QUEUE_CHUNKS {
             relay.relay(chunk("e1", b"x")).await;
         }
-        let blocked = tokio::time::timeout(Duration::from_millis(200), relay.relay(chunk("e1", b"y")));
-        assert!(blocked.await.is_err(), "the publisher did not wait for the caller");
+        let blocked =
+            tokio::time::timeout(Duration::from_millis(200), relay.relay(chunk("e1", b"y")));
+        assert!(
+            blocked.await.is_err(),
+            "the publisher did not wait for the caller"
+        );
         caller.chunks.recv().await.unwrap();
         assert_eq!(relay.relay(chunk("e1", b"y")).await, Relayed::Delivered);
     }

@@ -36,9 +36,13 @@ pub struct Args {
     /// PERCY_TASK_ATTEMPT, PERCY_CLAIM_TOKEN, PERCY_AGENT_ID, PERCY_AGENT_NAME, PERCY_PLAN_ID,
     /// PERCY_ENDPOINTS and PERCY_INBOX, and the description and payload on stdin. A relative
     /// program path (`./agent.sh`) is relative to the current directory (to --workdir when
-    /// given).
+    /// given). Optional with --accept-exec (a worker may run execs only).
+    #[arg(long, required_unless_present = "accept_exec")]
+    exec: Option<String>,
+    /// Also accept execs (`percyctl exec`): commands operators send to run here, streamed
+    /// live. Off by default: it lets any operator of the cluster run commands on this host.
     #[arg(long)]
-    exec: String,
+    accept_exec: bool,
     /// Timeout of tasks that set none (default: no limit).
     #[arg(long, value_parser = args::positive_duration)]
     timeout: Option<Duration>,
@@ -70,11 +74,13 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
     // A relative program path means the directory percyctl runs in; commands run elsewhere
     // (a task's worktree), unless --workdir names where they run and so what they are
     // relative to.
-    let exec = match args.workdir {
-        None => program_path::anchor_in_current_dir(&args.exec),
-        Some(_) => args.exec,
+    let exec = match (args.exec, &args.workdir) {
+        (None, _) => String::new(),
+        (Some(exec), None) => program_path::anchor_in_current_dir(&exec),
+        (Some(exec), Some(_)) => exec,
     };
     let mut config = WorkerConfig::new(args.name, exec);
+    config.accept_exec = args.accept_exec;
     config.capabilities = args.capabilities;
     config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
     config.max_concurrent = args.max_concurrent;

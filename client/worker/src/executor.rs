@@ -45,6 +45,10 @@ pub struct Execution {
     pub record_in: Option<PathBuf>,
     /// The task the command runs for, in the crash record.
     pub task_id: String,
+    /// Where the output goes as it comes (`exec`: relayed live), as (fd, bytes) with fd 1
+    /// for stdout and 2 for stderr, besides the tails. The readers wait while it is full, so
+    /// a slow consumer slows the command down (back-pressure) instead of buffering.
+    pub live: Option<tokio::sync::mpsc::Sender<(u32, Vec<u8>)>>,
 }
 
 /// How the command ended, with the tails of its output.
@@ -119,11 +123,11 @@ pub async fn execute(
     let stdout = child
         .stdout
         .take()
-        .map(|pipe| spawn_reader(pipe, STDOUT_TAIL_BYTES));
+        .map(|pipe| spawn_reader(pipe, STDOUT_TAIL_BYTES, 1, execution.live.clone()));
     let stderr = child
         .stderr
         .take()
-        .map(|pipe| spawn_reader(pipe, STDERR_TAIL_BYTES));
+        .map(|pipe| spawn_reader(pipe, STDERR_TAIL_BYTES, 2, execution.live.clone()));
 
     let timeout = async {
         match execution.timeout {
@@ -170,6 +174,8 @@ fn exit_end(status: ExitStatus) -> ExecEnd {
 fn spawn_reader(
     mut pipe: impl AsyncRead + Unpin + Send + 'static,
     capacity: usize,
+    fd: u32,
+    mut live: Option<tokio::sync::mpsc::Sender<(u32, Vec<u8>)>>,
 ) -> JoinHandle<Tail> {
     tokio::spawn(async move {
         let mut tail = Tail::new(capacity);
@@ -177,7 +183,15 @@ fn spawn_reader(
         loop {
             match pipe.read(&mut chunk).await {
                 Ok(0) | Err(_) => return tail,
-                Ok(n) => tail.push(&chunk[..n]),
+                Ok(n) => {
+                    tail.push(&chunk[..n]);
+                    if let Some(sender) = &live {
+                        // A consumer that went away stops only the live copy.
+                        if sender.send((fd, chunk[..n].to_vec())).await.is_err() {
+                            live = None;
+                        }
+                    }
+                }
             }
         }
     })
@@ -241,6 +255,7 @@ mod tests {
             timeout: None,
             record_in: None,
             task_id: "t1".into(),
+            live: None,
         }
     }
 

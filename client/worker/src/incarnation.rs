@@ -137,7 +137,14 @@ impl Incarnation {
         let client = &self.env.client;
         let agent_id = self.agent.id;
         while self.running.len() < self.agent.max_concurrent.max(1) as usize {
-            match client.claim_next(agent_id).await {
+            // A worker without a task command runs execs only: claim-next could hand it a
+            // task without requirements, which it has nothing to run with.
+            let claimed = if self.env.config.exec.trim().is_empty() {
+                crate::exec_claim::claim_exec(client, &self.agent).await
+            } else {
+                client.claim_next(agent_id).await
+            };
+            match claimed {
                 Ok(response) => {
                     let Some(task) = response.task else {
                         return Ok(());

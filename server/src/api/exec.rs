@@ -99,23 +99,20 @@ impl ExecService for ExecApi {
             let closed = ctx.watch.closed();
             // Ends after the publisher's eof, or with UNAVAILABLE when this node shuts down
             // (the caller then waits for the outcome on another node).
-            let stream = futures::stream::unfold(
-                Some((attachment, closed)),
-                |state| async move {
-                    let (mut attachment, mut closed) = state?;
-                    tokio::select! {
-                        chunk = attachment.chunks.recv() => {
-                            let chunk = chunk?;
-                            let next = (!chunk.eof).then_some((attachment, closed));
-                            Some((Ok(chunk), next))
-                        }
-                        _ = closed.changed() => Some((
-                            Err(Status::unavailable("this node is shutting down")),
-                            None,
-                        )),
+            let stream = futures::stream::unfold(Some((attachment, closed)), |state| async move {
+                let (mut attachment, mut closed) = state?;
+                tokio::select! {
+                    chunk = attachment.chunks.recv() => {
+                        let chunk = chunk?;
+                        let next = (!chunk.eof).then_some((attachment, closed));
+                        Some((Ok(chunk), next))
                     }
-                },
-            );
+                    _ = closed.changed() => Some((
+                        Err(Status::unavailable("this node is shutting down")),
+                        None,
+                    )),
+                }
+            });
             Ok(Box::pin(stream) as ChunkStream)
         })
         .await

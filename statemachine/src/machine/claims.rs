@@ -9,9 +9,7 @@ use crate::agent::{Agent, AgentId};
 use crate::command::SessionRef;
 use crate::error::CommandError;
 use crate::response::{Cascade, Outcome, Response};
-use crate::task::{
-    Task, TaskId, TaskResult, TaskStatus, EXEC_CAPABILITY, LOST_EXEC_PREFIX,
-};
+use crate::task::{Task, TaskId, TaskResult, TaskStatus, EXEC_CAPABILITY, LOST_EXEC_PREFIX};
 
 use super::ctx::Ctx;
 use super::ready_index::agent_can_run;

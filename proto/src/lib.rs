@@ -52,3 +52,12 @@ pub mod routing {
     /// The leader's id as the answering node knows it, in decimal; "0" while unknown.
     pub const LEADER_ID: &str = "percy-leader-id";
 }
+
+/// `percyctl exec`: an exec is a task that requires this reserved capability, which only
+/// workers started with `--accept-exec` advertise. Its payload is the request (JSON).
+pub mod exec {
+    pub const EXEC_CAPABILITY: &str = "percy.exec";
+    /// `ExecChunk.fd` of standard output and standard error.
+    pub const STDOUT: u32 = 1;
+    pub const STDERR: u32 = 2;
+}

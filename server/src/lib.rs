@@ -13,6 +13,7 @@ mod context;
 mod convert;
 #[cfg(test)]
 mod durability_tests;
+mod exec_relay;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod liveness;

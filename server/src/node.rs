@@ -19,6 +19,7 @@ use percy_proto::v1::cluster_service_server::ClusterServiceServer;
 use percy_proto::v1::config_service_server::ConfigServiceServer;
 use percy_proto::v1::definition_run_service_server::DefinitionRunServiceServer;
 use percy_proto::v1::definition_service_server::DefinitionServiceServer;
+use percy_proto::v1::exec_service_server::ExecServiceServer;
 use percy_proto::v1::lock_service_server::LockServiceServer;
 use percy_proto::v1::message_service_server::MessageServiceServer;
 use percy_proto::v1::plan_service_server::PlanServiceServer;
@@ -438,6 +439,14 @@ fn routes(
         .add_service(public!(
             TokenServiceServer,
             api::token::TokenApi { ctx: c() },
+            c()
+        ))
+        .add_service(public!(
+            ExecServiceServer,
+            api::exec::ExecApi {
+                ctx: c(),
+                relay: crate::exec_relay::ExecRelay::default(),
+            },
             c()
         ))
         .add_service(public!(

@@ -17,6 +17,7 @@ use percy_proto::v1::cluster_service_client::ClusterServiceClient;
 use percy_proto::v1::config_service_client::ConfigServiceClient;
 use percy_proto::v1::definition_run_service_client::DefinitionRunServiceClient;
 use percy_proto::v1::definition_service_client::DefinitionServiceClient;
+use percy_proto::v1::exec_service_client::ExecServiceClient;
 use percy_proto::v1::lock_service_client::LockServiceClient;
 use percy_proto::v1::message_service_client::MessageServiceClient;
 use percy_proto::v1::plan_service_client::PlanServiceClient;
@@ -930,6 +931,48 @@ fn table(ids: &Ids) -> Vec<Row> {
                 RevokeTokenRequest {
                     header: None,
                     id: victim
+                }
+            ),
+            None,
+        ),
+        row(
+            "ExecService/Publish",
+            ActAsAgent,
+            rpc!(
+                ExecServiceClient,
+                publish,
+                futures::stream::iter([ExecChunk {
+                    exec_id: "t2".into(),
+                    fd: 1,
+                    data: b"x".to_vec(),
+                    eof: true,
+                }])
+            ),
+            None,
+        ),
+        row(
+            "ExecService/Attach",
+            Operate,
+            rpc!(
+                ExecServiceClient,
+                attach,
+                AttachExecRequest {
+                    header: None,
+                    exec_id: "t2".into()
+                }
+            ),
+            None,
+        ),
+        row(
+            "ExecService/Cancel",
+            Operate,
+            rpc!(
+                ExecServiceClient,
+                cancel,
+                CancelExecRequest {
+                    header: None,
+                    exec_id: "t2".into(),
+                    reason: String::new()
                 }
             ),
             None,

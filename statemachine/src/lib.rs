@@ -55,6 +55,6 @@ pub use machine::{Applied, StateMachine, TaskFilter, TaskPage};
 pub use message::{Message, Recipient};
 pub use path::{lock_paths_conflict, normalize_lock_path};
 pub use response::{Cascade, Outcome, Released, Response};
-pub use task::{Task, TaskId, TaskResult, TaskSpec, TaskStatus};
+pub use task::{Task, TaskId, TaskResult, TaskSpec, TaskStatus, EXEC_CAPABILITY, LOST_EXEC_PREFIX};
 pub use token::{Role, Token, TokenId, TokenSpec};
 pub use validate::{validate, validate_command};

@@ -8,6 +8,13 @@ use crate::agent::AgentId;
 
 pub type TaskId = String;
 
+/// The reserved capability of an exec (`percyctl exec`): a task whose payload is a command
+/// request, run only by workers that accept execs. An exec is not idempotent, so its holder's
+/// expiry fails it (see [`LOST_EXEC_PREFIX`]) instead of requeuing it, unless attempts remain.
+pub const EXEC_CAPABILITY: &str = "percy.exec";
+/// How the error of an exec whose executor expired or left mid-run begins.
+pub const LOST_EXEC_PREFIX: &str = "lost";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TaskStatus {
     /// Waits for a dependency that is not completed yet.

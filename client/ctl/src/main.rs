@@ -13,6 +13,7 @@ mod cluster;
 mod config;
 mod connect;
 mod definition;
+mod exec;
 mod files;
 mod iterations;
 mod lock;
@@ -111,6 +112,9 @@ enum Command {
     Steer(steer::Args),
     /// Run tasks with a command, as an agent, until SIGTERM.
     Worker(worker::Args),
+    /// Run a command on an executor (`worker --accept-exec`), streaming its output; exits
+    /// with its exit code. Also `--auto`, `--parallel`, `--all`, `exec logs`, `exec list`.
+    Exec(exec::Args),
     /// Merge a branch into a target branch (in memory, compare-and-swap on the ref).
     Merge(merge::Args),
     /// Serve the Model Context Protocol on stdin/stdout as agent NAME, for LLM coding CLIs
@@ -170,6 +174,11 @@ fn main() -> ExitCode {
         .and_then(|runtime| runtime.block_on(run(cli)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The remote command's exit code: no error line of ours.
+        Err(err) if err.downcast_ref::<exec::ExitWith>().is_some() => ExitCode::from(
+            err.downcast_ref::<exec::ExitWith>()
+                .map_or(EXIT_USAGE, |e| e.0),
+        ),
         Err(err) => {
             let code = exit_code(&err);
             if code == EXIT_USAGE && is_unreachable(&err) {
@@ -214,6 +223,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Watch(args) => watch::run(&ctx, args).await,
         Command::Steer(args) => steer::run(&ctx, args).await,
         Command::Worker(args) => worker::run(&ctx, args).await,
+        Command::Exec(args) => exec::run(&ctx, args).await,
         Command::Merge(args) => merge::run(&ctx, args).await,
         Command::Mcp(args) => mcp::run(&ctx, args).await,
         Command::Bench(args) => bench::run(&ctx, args).await,

@@ -36,13 +36,18 @@ pub struct Args {
     /// PERCY_TASK_ATTEMPT, PERCY_CLAIM_TOKEN, PERCY_AGENT_ID, PERCY_AGENT_NAME, PERCY_PLAN_ID,
     /// PERCY_ENDPOINTS and PERCY_INBOX, and the description and payload on stdin. A relative
     /// program path (`./agent.sh`) is relative to the current directory (to --workdir when
-    /// given). Optional with --definitions (such a worker runs definitions only).
-    #[arg(long, required_unless_present = "definitions")]
+    /// given). Optional with --definitions or --accept-exec (such a worker runs definitions
+    /// or execs only).
+    #[arg(long, required_unless_present_any = ["definitions", "accept_exec"])]
     exec: Option<String>,
     /// Also run the definitions whose capabilities and selector this worker matches, in
     /// loops: `sh -c <command>` per iteration with the prompt (and steering messages) on stdin.
     #[arg(long)]
     definitions: bool,
+    /// Also accept execs (`percyctl exec`): commands operators send to run here, streamed
+    /// live. Off by default: it lets any operator of the cluster run commands on this host.
+    #[arg(long)]
+    accept_exec: bool,
     /// Timeout of tasks that set none (default: no limit).
     #[arg(long, value_parser = args::positive_duration)]
     timeout: Option<Duration>,
@@ -74,13 +79,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
     // A relative program path means the directory percyctl runs in; commands run elsewhere
     // (a task's worktree), unless --workdir names where they run and so what they are
     // relative to.
-    let exec = args.exec.unwrap_or_default();
-    let exec = match args.workdir {
-        None if !exec.is_empty() => program_path::anchor_in_current_dir(&exec),
-        _ => exec,
+    let exec = match (args.exec, &args.workdir) {
+        (None, _) => String::new(),
+        (Some(exec), None) => program_path::anchor_in_current_dir(&exec),
+        (Some(exec), Some(_)) => exec,
     };
     let mut config = WorkerConfig::new(args.name, exec);
     config.definitions = args.definitions;
+    config.accept_exec = args.accept_exec;
     config.capabilities = args.capabilities;
     config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
     config.max_concurrent = args.max_concurrent;

@@ -230,3 +230,73 @@ fn certs_init_writes_the_files_and_prints_the_flags() {
     );
     assert_ne!(again.code, 0, "{again:?}");
 }
+
+/// Remote execution is for operators and admins only (CVE-2023-48022): an executor runs with
+/// its agent token; an operator's exec runs and streams; an agent's or a reader's is refused
+/// before anything is submitted.
+#[test]
+fn only_operators_run_execs() {
+    let cluster = TestCluster::start_with(1, |config| config.auth = true);
+    let ep = cluster.endpoints_arg();
+    let admin_file = cluster.data_dir(1).join("admin.token");
+    let _admin = wait_for_file(&admin_file);
+    let admin_path = admin_file.to_str().unwrap();
+    let create = |args: &[&str]| {
+        let mut full = vec!["--token-file", admin_path, "token", "create"];
+        full.extend_from_slice(args);
+        percyctl(&ep, &full).ok().stdout.trim().to_owned()
+    };
+    let runner = create(&["--role", "agent", "--agent", "runner"]);
+    let operator = create(&["--role", "operator"]);
+    let reader = create(&["--role", "reader"]);
+    let state = tempfile::tempdir().unwrap();
+    let _executor = ChildGuard(
+        percyctl_command(
+            &ep,
+            &[
+                "--token",
+                &runner,
+                "worker",
+                "--name",
+                "runner",
+                "--accept-exec",
+                "--inbox-dir",
+                state.path().to_str().unwrap(),
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the executor"),
+    );
+    let deadline = Instant::now() + SETTLE;
+    while !with_token(&ep, &operator, &["agent", "list"])
+        .stdout
+        .contains("runner")
+    {
+        assert!(Instant::now() < deadline, "the executor never registered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let run = with_token(
+        &ep,
+        &operator,
+        &["exec", "--on", "runner", "--", "echo hi; exit 3"],
+    );
+    assert_eq!((run.code, run.stdout.as_str()), (3, "hi\n"), "{run:?}");
+    for token in [&runner, &reader] {
+        let refused = with_token(
+            &ep,
+            token,
+            &["exec", "--on", "runner", "--", "touch /tmp/x"],
+        );
+        assert_eq!(refused.code, 1, "{refused:?}");
+        assert!(refused.stderr.contains("PERMISSION_DENIED"), "{refused:?}");
+    }
+    let listed = with_token(&ep, &operator, &["-o", "json", "exec", "list"]).ok();
+    assert_eq!(
+        listed.json().as_array().map(Vec::len),
+        Some(1),
+        "{listed:?}"
+    );
+}

@@ -6,6 +6,7 @@ mod cluster;
 mod config;
 mod definition_runs;
 mod definitions;
+mod exec;
 mod locks;
 mod messages;
 mod paging;

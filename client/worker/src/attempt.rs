@@ -61,7 +61,11 @@ pub async fn run_attempt(
     task: Task,
     mut interrupt: watch::Receiver<Interrupt>,
 ) -> AttemptOutcome {
-    let outcome = attempt(&env, &task, &mut interrupt).await;
+    let outcome = if task.requires.iter().any(|c| c == crate::EXEC_CAPABILITY) {
+        crate::exec_attempt::run_exec(&env, &task, &mut interrupt).await
+    } else {
+        attempt(&env, &task, &mut interrupt).await
+    };
     match &outcome {
         AttemptOutcome::Completed => {
             tracing::info!(task_id = %task.id, title = %task.title, "completed task");
@@ -121,6 +125,7 @@ async fn attempt(
         task_id: task.id.clone(),
         stdout_tail_bytes: crate::tail::STDOUT_TAIL_BYTES,
         stop_grace: None,
+        live: None,
     };
     let kill = async {
         // A dropped sender means the incarnation is gone: stop too.
@@ -258,7 +263,7 @@ async fn report_failure(env: &AttemptEnv, task: &Task, error: &str) -> AttemptOu
 /// Sends a report, trying again while the cluster is unreachable. A retry that finds the
 /// first one applied is refused as stale, which the caller reads as "lost": the only case
 /// where that is wrong is a lost answer to an applied report, and then the log says so.
-async fn report<T, F, Fut>(mut send: F) -> Result<(), ClientError>
+pub(crate) async fn report<T, F, Fut>(mut send: F) -> Result<(), ClientError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ClientError>>,

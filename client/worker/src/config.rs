@@ -39,8 +39,12 @@ pub struct WorkerConfig {
     pub labels: BTreeMap<String, String>,
     /// Tasks run at once.
     pub max_concurrent: u32,
-    /// The command run for each task, through `sh -c`.
+    /// The command run for each task, through `sh -c`; empty = this worker runs execs only
+    /// (`accept_exec` must be set then).
     pub exec: String,
+    /// Accept execs (`percyctl exec`) besides tasks: advertise the `percy.exec` capability
+    /// and the `percy.agent=<name>` label. Off by default, like Nomad's `raw_exec`.
+    pub accept_exec: bool,
     /// How long running commands may finish after a shutdown request.
     pub task_grace: Duration,
     /// Timeout of tasks that do not set one; `None` = no limit.
@@ -73,6 +77,7 @@ impl WorkerConfig {
             labels: BTreeMap::new(),
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             exec: exec.into(),
+            accept_exec: false,
             task_grace: DEFAULT_TASK_GRACE,
             default_timeout: None,
             ttl: None,
@@ -88,8 +93,10 @@ impl WorkerConfig {
         if self.name.trim().is_empty() {
             return bad("the worker needs a name".into());
         }
-        if self.exec.trim().is_empty() && !self.definitions {
-            return bad("the worker needs a command to run (--exec) or --definitions".into());
+        if self.exec.trim().is_empty() && !self.definitions && !self.accept_exec {
+            return bad(
+                "the worker needs a command to run (--exec), --definitions or --accept-exec".into(),
+            );
         }
         if !(1..=MAX_CONCURRENT).contains(&self.max_concurrent) {
             return bad(format!(

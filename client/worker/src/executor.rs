@@ -51,6 +51,10 @@ pub struct Execution {
     /// sends SIGTERM to the command's processes and SIGKILLs the group only if it is still
     /// there after `grace` (a definition loop that is stopped gets to end its turn cleanly).
     pub stop_grace: Option<Duration>,
+    /// Where the output goes as it comes (`exec`: relayed live), as (fd, bytes) with fd 1
+    /// for stdout and 2 for stderr, besides the tails. The readers wait while it is full, so
+    /// a slow consumer slows the command down (back-pressure) instead of buffering.
+    pub live: Option<tokio::sync::mpsc::Sender<(u32, Vec<u8>)>>,
 }
 
 /// How the command ended, with the tails of its output.
@@ -125,11 +129,11 @@ pub async fn execute(
     let stdout = child
         .stdout
         .take()
-        .map(|pipe| spawn_reader(pipe, execution.stdout_tail_bytes));
+        .map(|pipe| spawn_reader(pipe, execution.stdout_tail_bytes, 1, execution.live.clone()));
     let stderr = child
         .stderr
         .take()
-        .map(|pipe| spawn_reader(pipe, STDERR_TAIL_BYTES));
+        .map(|pipe| spawn_reader(pipe, STDERR_TAIL_BYTES, 2, execution.live.clone()));
 
     let timeout = async {
         match execution.timeout {
@@ -182,6 +186,8 @@ fn exit_end(status: ExitStatus) -> ExecEnd {
 fn spawn_reader(
     mut pipe: impl AsyncRead + Unpin + Send + 'static,
     capacity: usize,
+    fd: u32,
+    mut live: Option<tokio::sync::mpsc::Sender<(u32, Vec<u8>)>>,
 ) -> JoinHandle<Tail> {
     tokio::spawn(async move {
         let mut tail = Tail::new(capacity);
@@ -189,7 +195,15 @@ fn spawn_reader(
         loop {
             match pipe.read(&mut chunk).await {
                 Ok(0) | Err(_) => return tail,
-                Ok(n) => tail.push(&chunk[..n]),
+                Ok(n) => {
+                    tail.push(&chunk[..n]);
+                    if let Some(sender) = &live {
+                        // A consumer that went away stops only the live copy.
+                        if sender.send((fd, chunk[..n].to_vec())).await.is_err() {
+                            live = None;
+                        }
+                    }
+                }
             }
         }
     })
@@ -312,6 +326,7 @@ mod tests {
             task_id: "t1".into(),
             stdout_tail_bytes: crate::tail::STDOUT_TAIL_BYTES,
             stop_grace: None,
+            live: None,
         }
     }
 

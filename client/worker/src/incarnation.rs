@@ -90,8 +90,9 @@ impl Incarnation {
             });
             self.loops = Some((tokio::spawn(supervise(env, stop_rx)), stop));
         }
-        // A worker without --exec runs definitions only: it claims no tasks.
-        let claims_tasks = !self.env.config.exec.trim().is_empty();
+        // A worker with neither --exec nor --accept-exec runs definitions only: it claims no
+        // tasks (an exec-only worker claims execs, by id: see `claim_while_room`).
+        let claims_tasks = !self.env.config.exec.trim().is_empty() || self.env.config.accept_exec;
         let mut recheck = tokio::time::interval(CLAIM_RECHECK_INTERVAL);
         recheck.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // The first tick is immediate: look for work that was ready before we registered.
@@ -156,7 +157,14 @@ impl Incarnation {
         let client = &self.env.client;
         let agent_id = self.agent.id;
         while self.running.len() < self.agent.max_concurrent.max(1) as usize {
-            match client.claim_next(agent_id).await {
+            // A worker without a task command runs execs only: claim-next could hand it a
+            // task without requirements, which it has nothing to run with.
+            let claimed = if self.env.config.exec.trim().is_empty() {
+                crate::exec_claim::claim_exec(client, &self.agent).await
+            } else {
+                client.claim_next(agent_id).await
+            };
+            match claimed {
                 Ok(response) => {
                     let Some(task) = response.task else {
                         return Ok(());

@@ -23,6 +23,9 @@
 mod attempt;
 mod config;
 mod error;
+mod exec_attempt;
+mod exec_claim;
+mod exec_request;
 mod executor;
 mod feed;
 mod heartbeat;
@@ -54,13 +57,23 @@ pub use config::{
     MAX_CONCURRENT,
 };
 pub use error::WorkerError;
+pub use exec_attempt::{CANCEL_POLL, TIMED_OUT_EXIT_CODE};
+pub const LOST_EXEC_PREFIX: &str = "lost";
+pub use exec_request::{shell_quote, ExecRequest, ExecRequestError};
 pub use feed::can_run;
 pub use heartbeat::{BEATS_PER_TTL, MIN_HEARTBEAT_INTERVAL};
 pub use incarnation::CLAIM_RECHECK_INTERVAL;
 pub use labels::{detected_labels, host_name, ARCH_LABEL, HOST_LABEL, OS_LABEL};
 pub use loops::{llm_output, LOOP_SCAN_INTERVAL, STOP_GRACE};
+pub use percy_client::proto::Task as ExecTask;
 pub use repo::{merge_lock_path, MERGE_LOCK_TTL, MERGE_LOCK_WAIT};
 pub use shutdown::terminate_signal;
+
+/// The reserved capability of execs (`percy_proto::exec::EXEC_CAPABILITY`): workers with
+/// `accept_exec` advertise it.
+pub const EXEC_CAPABILITY: &str = "percy.exec";
+/// The label an executor carries with its own name, so an exec can target it by name.
+pub const EXEC_AGENT_LABEL: &str = "percy.agent";
 
 /// Pause before registering again when the cluster cannot be reached.
 const REGISTER_RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -183,12 +196,20 @@ impl Worker {
         &self,
         shutdown: &mut Shutdown,
     ) -> Result<Option<percy_client::proto::RegisterAgentResponse>, WorkerError> {
-        let labels = labels::merged_labels(&self.config.labels);
+        let mut labels = labels::merged_labels(&self.config.labels);
+        let mut capabilities = self.config.capabilities.clone();
+        if self.config.accept_exec {
+            // `percyctl exec --on NAME` selects an executor by this label.
+            labels.insert(EXEC_AGENT_LABEL.to_owned(), self.config.name.clone());
+            if !capabilities.iter().any(|c| c == EXEC_CAPABILITY) {
+                capabilities.push(EXEC_CAPABILITY.to_owned());
+            }
+        }
         let request = RegisterAgentRequest {
             header: None,
             name: self.config.name.clone(),
             node: labels.get(HOST_LABEL).cloned().unwrap_or_default(),
-            capabilities: self.config.capabilities.clone(),
+            capabilities,
             labels: labels.into_iter().collect(),
             max_concurrent: self.config.max_concurrent,
             ttl_ms: self

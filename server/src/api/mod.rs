@@ -9,6 +9,7 @@ pub mod config;
 pub mod definition;
 pub mod definition_run;
 mod edge;
+pub mod exec;
 pub mod lock;
 pub mod message;
 mod paging;
@@ -19,4 +20,5 @@ pub mod watch;
 
 pub(crate) use edge::{
     observe, read, required, required_id, session, stamp_routing, unexpected, write,
+    write_authorized,
 };

@@ -65,6 +65,11 @@ pub fn access_of(path: &str) -> Option<Access> {
         // A backup holds every token's hash and all state: admins only.
         ("ClusterService", "AddNode" | "RemoveNode" | "Snapshot") => Admin,
         ("TokenService", "Create" | "List" | "Revoke") => Admin,
+        // Remote execution is what took over open Ray clusters (CVE-2023-48022): submitting
+        // one is `TaskService/Submit` (Operate); watching and cancelling one is an operator's
+        // too; only an executor (an agent) publishes output.
+        ("ExecService", "Attach" | "Cancel") => Operate,
+        ("ExecService", "Publish") => ActAsAgent,
         _ => return None,
     })
 }
@@ -110,5 +115,30 @@ mod tests {
         assert!(!Access::Message.allows(Role::Reader));
         assert!(!Access::Admin.allows(Role::Operator));
         assert!(Access::Admin.allows(Role::Admin));
+    }
+
+    /// Remote execution only for operators and admins (CVE-2023-48022): submitting an exec
+    /// is submitting a task, and watching or cancelling one is refused to agents and readers.
+    #[test]
+    fn only_operators_and_admins_submit_watch_or_cancel_execs() {
+        for path in [
+            "/percy.v1.TaskService/Submit",
+            "/percy.v1.ExecService/Attach",
+            "/percy.v1.ExecService/Cancel",
+        ] {
+            let rule = access_of(path).expect("a rule");
+            for role in [Role::Reader, Role::Agent] {
+                assert!(!rule.allows(role), "{role} may call {path}");
+            }
+            for role in [Role::Operator, Role::Admin] {
+                assert!(rule.allows(role), "{role} may not call {path}");
+            }
+        }
+        let publish = access_of("/percy.v1.ExecService/Publish").expect("a rule");
+        assert!(publish.allows(Role::Agent) && !publish.allows(Role::Reader));
+        assert_eq!(
+            percy_proto::exec::EXEC_CAPABILITY,
+            percy_statemachine::EXEC_CAPABILITY
+        );
     }
 }

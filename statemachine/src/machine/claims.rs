@@ -9,7 +9,7 @@ use crate::agent::{Agent, AgentId};
 use crate::command::SessionRef;
 use crate::error::CommandError;
 use crate::response::{Cascade, Outcome, Response};
-use crate::task::{Task, TaskId, TaskResult, TaskStatus};
+use crate::task::{Task, TaskId, TaskResult, TaskStatus, EXEC_CAPABILITY, LOST_EXEC_PREFIX};
 
 use super::ctx::Ctx;
 use super::ready_index::agent_can_run;
@@ -264,10 +264,32 @@ impl StateMachine {
 
     /// Requeues every task the agent holds (it expired or left). The attempt was counted when
     /// the task was claimed, so none is added here.
+    ///
+    /// An exec (a task requiring [`EXEC_CAPABILITY`]) is not idempotent: one whose attempts
+    /// are used up is not run again but fails as lost (`LOST_EXEC_PREFIX`); only an exec
+    /// submitted with more attempts (`percyctl exec --retry`) is requeued.
     pub(super) fn requeue_held_tasks(&mut self, ctx: &mut Ctx, agent_id: AgentId) -> Vec<TaskId> {
         let held: Vec<usize> = self.tasks.held_by(agent_id).collect();
         let mut requeued = Vec::with_capacity(held.len());
         for seq in held {
+            let current = self.tasks.get(seq);
+            if current.requires.contains(EXEC_CAPABILITY)
+                && current.attempts >= current.max_attempts
+            {
+                let error = format!(
+                    "{LOST_EXEC_PREFIX}: executor agent {agent_id} expired or left while running it"
+                );
+                let task = self.tasks.update(seq, |task| {
+                    task.status = TaskStatus::Failed;
+                    task.error = Some(error);
+                    task.updated_at_ms = ctx.now_ms;
+                    task.revision = ctx.revision;
+                });
+                ctx.task_changed(task);
+                let reason = format!("cancelled: dependency {} was lost", task.id);
+                self.cancel_dependents(ctx, seq, &reason);
+                continue;
+            }
             let task = self.tasks.update(seq, |task| requeue(task, ctx));
             ctx.task_changed(task);
             requeued.push(task.id.clone());

@@ -168,6 +168,7 @@ async fn run_command(
         task_id: format!("definition {} iteration {number}", claim.name),
         stdout_tail_bytes: LOOP_STDOUT_BYTES,
         stop_grace: Some(STOP_GRACE),
+        live: None,
     };
     let kill = async {
         let _ = stop.wait_for(|why| *why != LoopStop::None).await;

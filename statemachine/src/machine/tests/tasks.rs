@@ -676,3 +676,37 @@ fn lost_claim_is_certain_only_for_a_task_past_the_expected_revision() {
     assert_eq!(h.machine.lost_claim("t", h.revision + 10, None), None);
     assert_eq!(h.machine.lost_claim("nope", expected, None), None);
 }
+
+/// An exec is not idempotent: when its executor expires mid-run it fails as lost, unless it
+/// was submitted with attempts to spare (`--retry`), while an ordinary task is requeued.
+#[test]
+fn an_exec_whose_executor_expires_is_lost_not_rerun() {
+    let mut h = Harness::new();
+    let exec_spec = |id: &str, max_attempts: u32| TaskSpec {
+        requires: [crate::task::EXEC_CAPABILITY.to_owned()].into(),
+        max_attempts,
+        ..spec(id)
+    };
+    let executor = h.register("x", &[crate::task::EXEC_CAPABILITY], &[], 3);
+    h.submit(exec_spec("once", 1));
+    h.submit(exec_spec("retried", 2));
+    h.submit(spec("plain"));
+    for id in ["once", "retried", "plain"] {
+        h.claim(id, executor);
+    }
+    h.ok(Op::ExpireAgents {
+        agent_ids: vec![executor],
+    });
+    let once = h.task("once");
+    assert_eq!(once.status, TaskStatus::Failed);
+    assert!(
+        once.error
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with(crate::task::LOST_EXEC_PREFIX),
+        "{:?}",
+        once.error
+    );
+    assert_eq!(h.task("retried").status, TaskStatus::Ready);
+    assert_eq!(h.task("plain").status, TaskStatus::Ready);
+}

@@ -1,0 +1,433 @@
+//! `percyctl exec` end to end: three in-process percyd nodes and three `percyctl worker
+//! --accept-exec` processes with different labels; routing by name, selector and --auto,
+//! exit codes and signals, live stdout/stderr, a 10 MB output, --parallel and --all tables,
+//! detach/logs/list, Ctrl-C, an executor killed mid-run (lost), a leader failover mid-run,
+//! and bad input.
+
+mod ctl;
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use ctl::{percyctl, percyctl_command, ChildGuard, Ctl};
+use support::TestCluster;
+
+/// How long executors may take to register on a loaded machine.
+const START_LIMIT: Duration = Duration::from_secs(60);
+
+struct Executor {
+    name: &'static str,
+    labels: &'static [&'static str],
+}
+
+const EXECUTORS: [Executor; 3] = [
+    Executor {
+        name: "linux-builder",
+        labels: &["role=build", "zone=a"],
+    },
+    Executor {
+        name: "mac-1",
+        labels: &["role=test", "zone=b"],
+    },
+    Executor {
+        name: "mac-2",
+        labels: &["role=test", "zone=c"],
+    },
+];
+
+fn spawn_executor(endpoints: &str, state: &Path, e: &Executor, ttl: &str) -> ChildGuard {
+    let mut args = vec![
+        "worker".to_owned(),
+        "--name".into(),
+        e.name.into(),
+        "--accept-exec".into(),
+        "--max-concurrent".into(),
+        "4".into(),
+        "--ttl".into(),
+        ttl.into(),
+        "--inbox-dir".into(),
+        state.to_str().expect("utf-8").into(),
+    ];
+    for label in e.labels {
+        args.push("--label".into());
+        args.push((*label).into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child = percyctl_command(endpoints, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn an executor");
+    ChildGuard(child)
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Setup {
+    cluster: TestCluster,
+    endpoints: String,
+    _executors: Vec<ChildGuard>,
+    _state: tempfile::TempDir,
+}
+
+fn setup(ttl: &str) -> Setup {
+    let cluster = TestCluster::start(3);
+    let endpoints = cluster.endpoints_arg();
+    let state = tempfile::tempdir().expect("temp dir");
+    let executors = EXECUTORS
+        .iter()
+        .map(|e| spawn_executor(&endpoints, state.path(), e, ttl))
+        .collect();
+    wait_for("three executors", START_LIMIT, || {
+        percyctl(&endpoints, &["agent", "list"])
+            .stdout
+            .lines()
+            .filter(|l| EXECUTORS.iter().any(|e| l.contains(e.name)))
+            .count()
+            == 3
+    });
+    Setup {
+        cluster,
+        endpoints,
+        _executors: executors,
+        _state: state,
+    }
+}
+
+fn exec(endpoints: &str, args: &[&str]) -> Ctl {
+    let mut all = vec!["exec"];
+    all.extend_from_slice(args);
+    percyctl(endpoints, &all)
+}
+
+#[test]
+fn exec_routes_streams_and_exits_with_the_remote_code() {
+    let s = setup("10m");
+    let ep = s.endpoints.as_str();
+
+    // By name: the command runs there (PERCY_AGENT_NAME says where), stdout and stderr
+    // arrive on ours, each in order.
+    let run = exec(
+        ep,
+        &[
+            "--on",
+            "mac-1",
+            "--",
+            "sh",
+            "-c",
+            "echo \"on $PERCY_AGENT_NAME\"; for i in 1 2 3; do echo out$i; echo err$i >&2; done",
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout, "on mac-1\nout1\nout2\nout3\n", "{run:?}");
+    assert_eq!(run.stderr, "err1\nerr2\nerr3\n", "{run:?}");
+
+    // By selector; arguments keep their spaces and quotes; exit codes come back.
+    let run = exec(
+        ep,
+        &[
+            "--on",
+            "role=build,zone=a",
+            "--",
+            "printf",
+            "%s|",
+            "a b",
+            "it's",
+        ],
+    );
+    assert_eq!((run.code, run.stdout.as_str()), (0, "a b|it's|"), "{run:?}");
+    let run = exec(ep, &["--on", "role=build", "--", "exit 3"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    let run = exec(ep, &["--on", "zone=b", "--", "kill -TERM $$"]);
+    assert_eq!(run.code, 128 + 15, "{run:?}");
+
+    // --cwd, --env and --timeout are passed through.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = exec(
+        ep,
+        &[
+            "--on",
+            "mac-2",
+            "--cwd",
+            dir.path().to_str().expect("utf-8"),
+            "--env",
+            "GREETING=hi there",
+            "--",
+            "echo \"$GREETING from $(pwd)\"",
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let printed = run.stdout.trim().to_owned();
+    assert!(printed.starts_with("hi there from "), "{run:?}");
+    let started = Instant::now();
+    let run = exec(ep, &["--on", "mac-2", "--timeout", "1s", "--", "sleep 30"]);
+    assert_eq!(run.code, 124, "{run:?}");
+    assert!(started.elapsed() < Duration::from_secs(25));
+
+    // --auto: required labels first, then the lowest load; it says which on stderr.
+    let run = exec(
+        ep,
+        &[
+            "--auto",
+            "--explain",
+            "--on",
+            "role=test",
+            "--",
+            "echo $PERCY_AGENT_NAME",
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let chosen = run.stdout.trim().to_owned();
+    assert!(chosen == "mac-1" || chosen == "mac-2", "{run:?}");
+    assert!(
+        run.stderr.contains(&format!("--auto chose {chosen}")),
+        "{run:?}"
+    );
+    assert!(
+        !run.stderr.contains("linux-builder"),
+        "the ranking lists only role=test: {run:?}"
+    );
+    // A busy executor is not chosen: keep mac-1 busy, and --auto among role=test picks mac-2.
+    let mut busy = ChildGuard(
+        percyctl_command(ep, &["exec", "--on", "mac-1", "--", "sleep 8"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    wait_for("mac-1 to be busy", START_LIMIT, || {
+        exec(ep, &["list"])
+            .stdout
+            .lines()
+            .any(|l| l.contains("running") && l.contains("mac-1"))
+    });
+    let run = exec(
+        ep,
+        &[
+            "--auto",
+            "--on",
+            "role=test",
+            "--",
+            "echo $PERCY_AGENT_NAME",
+        ],
+    );
+    assert_eq!((run.code, run.stdout.trim()), (0, "mac-2"), "{run:?}");
+    assert_eq!(busy.wait_output().code, 0);
+
+    // 10 MB streams through (bounded buffers all the way) and arrives whole.
+    let run = exec(
+        ep,
+        &[
+            "--on",
+            "linux-builder",
+            "--",
+            "head -c 10485760 /dev/zero | tr '\\0' x",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.len(), 10 * 1024 * 1024);
+    assert!(run.stdout.bytes().all(|b| b == b'x'));
+
+    // --parallel: output prefixed by node, a table, exit 0 only if all succeeded.
+    let run = exec(
+        ep,
+        &[
+            "--parallel",
+            "echo one",
+            "echo two; exit 5",
+            "sleep 1; echo three",
+        ],
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("] one\n"), "{run:?}");
+    assert!(run.stdout.contains("] two\n"), "{run:?}");
+    assert!(run.stdout.contains("speedup"), "{run:?}");
+    assert!(run.stdout.contains("1 of 3 failed"), "{run:?}");
+    let run = exec(ep, &["-o", "json", "--parallel", "echo a", "echo b"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let last_json = run
+        .stdout
+        .find("{\n")
+        .map(|at| &run.stdout[at..])
+        .expect("json");
+    let report: serde_json::Value = serde_json::from_str(last_json).expect("json report");
+    assert_eq!(report["failed"], 0);
+    assert_eq!(report["execs"].as_array().map(Vec::len), Some(2));
+    // Two commands on two different executors (spread by load).
+    let nodes: Vec<&str> = report["execs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"].as_str().unwrap())
+        .collect();
+    assert_ne!(nodes[0], nodes[1], "{report}");
+
+    // --all: one run per executor.
+    let run = exec(ep, &["--all", "--", "echo $PERCY_AGENT_NAME"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    for e in &EXECUTORS {
+        assert!(
+            run.stdout.contains(&format!("[{0}] {0}\n", e.name)),
+            "{run:?}"
+        );
+    }
+    let run = exec(
+        ep,
+        &[
+            "--all",
+            "--on",
+            "role=test",
+            "--",
+            "test $PERCY_AGENT_NAME = mac-1",
+        ],
+    );
+    assert_eq!(run.code, 1, "one of two failed: {run:?}");
+
+    // --detach, then logs and list.
+    let run = exec(
+        ep,
+        &["--detach", "--on", "mac-2", "--", "echo detached; exit 4"],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let id = run.stdout.trim().to_owned();
+    assert!(id.starts_with("exec-"), "{run:?}");
+    let logs = exec(ep, &["logs", "-f", &id]);
+    assert_eq!(
+        (logs.code, logs.stdout.as_str()),
+        (4, "detached\n"),
+        "{logs:?}"
+    );
+    let list = percyctl(ep, &["-o", "json", "exec", "list"]);
+    let listed = list.json();
+    let entry = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|e| e["id"] == id.as_str())
+        .cloned()
+        .expect("listed");
+    assert_eq!(entry["state"], "failed");
+    assert_eq!(entry["exit_code"], 4);
+    assert_eq!(entry["executor"], "mac-2");
+
+    // Bad input: clear errors, non-zero exits, nothing submitted.
+    let before = percyctl(ep, &["-o", "json", "exec", "list"])
+        .json()
+        .as_array()
+        .map(Vec::len);
+    let run = exec(ep, &["--on", "os=plan9", "--", "true"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("no active executor matches"), "{run:?}");
+    let run = exec(ep, &["--on", "nobody", "--", "true"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let run = exec(ep, &["--on", "mac-1", "--"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("empty command"), "{run:?}");
+    let run = exec(ep, &["--", "true"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    let run = exec(ep, &["logs", "exec-unknown"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("no exec"), "{run:?}");
+    let after = percyctl(ep, &["-o", "json", "exec", "list"])
+        .json()
+        .as_array()
+        .map(Vec::len);
+    assert_eq!(before, after);
+    drop(s);
+}
+
+fn sigint(child: &std::process::Child) {
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+}
+
+fn sigkill_pid(pid: u32) {
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(i32::try_from(pid).expect("pid"), libc::SIGKILL);
+    }
+}
+
+#[test]
+fn ctrl_c_cancels_a_lost_executor_fails_and_failover_keeps_the_code() {
+    let mut s = setup("4s");
+    let ep = s.endpoints.clone();
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // Ctrl-C: the remote command is killed (its marker never appears), exit 130.
+    let marker = dir.path().join("survived");
+    let script = format!("echo started; sleep 6; touch {}", marker.display());
+    let mut caller = ChildGuard(
+        percyctl_command(&ep, &["exec", "--on", "mac-1", "--", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    wait_for("the exec to run", START_LIMIT, || {
+        exec(&ep, &["list"])
+            .stdout
+            .lines()
+            .any(|l| l.contains("running"))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    sigint(&caller.0);
+    let out = caller.wait_output();
+    assert_eq!(out.code, 130, "{out:?}");
+    assert!(out.stdout.contains("started"), "{out:?}");
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(!marker.exists(), "the cancelled command ran on");
+
+    // Leader failover during a long exec: the caller still gets the exit code.
+    let mut caller = ChildGuard(
+        percyctl_command(&ep, &["exec", "--on", "mac-2", "--", "sleep 4; exit 7"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    wait_for("the exec to run", START_LIMIT, || {
+        exec(&ep, &["list"])
+            .stdout
+            .lines()
+            .any(|l| l.contains("running") && l.contains("mac-2"))
+    });
+    let leader = s.cluster.leader_index().expect("a leader");
+    s.cluster.stop(leader);
+    let out = caller.wait_output();
+    assert_eq!(out.code, 7, "{out:?}");
+
+    // An executor SIGKILLed mid-run: the exec ends as lost, exit 255, and is not re-run.
+    let mut caller = ChildGuard(
+        percyctl_command(&ep, &["exec", "--on", "linux-builder", "--", "sleep 60"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    wait_for("the exec to run", START_LIMIT, || {
+        exec(&ep, &["list"])
+            .stdout
+            .lines()
+            .any(|l| l.contains("running") && l.contains("linux-builder"))
+    });
+    sigkill_pid(s._executors[0].0.id());
+    let out = caller.wait_output();
+    assert_eq!(out.code, 255, "{out:?}");
+    assert!(out.stderr.contains("lost"), "{out:?}");
+    let listed = exec(&ep, &["list"]);
+    assert!(
+        listed.stdout.lines().any(|l| l.contains("lost")),
+        "{listed:?}"
+    );
+}

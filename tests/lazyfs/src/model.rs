@@ -15,7 +15,7 @@
 //! Inode numbers are the FUSE node ids: the root is [`ROOT`]. No I/O here: the FUSE adapter
 //! (`fs.rs`) and the backing directory (`backing.rs`) drive it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 
 use crate::content::Content;
@@ -162,6 +162,9 @@ pub struct Model {
     current: Tree,
     durable: Tree,
     next_ino: u64,
+    /// Inodes changed since they (or, for entries, their directory) were last synced: what a
+    /// power cut would lose something of.
+    unsynced: HashSet<u64>,
 }
 
 impl Model {
@@ -173,6 +176,7 @@ impl Model {
             current: tree.clone(),
             durable: tree,
             next_ino: ROOT + 1,
+            unsynced: HashSet::new(),
         }
     }
 
@@ -223,6 +227,7 @@ impl Model {
         self.current
             .entries_mut(parent)?
             .insert(name.to_owned(), ino);
+        self.unsynced.extend([parent, ino]);
         Ok(ino)
     }
 
@@ -234,6 +239,7 @@ impl Model {
         }
         self.current.entries_mut(parent)?.remove(name);
         self.current.remove_link(ino, open);
+        self.unsynced.insert(parent);
         Ok(())
     }
 
@@ -245,6 +251,7 @@ impl Model {
         }
         self.current.entries_mut(parent)?.remove(name);
         self.current.remove_link(ino, &|_| false);
+        self.unsynced.insert(parent);
         Ok(())
     }
 
@@ -286,6 +293,7 @@ impl Model {
         if let Some(old) = replaced {
             self.current.remove_link(old, open);
         }
+        self.unsynced.extend([parent, new_parent]);
         Ok(())
     }
 
@@ -318,12 +326,14 @@ impl Model {
 
     pub fn write(&mut self, ino: u64, offset: u64, data: &[u8]) -> Result<usize> {
         self.current.content_mut(ino)?.write(offset, data);
+        self.unsynced.insert(ino);
         Ok(data.len())
     }
 
     /// `truncate`/`ftruncate`: shrinks or grows (with zeros) to `size`.
     pub fn set_size(&mut self, ino: u64, size: u64) -> Result<()> {
         self.current.content_mut(ino)?.set_size(size);
+        self.unsynced.insert(ino);
         Ok(())
     }
 
@@ -342,6 +352,7 @@ impl Model {
             0 => {
                 if end > content.size() {
                     content.set_size(end);
+                    self.unsynced.insert(ino);
                 }
                 Ok(())
             }
@@ -354,6 +365,7 @@ impl Model {
     /// entries become durable (inodes the durable tree lacks come back empty).
     pub fn sync(&mut self, ino: u64) -> Result<()> {
         let node = self.current.node(ino)?.clone();
+        self.unsynced.remove(&ino);
         match node.body {
             Body::File(content) => {
                 let durable = self.durable.nodes.entry(ino).or_insert_with(|| Node {
@@ -397,7 +409,10 @@ impl Model {
 
     /// A power cut: everything not made durable is gone. Durable inodes no directory names
     /// (synced files whose entry never was) go too, as a journal replay frees them.
-    pub fn power_cut(&mut self) {
+    /// Returns how many inodes lost something.
+    pub fn power_cut(&mut self) -> usize {
+        let lost = self.unsynced.len();
+        self.unsynced.clear();
         let unlinked: Vec<u64> = self
             .durable
             .nodes
@@ -409,6 +424,12 @@ impl Model {
             self.durable.forget(ino, &|_| false);
         }
         self.current = self.durable.clone();
+        lost
+    }
+
+    /// How many inodes have changes a power cut would lose.
+    pub fn unsynced_count(&self) -> usize {
+        self.unsynced.len()
     }
 
     /// An inode no longer named and no longer open goes from the current tree (and from the
@@ -416,8 +437,10 @@ impl Model {
     pub fn release(&mut self, ino: u64) {
         if self.current.nodes.get(&ino).is_some_and(|n| n.links == 0) {
             self.current.forget(ino, &|_| false);
+            self.unsynced.remove(&ino);
         }
-        if self.durable.nodes.get(&ino).is_some_and(|n| n.links == 0) {
+        let unlinked_durable = self.durable.nodes.get(&ino).is_some_and(|n| n.links == 0);
+        if unlinked_durable && !self.current.nodes.contains_key(&ino) {
             let current = &self.current;
             self.durable
                 .forget(ino, &|ino| current.nodes.contains_key(&ino));

@@ -34,10 +34,11 @@ fn write_then_fsync_survives() {
 #[test]
 fn write_without_fsync_is_lost() {
     let (mut m, dir, file) = with_durable_file(b"hello");
+    assert_eq!(m.unsynced_count(), 0);
     m.write(file, 5, b" world").unwrap();
     m.write(file, 0, b"J").unwrap();
     assert_eq!(m.read(file, 0, 100).unwrap(), b"Jello world");
-    m.power_cut();
+    assert_eq!(m.power_cut(), 1);
     let file = m.lookup(dir, name("f")).unwrap();
     assert_eq!(m.read(file, 0, 100).unwrap(), b"hello");
     assert_eq!(m.attr(file).unwrap().size, 5);
@@ -252,4 +253,16 @@ fn durable_entries_list_what_a_power_cut_keeps() {
         .collect();
     assert_eq!(names, ["d", "d/f"]);
     assert_eq!(entries[1].3, b"kept");
+}
+
+#[test]
+fn closing_a_synced_file_before_its_directory_is_synced_keeps_its_content() {
+    let mut m = Model::new(0o755);
+    let file = m.create(ROOT, name("f"), Kind::File, 0o644).unwrap();
+    m.write(file, 0, b"synced").unwrap();
+    m.sync(file).unwrap();
+    m.release(file);
+    m.sync(ROOT).unwrap();
+    m.power_cut();
+    assert_eq!(m.read(file, 0, 10).unwrap(), b"synced");
 }

@@ -30,6 +30,8 @@ const CI_SECS: u64 = 30;
 const RESTART_ALL_SECS: u64 = 15;
 /// Seconds of faults for the register run with TLS and auth.
 const SECURE_SECS: u64 = 20;
+/// Seconds of power-loss faults per workload (three workloads; keep CI short).
+const POWER_LOSS_SECS: u64 = 20;
 /// Workers per workload.
 const WORKERS: u64 = 5;
 /// How soon the harness must report a node that exits at start (percyd refuses a bad data
@@ -110,6 +112,45 @@ fn register_is_linearizable_with_tls_and_auth() {
     );
 }
 
+/// Power cuts (`power-loss-one`, `-majority`, `-all`): nodes SIGKILLed and their unsynced
+/// writes dropped by the lazy filesystem under their data dirs, then restarted on what
+/// survived. Nothing acknowledged may be lost, and no node may refuse to start.
+#[test]
+fn register_survives_power_loss() {
+    run_workload_with(
+        RegisterWorkload::default,
+        11,
+        WORKERS,
+        POWER_LOSS_SECS,
+        &FaultKind::POWER_LOSS,
+        false,
+    );
+}
+
+#[test]
+fn queue_survives_power_loss() {
+    run_workload_with(
+        || QueueWorkload,
+        12,
+        WORKERS,
+        POWER_LOSS_SECS,
+        &FaultKind::POWER_LOSS,
+        false,
+    );
+}
+
+#[test]
+fn claims_survive_power_loss() {
+    run_workload_with(
+        || ClaimWorkload::new(WORKERS),
+        13,
+        WORKERS,
+        POWER_LOSS_SECS,
+        &FaultKind::POWER_LOSS,
+        false,
+    );
+}
+
 #[test]
 fn queue_loses_no_acknowledged_submission() {
     run_workload(|| QueueWorkload, 2, WORKERS);
@@ -150,6 +191,7 @@ fn harness_controls_links_and_processes() {
             dir: dir.clone(),
             extra_args: Vec::new(),
             secure: false,
+            power_loss: false,
         })
         .expect("start cluster");
         let leader = cluster

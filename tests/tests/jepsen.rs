@@ -2,7 +2,8 @@
 //!
 //! `cargo test -p percy-tests` runs one short seeded schedule per workload (about 30 s of
 //! faults each, every fault), plus a shorter register run whose only fault is `restart-all`
-//! and one with TLS and `--auth` on. Soaks: `PERCY_SOAK_SECS=600 PERCY_SEEDS=random:20 cargo test -p percy-tests
+//! and one with TLS and `--auth` on, and register, queue and claim runs under the power-loss
+//! faults only (data dirs on percy-lazyfs mounts). Soaks: `PERCY_SOAK_SECS=600 PERCY_SEEDS=random:20 cargo test -p percy-tests
 //! --release -- --nocapture` (see the crate README for every knob). Runs are serialised: the
 //! CI box has two cores and each run is a three-node cluster.
 

@@ -561,3 +561,27 @@ pub async fn monitor_leader(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FaultKind;
+
+    #[test]
+    fn power_loss_faults_parse_by_name_and_are_not_picked_by_default() {
+        for kind in FaultKind::POWER_LOSS {
+            assert_eq!(FaultKind::parse(kind.name()), Some(kind));
+            assert!(kind.is_power_loss());
+            assert!(
+                !FaultKind::ALL.contains(&kind),
+                "{} is a default",
+                kind.name()
+            );
+        }
+        assert_eq!(
+            FaultKind::parse("power-loss-all"),
+            Some(FaultKind::PowerLossAll)
+        );
+        assert!(FaultKind::ALL.iter().all(|kind| !kind.is_power_loss()));
+        assert_eq!(FaultKind::parse("power-loss"), None);
+    }
+}

@@ -143,6 +143,7 @@ async fn main() -> Result<()> {
         dir: root.join("cluster"),
         extra_args: Vec::new(),
         secure: false,
+        power_loss: false,
     })?;
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
     let endpoints = cluster.endpoints();

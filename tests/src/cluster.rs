@@ -11,7 +11,12 @@
 //! harness reports with the node's last log lines ([`Cluster::check_running`]), instead of
 //! the timeout it would otherwise cause much later.
 //!
-//! Everything started here is killed when the [`Cluster`] is dropped.
+//! With [`ClusterConfig::power_loss`], each node's data dir is a percy-lazyfs mount (a FUSE
+//! filesystem that keeps unsynced writes in memory, `tests/lazyfs`), backed by
+//! `node-N.disk/`, and [`Cluster::power_cut`] drops what a killed node had not synced.
+//!
+//! Everything started here is killed when the [`Cluster`] is dropped, and the mounts are
+//! unmounted (each node's durable files are then in its `node-N.disk/`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
@@ -25,6 +30,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use percy_client::{Client, Consistency, RetryPolicy, Security, TlsOptions};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+
+use percy_lazyfs::Mounted;
 
 use crate::binaries::{percyctl_binary, percyd_binary};
 use crate::proxy::{LinkModes, Mode, Proxy};
@@ -57,6 +64,9 @@ pub struct ClusterConfig {
     /// TLS on every link (client and peer, with the certificates `percyctl certs init`
     /// makes) and `--auth`; clients present the admin certificate.
     pub secure: bool,
+    /// Data dirs on percy-lazyfs mounts, so that [`Cluster::power_cut`] can drop what a node
+    /// had not synced (needs /dev/fuse and root, or fusermount3).
+    pub power_loss: bool,
 }
 
 /// One `percyd` node.
@@ -67,6 +77,8 @@ struct Node {
     log: PathBuf,
     peers: String,
     child: Option<Child>,
+    /// The lazy filesystem the data dir is mounted on, in a power-loss cluster.
+    mount: Option<Mounted>,
     paused: bool,
     /// When the running process was spawned, and how many processes this node has had.
     started: Instant,
@@ -113,6 +125,15 @@ impl Cluster {
         }
         let mut nodes = BTreeMap::new();
         for &id in &ids {
+            let data_dir = config.dir.join(format!("node-{id}"));
+            let mount = if config.power_loss {
+                let disk = config.dir.join(format!("node-{id}.disk"));
+                std::fs::create_dir_all(&disk)?;
+                std::fs::create_dir_all(&data_dir)?;
+                Some(Mounted::mount(&data_dir, &disk)?)
+            } else {
+                None
+            };
             let peers: Vec<String> = ids
                 .iter()
                 .map(|&peer| {
@@ -129,10 +150,11 @@ impl Cluster {
                 Node {
                     id,
                     listen: listen[&id],
-                    data_dir: config.dir.join(format!("node-{id}")),
+                    data_dir,
                     log: config.dir.join(format!("node-{id}.log")),
                     peers: peers.join(","),
                     child: None,
+                    mount,
                     paused: false,
                     started: Instant::now(),
                     starts: 0,
@@ -305,6 +327,24 @@ impl Cluster {
         Ok(())
     }
 
+    /// A power cut for a killed node: everything it wrote and did not sync (file contents,
+    /// sizes, created, renamed and removed entries) is gone. Returns how many files and
+    /// directories lost something. Fails if the node is running or its data dir is not on a
+    /// lazy filesystem ([`ClusterConfig::power_loss`]).
+    pub fn power_cut(&mut self, id: u64) -> Result<usize> {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        if node.child.is_some() {
+            bail!("power cut of node {id} while it runs: kill it first");
+        }
+        let mount = node.mount.as_ref().ok_or_else(|| {
+            anyhow!("node {id}'s data dir is not on a lazy filesystem (ClusterConfig::power_loss)")
+        })?;
+        Ok(mount.power_cut())
+    }
+
     /// Starts a killed node again on the same data dir.
     pub fn restart(&mut self, id: u64) -> Result<()> {
         self.spawn(id)
@@ -417,6 +457,15 @@ impl Drop for Cluster {
             if let Some(mut child) = node.child.take() {
                 let _ = signal(&child, libc::SIGKILL);
                 let _ = child.wait();
+            }
+            if let Some(mount) = node.mount.take() {
+                // Best effort: a failed save only costs the post-mortem copy.
+                if let Err(error) = mount.unmount() {
+                    eprintln!(
+                        "percy-tests: unmounting node {}'s data dir: {error}",
+                        node.id
+                    );
+                }
             }
         }
         // Proxies stop with the runtime that carries them.

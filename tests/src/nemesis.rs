@@ -62,6 +62,12 @@ pub enum FaultKind {
     PauseLeader,
     /// Remove a member (not the leader) while another fault runs; the heal adds it back.
     Membership,
+    /// SIGKILL one node / a majority / every node and cut their power: whatever they had
+    /// written and not synced is dropped (their data dirs are on percy-lazyfs mounts). The
+    /// heal restarts them on what survived.
+    PowerLossOne,
+    PowerLossMajority,
+    PowerLossAll,
 }
 
 impl FaultKind {
@@ -82,6 +88,19 @@ impl FaultKind {
         FaultKind::PauseLeader,
         FaultKind::Membership,
     ];
+
+    /// The power-loss faults: not in [`FaultKind::ALL`], since they need the data dirs on
+    /// FUSE mounts (a run that picks one mounts them).
+    pub const POWER_LOSS: [FaultKind; 3] = [
+        FaultKind::PowerLossOne,
+        FaultKind::PowerLossMajority,
+        FaultKind::PowerLossAll,
+    ];
+
+    /// Whether the fault needs the data dirs on lazy filesystems.
+    pub fn is_power_loss(self) -> bool {
+        FaultKind::POWER_LOSS.contains(&self)
+    }
 
     /// Faults that can overlap a membership change.
     const UNDER_MEMBERSHIP: [FaultKind; 5] = [
@@ -109,6 +128,9 @@ impl FaultKind {
             FaultKind::PauseOne => "pause-one",
             FaultKind::PauseLeader => "pause-leader",
             FaultKind::Membership => "membership",
+            FaultKind::PowerLossOne => "power-loss-one",
+            FaultKind::PowerLossMajority => "power-loss-majority",
+            FaultKind::PowerLossAll => "power-loss-all",
         }
     }
 
@@ -119,7 +141,10 @@ impl FaultKind {
 
     /// Parses [`FaultKind::name`].
     pub fn parse(name: &str) -> Option<FaultKind> {
-        FaultKind::ALL.into_iter().find(|kind| kind.name() == name)
+        FaultKind::ALL
+            .into_iter()
+            .chain(FaultKind::POWER_LOSS)
+            .find(|kind| kind.name() == name)
     }
 }
 
@@ -137,6 +162,10 @@ struct Active {
 pub struct NemesisStats {
     pub faults: usize,
     pub heals: usize,
+    /// Nodes whose power was cut, and how many files and directories lost unsynced changes
+    /// in those cuts (all of them together).
+    pub power_cuts: usize,
+    pub unsynced_lost: usize,
 }
 
 /// Injects faults into a cluster and records them.
@@ -244,6 +273,7 @@ impl Nemesis {
         };
         let mut input = json!({});
         let mut restarted = Vec::new();
+        let mut output = json!({"leader": leader});
         match kind {
             FaultKind::IsolateOne | FaultKind::IsolateLeader => {
                 for &other in ids.iter().filter(|&&id| id != target) {
@@ -320,6 +350,31 @@ impl Nemesis {
                 self.active.paused.insert(target);
                 input = json!({"nodes": [target]});
             }
+            FaultKind::PowerLossOne | FaultKind::PowerLossMajority | FaultKind::PowerLossAll => {
+                let count = match kind {
+                    FaultKind::PowerLossOne => 1,
+                    FaultKind::PowerLossMajority => majority,
+                    _ => ids.len(),
+                };
+                let victims: Vec<u64> = ids[..count].to_vec();
+                // Every victim dies before any loses power: none may run on after another's
+                // cut (on real hardware the cut is what kills them).
+                for &id in &victims {
+                    cluster.kill(id)?;
+                    self.active.killed.insert(id);
+                }
+                let mut lost = serde_json::Map::new();
+                for &id in &victims {
+                    let dropped = cluster.power_cut(id)?;
+                    self.stats.power_cuts += 1;
+                    self.stats.unsynced_lost += dropped;
+                    lost.insert(id.to_string(), json!(dropped));
+                }
+                input = json!({"nodes": victims});
+                // How many files and directories each node lost something of: a run whose
+                // cuts never lose anything is not testing much.
+                output["unsynced_lost"] = Value::Object(lost);
+            }
             FaultKind::Membership => unreachable!("handled above"),
         }
         if !blocked.is_empty() {
@@ -332,13 +387,8 @@ impl Nemesis {
         drop(cluster);
         self.announce_restart(restarted);
         self.stats.faults += 1;
-        self.recorder.nemesis(
-            kind.name(),
-            input,
-            json!({"leader": leader}),
-            Status::Ok,
-            call_ns,
-        );
+        self.recorder
+            .nemesis(kind.name(), input, output, Status::Ok, call_ns);
         Ok(())
     }
 
@@ -509,5 +559,29 @@ pub async fn monitor_leader(
         if sleep_or_stop(LEADER_POLL, &mut stop).await {
             return changes;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FaultKind;
+
+    #[test]
+    fn power_loss_faults_parse_by_name_and_are_not_picked_by_default() {
+        for kind in FaultKind::POWER_LOSS {
+            assert_eq!(FaultKind::parse(kind.name()), Some(kind));
+            assert!(kind.is_power_loss());
+            assert!(
+                !FaultKind::ALL.contains(&kind),
+                "{} is a default",
+                kind.name()
+            );
+        }
+        assert_eq!(
+            FaultKind::parse("power-loss-all"),
+            Some(FaultKind::PowerLossAll)
+        );
+        assert!(FaultKind::ALL.iter().all(|kind| !kind.is_power_loss()));
+        assert_eq!(FaultKind::parse("power-loss"), None);
     }
 }

@@ -292,6 +292,13 @@ impl std::fmt::Display for Summary {
             self.nemesis.heals,
             self.leader_changes
         )?;
+        if self.nemesis.power_cuts > 0 {
+            writeln!(
+                f,
+                "   power cuts={}, files and directories that lost unsynced changes={}",
+                self.nemesis.power_cuts, self.nemesis.unsynced_lost
+            )?;
+        }
         for verdict in &self.verdicts {
             writeln!(f, "   {verdict}")?;
         }
@@ -367,6 +374,7 @@ pub async fn run<W: Workload>(workload: Arc<W>, options: &RunOptions) -> Result<
         dir: dir.join("cluster"),
         extra_args: Vec::new(),
         secure: options.secure,
+        power_loss: options.faults.iter().any(|kind| kind.is_power_loss()),
     })?;
     cluster.wait_for_leader(LEADER_TIMEOUT).await?;
     if options.secure {

@@ -2,7 +2,8 @@
 //!
 //! `cargo test -p percy-tests` runs one short seeded schedule per workload (about 30 s of
 //! faults each, every fault), plus a shorter register run whose only fault is `restart-all`
-//! and one with TLS and `--auth` on. Soaks: `PERCY_SOAK_SECS=600 PERCY_SEEDS=random:20 cargo test -p percy-tests
+//! and one with TLS and `--auth` on, and register, queue and claim runs under the power-loss
+//! faults only (data dirs on percy-lazyfs mounts). Soaks: `PERCY_SOAK_SECS=600 PERCY_SEEDS=random:20 cargo test -p percy-tests
 //! --release -- --nocapture` (see the crate README for every knob). Runs are serialised: the
 //! CI box has two cores and each run is a three-node cluster.
 
@@ -30,6 +31,8 @@ const CI_SECS: u64 = 30;
 const RESTART_ALL_SECS: u64 = 15;
 /// Seconds of faults for the register run with TLS and auth.
 const SECURE_SECS: u64 = 20;
+/// Seconds of power-loss faults per workload (three workloads; keep CI short).
+const POWER_LOSS_SECS: u64 = 20;
 /// Workers per workload.
 const WORKERS: u64 = 5;
 /// How soon the harness must report a node that exits at start (percyd refuses a bad data
@@ -110,6 +113,45 @@ fn register_is_linearizable_with_tls_and_auth() {
     );
 }
 
+/// Power cuts (`power-loss-one`, `-majority`, `-all`): nodes SIGKILLed and their unsynced
+/// writes dropped by the lazy filesystem under their data dirs, then restarted on what
+/// survived. Nothing acknowledged may be lost, and no node may refuse to start.
+#[test]
+fn register_survives_power_loss() {
+    run_workload_with(
+        RegisterWorkload::default,
+        11,
+        WORKERS,
+        POWER_LOSS_SECS,
+        &FaultKind::POWER_LOSS,
+        false,
+    );
+}
+
+#[test]
+fn queue_survives_power_loss() {
+    run_workload_with(
+        || QueueWorkload,
+        12,
+        WORKERS,
+        POWER_LOSS_SECS,
+        &FaultKind::POWER_LOSS,
+        false,
+    );
+}
+
+#[test]
+fn claims_survive_power_loss() {
+    run_workload_with(
+        || ClaimWorkload::new(WORKERS),
+        13,
+        WORKERS,
+        POWER_LOSS_SECS,
+        &FaultKind::POWER_LOSS,
+        false,
+    );
+}
+
 #[test]
 fn queue_loses_no_acknowledged_submission() {
     run_workload(|| QueueWorkload, 2, WORKERS);
@@ -150,6 +192,7 @@ fn harness_controls_links_and_processes() {
             dir: dir.clone(),
             extra_args: Vec::new(),
             secure: false,
+            power_loss: false,
         })
         .expect("start cluster");
         let leader = cluster

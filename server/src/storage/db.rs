@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::storage::dir_sync::{sync_dir, sync_dir_and_parent};
 use crate::storage::error::StorageError;
 
 /// The sled database lives in this subdirectory of the data dir, so the data dir can hold
@@ -27,6 +28,8 @@ const TREE_RAFT_STATE: &str = "raft_state";
 const TREE_SNAPSHOT: &str = "snapshot";
 /// Format markers, and the data dir's identity (`identity`).
 const TREE_META: &str = "meta";
+/// Where sled keeps values too large for its log, one file each.
+const SLED_BLOB_DIR: &str = "blobs";
 
 const KEY_FORMAT_VERSION: &[u8] = b"format_version";
 /// The log holds encoded commands and the snapshot an encoded state, so a build whose
@@ -52,6 +55,11 @@ impl Database {
         })?;
         let path: Arc<Path> = data_dir.join(DB_DIR_NAME).into();
         let db = open_sled(&path)?;
+        // sled creates its directory, its files and `blobs/` without syncing any directory:
+        // make the names durable (and the data dir's own, which may have just been made).
+        sync_dir(&path.join(SLED_BLOB_DIR))?;
+        sync_dir_and_parent(&path)?;
+        sync_dir_and_parent(data_dir)?;
         let open_tree = |name: &str| {
             db.open_tree(name).map_err(|source| StorageError::Io {
                 path: path.to_path_buf(),
@@ -71,12 +79,24 @@ impl Database {
     }
 
     /// Makes every write so far durable (fsync). sled keeps writes in memory until then.
+    /// sled syncs its files but not its directories, so their entries (new blob files, a
+    /// snapshot file renamed into place) are synced here too.
     pub async fn flush(&self, action: &'static str) -> Result<(), StorageError> {
         self.db
             .flush_async()
             .await
             .map(drop)
-            .map_err(|source| self.io_error(action, source))
+            .map_err(|source| self.io_error(action, source))?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || sync_sled_dirs(&path))
+            .await
+            .map_err(|e| {
+                crate::storage::wal::file_error(
+                    &self.path,
+                    "syncing the database's directories",
+                    std::io::Error::other(e),
+                )
+            })?
     }
 
     /// [`Database::flush`] for the rare records written outside the async runtime's reach
@@ -85,7 +105,8 @@ impl Database {
         self.db
             .flush()
             .map(drop)
-            .map_err(|source| self.io_error(action, source))
+            .map_err(|source| self.io_error(action, source))?;
+        sync_sled_dirs(&self.path)
     }
 
     /// The database's directory, for messages.
@@ -177,6 +198,12 @@ impl Database {
         }
         Ok(true)
     }
+}
+
+/// Syncs sled's directory and its blob directory.
+fn sync_sled_dirs(path: &Path) -> Result<(), StorageError> {
+    sync_dir(&path.join(SLED_BLOB_DIR))?;
+    sync_dir(path)
 }
 
 /// How long `open` waits for the database's file lock. sled's background writers can hold

@@ -25,6 +25,7 @@
 
 mod codec;
 mod db;
+mod dir_sync;
 mod durable_log;
 mod error;
 mod events;

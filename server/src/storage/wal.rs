@@ -99,6 +99,8 @@ impl Wal {
     ) -> Result<Self, StorageError> {
         let dir = data_dir.join(WAL_DIR_NAME);
         std::fs::create_dir_all(&dir).map_err(|e| file_error(&dir, "creating the log dir", e))?;
+        // The log dir's own name must survive a crash with the segments in it.
+        crate::storage::dir_sync::sync_dir(data_dir)?;
         let mut wal = Self {
             dir,
             segments: BTreeMap::new(),

@@ -47,6 +47,7 @@ impl Setup {
             dir: dir.path().join("cluster"),
             extra_args: Vec::new(),
             secure: false,
+            power_loss: false,
         })?;
         cluster.wait_for_leader(LEADER_TIMEOUT).await?;
         let client = Client::connect(&cluster.endpoints()).await?;

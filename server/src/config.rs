@@ -57,6 +57,54 @@ pub struct NodeConfig {
     pub tls: Option<TlsFiles>,
     /// Allow a non-loopback `listen` without TLS and auth (`--insecure`).
     pub insecure: bool,
+    /// `POST /v1/webhooks/github` turns labelled issues into tasks; `None`: the endpoint
+    /// refuses every delivery (no secret to verify them with).
+    pub github: Option<GithubWebhook>,
+}
+
+/// The GitHub webhook's settings (`--github-webhook-secret-file`, `--github-trigger-label`,
+/// `--github-label-capabilities`).
+#[derive(Clone)]
+pub struct GithubWebhook {
+    /// The webhook's secret: deliveries are signed with it (`X-Hub-Signature-256`).
+    pub secret: Vec<u8>,
+    /// Only issues carrying this label become tasks.
+    pub trigger_label: String,
+    /// Issue label → capability the task requires.
+    pub label_capabilities: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for GithubWebhook {
+    // Never the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubWebhook")
+            .field("trigger_label", &self.trigger_label)
+            .field("label_capabilities", &self.label_capabilities)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The trigger label when `--github-trigger-label` is not given.
+pub const DEFAULT_GITHUB_TRIGGER_LABEL: &str = "percy";
+/// The label → capability mapping when `--github-label-capabilities` is not given: the
+/// specialised agents of the PoC users come from.
+pub const DEFAULT_GITHUB_LABEL_CAPABILITIES: &str =
+    "backend=backend,frontend=frontend,testing=testing,devops=devops";
+
+/// `label=capability,...` → the mapping.
+pub fn parse_label_capabilities(raw: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut map = BTreeMap::new();
+    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        match entry.split_once('=') {
+            Some((label, capability))
+                if !label.trim().is_empty() && !capability.trim().is_empty() =>
+            {
+                map.insert(label.trim().to_owned(), capability.trim().to_owned());
+            }
+            _ => return Err(ConfigError::BadLabelCapability(entry.to_owned())),
+        }
+    }
+    Ok(map)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +129,10 @@ pub enum ConfigError {
     ZeroSnapshotEvery,
     #[error("--agent-ttl-ms {0} is outside {1}..={2}")]
     BadAgentTtl(u64, u64, u64),
+    #[error("bad --github-label-capabilities entry {0:?}: expected LABEL=CAPABILITY")]
+    BadLabelCapability(String),
+    #[error("reading --github-webhook-secret-file {0}: {1}")]
+    WebhookSecret(PathBuf, String),
     #[error("refusing to listen on {0} without TLS and --auth: anyone who reaches it could act as any agent. Give --tls-cert/--tls-key/--tls-ca and --auth (`percyctl certs init` makes certificates), or --insecure to accept the risk")]
     Insecure(SocketAddr),
 }
@@ -114,6 +166,7 @@ impl NodeConfig {
             auth: false,
             tls: None,
             insecure: false,
+            github: None,
         }
     }
 
@@ -283,6 +336,16 @@ pub struct Cli {
     /// the port can then act as any agent); logs a warning.
     #[arg(long)]
     pub insecure: bool,
+    /// A file holding the GitHub webhook's secret: enables `POST /v1/webhooks/github`, which
+    /// accepts only deliveries signed with it (X-Hub-Signature-256).
+    #[arg(long, env = "PERCY_GITHUB_WEBHOOK_SECRET_FILE")]
+    pub github_webhook_secret_file: Option<PathBuf>,
+    /// The label that makes a GitHub issue a task.
+    #[arg(long, default_value = DEFAULT_GITHUB_TRIGGER_LABEL)]
+    pub github_trigger_label: String,
+    /// Issue labels that become required capabilities: LABEL=CAPABILITY,...
+    #[arg(long, default_value = DEFAULT_GITHUB_LABEL_CAPABILITIES)]
+    pub github_label_capabilities: String,
 }
 
 impl Cli {
@@ -304,6 +367,26 @@ impl Cli {
         config.tls = match (self.tls_cert, self.tls_key, self.tls_ca) {
             (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
             _ => None,
+        };
+        config.github = match &self.github_webhook_secret_file {
+            Some(path) => {
+                let raw = std::fs::read(path)
+                    .map_err(|e| ConfigError::WebhookSecret(path.clone(), e.to_string()))?;
+                // Secret files usually end with a newline the secret does not contain.
+                let secret = raw.trim_ascii().to_vec();
+                if secret.is_empty() {
+                    return Err(ConfigError::WebhookSecret(
+                        path.clone(),
+                        "it is empty".into(),
+                    ));
+                }
+                Some(GithubWebhook {
+                    secret,
+                    trigger_label: self.github_trigger_label.clone(),
+                    label_capabilities: parse_label_capabilities(&self.github_label_capabilities)?,
+                })
+            }
+            None => None,
         };
         config.validate()?;
         Ok(config)

@@ -13,6 +13,7 @@ mod context;
 mod convert;
 #[cfg(test)]
 mod durability_tests;
+mod http;
 mod liveness;
 mod metrics;
 mod network;

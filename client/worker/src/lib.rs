@@ -30,6 +30,7 @@ mod inbox;
 mod incarnation;
 mod labels;
 mod leftovers;
+mod publish;
 mod repo;
 mod running;
 mod shutdown;

@@ -1,0 +1,91 @@
+//! After a git-mode task's work is merged: `--push REMOTE` pushes the task's branch, then
+//! `--on-complete CMD` runs (e.g. `gh pr create --head "$PERCY_BRANCH" ...`) with the task's
+//! `PERCY_*` variables, `PERCY_BRANCH`, and the task's description on stdin. Either failing
+//! fails the task with the reason, so a pull request that was never opened shows on the task.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::executor::{execute, ExecEnd, Execution};
+
+/// How long `git push` and the on-complete command may take: a hung network call must not
+/// hold the task's slot forever.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `git push REMOTE +refs/heads/B:refs/heads/B` in `repo`: the git command line, so the
+/// user's remotes, credential helpers and SSH keys apply. Forced: a retried task's branch
+/// starts over from the target and replaces what an earlier attempt pushed.
+pub async fn push(repo: &Path, remote: &str, branch: &str) -> Result<(), String> {
+    let refspec = format!("+refs/heads/{branch}:refs/heads/{branch}");
+    let run = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["push", "--quiet", remote, &refspec])
+        .kill_on_drop(true)
+        .output();
+    let output = match tokio::time::timeout(PUBLISH_TIMEOUT, run).await {
+        Err(_) => {
+            return Err(format!(
+                "pushing {branch} to {remote}: no answer within {}",
+                humantime::format_duration(PUBLISH_TIMEOUT)
+            ))
+        }
+        Ok(Err(err)) => return Err(format!("pushing {branch} to {remote}: running git: {err}")),
+        Ok(Ok(output)) => output,
+    };
+    if output.status.success() {
+        tracing::info!(%branch, %remote, "pushed the task's branch");
+        Ok(())
+    } else {
+        Err(format!(
+            "pushing {branch} to {remote}: git push failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// Runs the on-complete `command` through `sh -c` in `repo` with `env` (the task's
+/// variables and `PERCY_BRANCH`) and `stdin`.
+pub async fn on_complete(
+    command: &str,
+    repo: &Path,
+    env: Vec<(String, OsString)>,
+    stdin: Vec<u8>,
+    task_id: &str,
+) -> Result<(), String> {
+    let execution = Execution {
+        command: command.to_owned(),
+        env,
+        stdin,
+        workdir: Some(repo.to_owned()),
+        timeout: Some(PUBLISH_TIMEOUT),
+        record_in: None,
+        task_id: task_id.to_owned(),
+    };
+    let outcome = execute(execution, std::future::pending())
+        .await
+        .map_err(|e| format!("--on-complete {command:?}: {e}"))?;
+    let stderr = outcome.stderr.text();
+    let why = match outcome.end {
+        ExecEnd::Exited(0) => {
+            tracing::info!(task_id, "on-complete command succeeded");
+            return Ok(());
+        }
+        ExecEnd::Exited(code) => format!("exit code {code}"),
+        ExecEnd::Signalled(signal) => format!("killed by signal {signal}"),
+        ExecEnd::TimedOut(after) => {
+            format!("timed out after {}", humantime::format_duration(after))
+        }
+        ExecEnd::Killed => "killed".to_owned(),
+    };
+    let stderr = stderr.trim();
+    Err(if stderr.is_empty() {
+        format!("--on-complete failed: {why}")
+    } else {
+        format!("--on-complete failed: {why}: {stderr}")
+    })
+}

@@ -7,44 +7,26 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::process::Command;
-
 use crate::executor::{execute, ExecEnd, Execution};
 
 /// How long `git push` and the on-complete command may take: a hung network call must not
 /// hold the task's slot forever.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// `git push REMOTE +refs/heads/B:refs/heads/B` in `repo`: the git command line, so the
-/// user's remotes, credential helpers and SSH keys apply. Forced: a retried task's branch
-/// starts over from the target and replaces what an earlier attempt pushed.
+/// Pushes `branch` to `remote` from `repo` (percy-git's `push_branch`, on the blocking pool).
 pub async fn push(repo: &Path, remote: &str, branch: &str) -> Result<(), String> {
-    let refspec = format!("+refs/heads/{branch}:refs/heads/{branch}");
-    let run = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["push", "--quiet", remote, &refspec])
-        .kill_on_drop(true)
-        .output();
-    let output = match tokio::time::timeout(PUBLISH_TIMEOUT, run).await {
-        Err(_) => {
-            return Err(format!(
-                "pushing {branch} to {remote}: no answer within {}",
-                humantime::format_duration(PUBLISH_TIMEOUT)
-            ))
+    let (repo, remote_name, branch_name) = (repo.to_owned(), remote.to_owned(), branch.to_owned());
+    let pushed = tokio::task::spawn_blocking(move || {
+        percy_git::push_branch(&repo, &remote_name, &branch_name, PUBLISH_TIMEOUT)
+    })
+    .await;
+    match pushed {
+        Ok(Ok(())) => {
+            tracing::info!(%branch, %remote, "pushed the task's branch");
+            Ok(())
         }
-        Ok(Err(err)) => return Err(format!("pushing {branch} to {remote}: running git: {err}")),
-        Ok(Ok(output)) => output,
-    };
-    if output.status.success() {
-        tracing::info!(%branch, %remote, "pushed the task's branch");
-        Ok(())
-    } else {
-        Err(format!(
-            "pushing {branch} to {remote}: git push failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(join) => Err(format!("pushing {branch} to {remote}: {join}")),
     }
 }
 

@@ -303,6 +303,14 @@ async fn health_then_submit_claim_start_complete_with_json_errors() {
         "/v1/tasks/{id}/complete",
         "/v1/tasks/{id}/fail",
         "/v1/webhooks/github",
+        "/v1/plans",
+        "/v1/plans/{id}",
+        "/v1/locks",
+        "/v1/locks/acquire",
+        "/v1/locks/release",
+        "/v1/config",
+        "/v1/config/{key}",
+        "/v1/messages",
     ] {
         assert!(
             paths.contains_key(path),
@@ -564,5 +572,158 @@ async fn github_webhook_turns_signed_labelled_issues_into_tasks_once() {
         Some(1),
         "{all:?}"
     );
+    node.shutdown().await;
+}
+
+async fn put(addr: &str, path: &str, body: &Value) -> Answer {
+    let body = body.to_string();
+    curl(
+        addr,
+        "PUT",
+        path,
+        &[
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &body,
+        ],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_locks_config_and_messages_over_json() {
+    let mut s = slots(&[1]).await;
+    let node = start_single(&mut s[0], |_| {}).await;
+    let addr = s[0].addr.clone();
+    wait_ready(&addr).await;
+
+    // Plans: a DAG submitted whole; a cycle refused whole.
+    let plan = post(
+        &addr,
+        "/v1/plans",
+        &json!({"plan_id": "p1", "tasks": [
+            {"id": "build", "title": "build"},
+            {"id": "test", "title": "test", "depends_on": ["build"]}]}),
+    )
+    .await;
+    assert_eq!(plan.status, 201, "{plan:?}");
+    let got = get(&addr, "/v1/plans/p1").await;
+    let statuses: Vec<(&str, &str)> = got.body["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap_or(""),
+                t["status"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(statuses.contains(&("test", "blocked")), "{got:?}");
+    assert!(statuses.contains(&("build", "ready")), "{got:?}");
+    let cycle = post(
+        &addr,
+        "/v1/plans",
+        &json!({"plan_id": "p2", "tasks": [
+            {"id": "x", "title": "x", "depends_on": ["y"]},
+            {"id": "y", "title": "y", "depends_on": ["x"]}]}),
+    )
+    .await;
+    assert!(cycle.status >= 400 && cycle.status < 500, "{cycle:?}");
+    assert!(cycle.body["code"].is_string(), "{cycle:?}");
+    assert_eq!(get(&addr, "/v1/plans/p2").await.status, 404);
+
+    // Locks: a grant with a fencing token, another agent refused, release.
+    let a = post(
+        &addr,
+        "/v1/agents",
+        &json!({"name": "a", "ttl_ms": 3_600_000}),
+    )
+    .await;
+    let b = post(
+        &addr,
+        "/v1/agents",
+        &json!({"name": "b", "ttl_ms": 3_600_000}),
+    )
+    .await;
+    let (a, b) = (
+        a.body["agent"]["id"].as_u64().expect("a"),
+        b.body["agent"]["id"].as_u64().expect("b"),
+    );
+    let granted = post(
+        &addr,
+        "/v1/locks/acquire",
+        &json!({"agent_id": a, "paths": ["src/x"]}),
+    )
+    .await;
+    assert_eq!(granted.status, 200, "{granted:?}");
+    assert!(
+        granted.body["grants"][0]["fencing_token"].as_u64() > Some(0),
+        "{granted:?}"
+    );
+    assert_eq!(granted.body["grants"][0]["mode"], "exclusive");
+    let refused = post(
+        &addr,
+        "/v1/locks/acquire",
+        &json!({"agent_id": b, "paths": ["src/x"]}),
+    )
+    .await;
+    assert!(refused.status >= 400, "{refused:?}");
+    assert!(refused.body["code"].is_string(), "{refused:?}");
+    let bad_mode = post(
+        &addr,
+        "/v1/locks/acquire",
+        &json!({"agent_id": b, "paths": ["src/y"], "mode": "sideways"}),
+    )
+    .await;
+    assert_error(&bad_mode, 400, "INVALID_ARGUMENT");
+    let locks = get(&addr, "/v1/locks?prefix=src/").await;
+    assert_eq!(
+        locks.body["locks"][0]["holders"][0]["agent_id"], a,
+        "{locks:?}"
+    );
+    let released = post(&addr, "/v1/locks/release", &json!({"agent_id": a})).await;
+    assert_eq!(released.body["released"], json!(["src/x"]), "{released:?}");
+    assert_eq!(get(&addr, "/v1/locks").await.body["locks"], json!([]));
+
+    // Config.
+    let stored = put(&addr, "/v1/config/team.lead", &json!({"value": "alice"})).await;
+    assert_eq!(stored.status, 200, "{stored:?}");
+    let entry = get(&addr, "/v1/config/team.lead").await;
+    assert_eq!(entry.body["entry"]["value"], "alice", "{entry:?}");
+    assert_eq!(entry.body["entry"]["value_hex"], hex::encode("alice"));
+    let stale = put(
+        &addr,
+        "/v1/config/team.lead",
+        &json!({"value": "bob", "expected_revision": 1}),
+    )
+    .await;
+    assert!(stale.status >= 400, "{stale:?}");
+    assert_eq!(
+        get(&addr, "/v1/config/team.lead").await.body["entry"]["value"],
+        "alice"
+    );
+    assert_eq!(
+        get(&addr, "/v1/config/absent").await.body["entry"],
+        Value::Null
+    );
+    let listed = get(&addr, "/v1/config?prefix=team.").await;
+    assert_eq!(listed.body["entries"][0]["key"], "team.lead", "{listed:?}");
+
+    // Messages.
+    let sent = post(
+        &addr,
+        "/v1/messages",
+        &json!({"from": "operator", "to_agent": a, "body": "please rebase"}),
+    )
+    .await;
+    assert_eq!(sent.status, 200, "{sent:?}");
+    let inbox = get(&addr, &format!("/v1/messages?agent_id={a}")).await;
+    assert_eq!(
+        inbox.body["messages"][0]["body"], "please rebase",
+        "{inbox:?}"
+    );
+    assert_eq!(inbox.body["messages"][0]["from"], "operator");
     node.shutdown().await;
 }

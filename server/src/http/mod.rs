@@ -3,7 +3,8 @@
 //! speaks TLS for both when TLS is on.
 //!
 //! - [`health`]: `/livez`, `/readyz` (open to all, like `/metrics`).
-//! - [`cluster`], [`agents`], [`tasks`]: `/v1/...`, each endpoint the gRPC handler of the same
+//! - [`cluster`], [`agents`], [`tasks`], [`plans`], [`locks`], [`config`], [`messages`]:
+//!   `/v1/...`, each endpoint the gRPC handler of the same
 //!   method called in-process through [`call`] (same credential check, validation, reads).
 //! - [`github`]: `POST /v1/webhooks/github`, issues → tasks, signed deliveries only
 //!   ([`signature`]).
@@ -13,11 +14,15 @@
 mod agents;
 mod call;
 mod cluster;
+mod config;
 mod error;
 mod github;
 mod health;
 mod json;
+mod locks;
+mod messages;
 mod openapi;
+mod plans;
 mod signature;
 mod tasks;
 
@@ -45,6 +50,14 @@ pub fn router(ctx: Arc<NodeContext>) -> Router {
         .route("/v1/tasks/{id}/start", post(tasks::start))
         .route("/v1/tasks/{id}/complete", post(tasks::complete))
         .route("/v1/tasks/{id}/fail", post(tasks::fail))
+        .route("/v1/plans", post(plans::submit))
+        .route("/v1/plans/{id}", get(plans::get))
+        .route("/v1/locks", get(locks::list))
+        .route("/v1/locks/acquire", post(locks::acquire))
+        .route("/v1/locks/release", post(locks::release))
+        .route("/v1/config", get(config::list))
+        .route("/v1/config/{key}", get(config::get).put(config::put))
+        .route("/v1/messages", get(messages::history).post(messages::send))
         .route("/v1/webhooks/github", post(github::webhook))
         // tonic's router owns the fallback (gRPC UNIMPLEMENTED); an unknown path under /v1/
         // gets a JSON answer.

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{agents, cluster, github, health, tasks};
+use super::{agents, cluster, config, github, health, locks, messages, plans, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,16 @@ use super::{agents, cluster, github, health, tasks};
         tasks::start,
         tasks::complete,
         tasks::fail,
+        plans::submit,
+        plans::get,
+        locks::acquire,
+        locks::release,
+        locks::list,
+        config::list,
+        config::get,
+        config::put,
+        messages::send,
+        messages::history,
         github::webhook,
     ),
     modifiers(&BearerToken),

@@ -564,4 +564,58 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, ConfigError::BadTimeouts { .. }));
     }
+
+    #[test]
+    fn the_github_webhook_reads_its_secret_file_and_label_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let secret_arg = secret.to_str().unwrap();
+        let c = cli(&["--github-webhook-secret-file", secret_arg]).unwrap();
+        let github = c.github.expect("configured");
+        assert_eq!(github.secret, b"s3cret");
+        assert_eq!(github.trigger_label, "percy");
+        assert_eq!(github.label_capabilities["frontend"], "frontend");
+        assert_eq!(github.label_capabilities.len(), 4);
+        assert!(
+            !format!("{github:?}").contains("s3cret"),
+            "Debug hides the secret"
+        );
+
+        let c = cli(&[
+            "--github-webhook-secret-file",
+            secret_arg,
+            "--github-trigger-label",
+            "agents",
+            "--github-label-capabilities",
+            "ui=frontend, db=backend",
+        ])
+        .unwrap();
+        let github = c.github.expect("configured");
+        assert_eq!(github.trigger_label, "agents");
+        assert_eq!(github.label_capabilities.len(), 2);
+        assert_eq!(github.label_capabilities["ui"], "frontend");
+        assert!(cli(&[]).unwrap().github.is_none());
+    }
+
+    #[test]
+    fn a_bad_github_webhook_setting_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let err = cli(&["--github-webhook-secret-file", missing.to_str().unwrap()]).unwrap_err();
+        assert!(matches!(err, ConfigError::WebhookSecret(..)), "{err}");
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let err = cli(&["--github-webhook-secret-file", empty.to_str().unwrap()]).unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+        std::fs::write(&empty, "x").unwrap();
+        let err = cli(&[
+            "--github-webhook-secret-file",
+            empty.to_str().unwrap(),
+            "--github-label-capabilities",
+            "ui",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("\"ui\""), "{err}");
+    }
 }

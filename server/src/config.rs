@@ -57,6 +57,54 @@ pub struct NodeConfig {
     pub tls: Option<TlsFiles>,
     /// Allow a non-loopback `listen` without TLS and auth (`--insecure`).
     pub insecure: bool,
+    /// `POST /v1/webhooks/github` turns labelled issues into tasks; `None`: the endpoint
+    /// refuses every delivery (no secret to verify them with).
+    pub github: Option<GithubWebhook>,
+}
+
+/// The GitHub webhook's settings (`--github-webhook-secret-file`, `--github-trigger-label`,
+/// `--github-label-capabilities`).
+#[derive(Clone)]
+pub struct GithubWebhook {
+    /// The webhook's secret: deliveries are signed with it (`X-Hub-Signature-256`).
+    pub secret: Vec<u8>,
+    /// Only issues carrying this label become tasks.
+    pub trigger_label: String,
+    /// Issue label → capability the task requires.
+    pub label_capabilities: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for GithubWebhook {
+    // Never the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubWebhook")
+            .field("trigger_label", &self.trigger_label)
+            .field("label_capabilities", &self.label_capabilities)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The trigger label when `--github-trigger-label` is not given.
+pub const DEFAULT_GITHUB_TRIGGER_LABEL: &str = "percy";
+/// The label → capability mapping when `--github-label-capabilities` is not given: the
+/// specialised agents of the PoC users come from.
+pub const DEFAULT_GITHUB_LABEL_CAPABILITIES: &str =
+    "backend=backend,frontend=frontend,testing=testing,devops=devops";
+
+/// `label=capability,...` → the mapping.
+pub fn parse_label_capabilities(raw: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut map = BTreeMap::new();
+    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        match entry.split_once('=') {
+            Some((label, capability))
+                if !label.trim().is_empty() && !capability.trim().is_empty() =>
+            {
+                map.insert(label.trim().to_owned(), capability.trim().to_owned());
+            }
+            _ => return Err(ConfigError::BadLabelCapability(entry.to_owned())),
+        }
+    }
+    Ok(map)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +131,10 @@ pub enum ConfigError {
     BadAgentTtl(u64, u64, u64),
     #[error("--peers gives node {0} port 0: only this node's own entry may (with --listen on port 0, it becomes the port this node binds)")]
     PeerPortZero(NodeId),
+    #[error("bad --github-label-capabilities entry {0:?}: expected LABEL=CAPABILITY")]
+    BadLabelCapability(String),
+    #[error("reading --github-webhook-secret-file {0}: {1}")]
+    WebhookSecret(PathBuf, String),
     #[error("refusing to listen on {0} without TLS and --auth: anyone who reaches it could act as any agent. Give --tls-cert/--tls-key/--tls-ca and --auth (`percyctl certs init` makes certificates), or --insecure to accept the risk")]
     Insecure(SocketAddr),
 }
@@ -116,6 +168,7 @@ impl NodeConfig {
             auth: false,
             tls: None,
             insecure: false,
+            github: None,
         }
     }
 
@@ -326,6 +379,16 @@ pub struct Cli {
     /// the port can then act as any agent); logs a warning.
     #[arg(long)]
     pub insecure: bool,
+    /// A file holding the GitHub webhook's secret: enables `POST /v1/webhooks/github`, which
+    /// accepts only deliveries signed with it (X-Hub-Signature-256).
+    #[arg(long, env = "PERCY_GITHUB_WEBHOOK_SECRET_FILE")]
+    pub github_webhook_secret_file: Option<PathBuf>,
+    /// The label that makes a GitHub issue a task.
+    #[arg(long, default_value = DEFAULT_GITHUB_TRIGGER_LABEL)]
+    pub github_trigger_label: String,
+    /// Issue labels that become required capabilities: LABEL=CAPABILITY,...
+    #[arg(long, default_value = DEFAULT_GITHUB_LABEL_CAPABILITIES)]
+    pub github_label_capabilities: String,
 }
 
 /// What `percyd` does other than run a node.
@@ -373,6 +436,26 @@ impl Cli {
         config.tls = match (self.tls_cert, self.tls_key, self.tls_ca) {
             (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
             _ => None,
+        };
+        config.github = match &self.github_webhook_secret_file {
+            Some(path) => {
+                let raw = std::fs::read(path)
+                    .map_err(|e| ConfigError::WebhookSecret(path.clone(), e.to_string()))?;
+                // Secret files usually end with a newline the secret does not contain.
+                let secret = raw.trim_ascii().to_vec();
+                if secret.is_empty() {
+                    return Err(ConfigError::WebhookSecret(
+                        path.clone(),
+                        "it is empty".into(),
+                    ));
+                }
+                Some(GithubWebhook {
+                    secret,
+                    trigger_label: self.github_trigger_label.clone(),
+                    label_capabilities: parse_label_capabilities(&self.github_label_capabilities)?,
+                })
+            }
+            None => None,
         };
         config.validate()?;
         Ok(config)
@@ -590,5 +673,59 @@ mod tests {
         ])
         .unwrap_err();
         assert!(matches!(err, ConfigError::BadTimeouts { .. }));
+    }
+
+    #[test]
+    fn the_github_webhook_reads_its_secret_file_and_label_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let secret_arg = secret.to_str().unwrap();
+        let c = cli(&["--github-webhook-secret-file", secret_arg]).unwrap();
+        let github = c.github.expect("configured");
+        assert_eq!(github.secret, b"s3cret");
+        assert_eq!(github.trigger_label, "percy");
+        assert_eq!(github.label_capabilities["frontend"], "frontend");
+        assert_eq!(github.label_capabilities.len(), 4);
+        assert!(
+            !format!("{github:?}").contains("s3cret"),
+            "Debug hides the secret"
+        );
+
+        let c = cli(&[
+            "--github-webhook-secret-file",
+            secret_arg,
+            "--github-trigger-label",
+            "agents",
+            "--github-label-capabilities",
+            "ui=frontend, db=backend",
+        ])
+        .unwrap();
+        let github = c.github.expect("configured");
+        assert_eq!(github.trigger_label, "agents");
+        assert_eq!(github.label_capabilities.len(), 2);
+        assert_eq!(github.label_capabilities["ui"], "frontend");
+        assert!(cli(&[]).unwrap().github.is_none());
+    }
+
+    #[test]
+    fn a_bad_github_webhook_setting_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let err = cli(&["--github-webhook-secret-file", missing.to_str().unwrap()]).unwrap_err();
+        assert!(matches!(err, ConfigError::WebhookSecret(..)), "{err}");
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let err = cli(&["--github-webhook-secret-file", empty.to_str().unwrap()]).unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+        std::fs::write(&empty, "x").unwrap();
+        let err = cli(&[
+            "--github-webhook-secret-file",
+            empty.to_str().unwrap(),
+            "--github-label-capabilities",
+            "ui",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("\"ui\""), "{err}");
     }
 }

@@ -16,6 +16,7 @@ mod durability_tests;
 mod exec_relay;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod http;
 mod liveness;
 mod metrics;
 mod network;

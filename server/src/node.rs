@@ -479,18 +479,20 @@ fn routes(
     }
     let mut routes = builder.routes();
     let metrics_ctx = ctx.clone();
-    *routes.axum_router_mut() = std::mem::take(routes.axum_router_mut()).route(
-        "/metrics",
-        axum::routing::get(move || {
-            let ctx = metrics_ctx.clone();
-            async move {
-                ctx.metrics
-                    .tracked_agents
-                    .set(ctx.liveness.tracked() as i64);
-                ctx.metrics.render(&ctx.raft)
-            }
-        }),
-    );
+    *routes.axum_router_mut() = std::mem::take(routes.axum_router_mut())
+        .merge(crate::http::router(ctx.clone(), identity.clone()))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let ctx = metrics_ctx.clone();
+                async move {
+                    ctx.metrics
+                        .tracked_agents
+                        .set(ctx.liveness.tracked() as i64);
+                    ctx.metrics.render(&ctx.raft)
+                }
+            }),
+        );
     routes
 }
 

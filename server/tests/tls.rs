@@ -2,6 +2,7 @@
 //! and replicate over mutual TLS, a client with the CA and a token writes through a follower;
 //! a plaintext client, a client trusting another CA, a node certificate that has expired, and
 //! a caller of the internal service without a cluster certificate are all refused.
+//! The same port answers HTTPS JSON with the same credentials (token or admin certificate).
 
 mod common;
 
@@ -296,4 +297,81 @@ async fn unreadable_tls_files_stop_the_node_with_a_clear_error() {
         error.contains("--tls-cert") && error.contains("missing.crt"),
         "{error}"
     );
+}
+
+/// curl against `url` with `args`: (HTTP status, body); status 0 when no HTTP answer came.
+async fn curl(url: &str, args: &[&str]) -> (u16, String) {
+    let output = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .await
+        .expect("curl runs (apt-get install curl)");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_port_serves_https_json_with_the_same_credentials() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = new_ca("percy test CA");
+    let mut slots = slots(&[1]).await;
+    let peers = peers_of(&slots);
+    let config = tls_config(&slots[0], &peers, &ca, certs.path());
+    let listener = slots[0].listener.take().unwrap();
+    let node = Node::start_with_listener(config, listener).await.unwrap();
+    let port = slots[0].addr.rsplit_once(':').unwrap().1.to_owned();
+    let base = format!("https://127.0.0.1:{port}");
+    let ca_file = certs.path().join("ca.crt").display().to_string();
+
+    // Probes are open; /v1 needs a credential, as gRPC does.
+    let ready = eventually("/readyz over HTTPS", SETTLE, || {
+        let (url, ca_file) = (format!("{base}/readyz"), ca_file.clone());
+        async move {
+            let (status, body) = curl(&url, &["--cacert", &ca_file]).await;
+            (status == 200).then_some(body)
+        }
+    })
+    .await;
+    assert!(ready.contains("\"ok\""), "{ready}");
+    let (status, body) = curl(
+        &format!("{base}/v1/cluster/status"),
+        &["--cacert", &ca_file],
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("UNAUTHENTICATED"), "{body}");
+
+    // The bootstrap admin token, and the admin client certificate, are accepted.
+    let token_file = admin_token_path(slots[0].dir.path());
+    let admin = eventually("the bootstrap admin token", SETTLE, || async {
+        std::fs::read_to_string(&token_file)
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+    })
+    .await;
+    let auth = format!("authorization: Bearer {admin}");
+    let (status, body) = curl(
+        &format!("{base}/v1/cluster/status"),
+        &["--cacert", &ca_file, "-H", &auth],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"Leader\""), "{body}");
+    let (cert, key) = leaf(&ca, certs.path(), "admin", false);
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let (status, body) = curl(
+        &format!("{base}/v1/cluster/status"),
+        &["--cacert", &ca_file, "--cert", &cert, "--key", &key],
+    )
+    .await;
+    assert_eq!(status, 200, "the admin certificate is a credential: {body}");
+
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let (status, _) = curl(&format!("http://127.0.0.1:{port}/livez"), &[]).await;
+    assert_ne!(status, 200);
+    node.shutdown().await;
 }

@@ -73,6 +73,17 @@ pub struct Args {
     /// A relative program path is relative to the current directory.
     #[arg(long, requires = "repo")]
     resolver: Option<String>,
+    /// After a task's work is merged, push its branch (percy/<task-id>) to this git remote
+    /// (a remote name or URL; with --repo).
+    #[arg(long, value_name = "REMOTE", requires = "repo")]
+    push: Option<String>,
+    /// After the merge (and --push), run this command through `sh -c` in --repo with the
+    /// task's PERCY_TASK_* variables and PERCY_BRANCH, the description on stdin — e.g.
+    /// `gh pr create --head "$PERCY_BRANCH" --title "$PERCY_TASK_TITLE" --body-file -`.
+    /// Its failure fails the task. A relative program path is relative to the current
+    /// directory.
+    #[arg(long, value_name = "CMD", requires = "repo")]
+    on_complete: Option<String>,
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
@@ -103,6 +114,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
         resolver: args
             .resolver
             .map(|r| program_path::anchor_in_current_dir(&r)),
+        push: args.push,
+        on_complete: args
+            .on_complete
+            .map(|c| program_path::anchor_in_current_dir(&c)),
     });
     let name = config.name.clone();
     let signal = terminate_signal().context("installing the signal handlers")?;

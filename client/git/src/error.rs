@@ -66,6 +66,14 @@ pub enum GitError {
         changes: String,
     },
 
+    /// `git push` of a task's branch failed (`push::push_branch`).
+    #[error("pushing {branch} to {remote}: {detail}")]
+    Push {
+        branch: String,
+        remote: String,
+        detail: String,
+    },
+
     /// The target ref changed under every compare-and-swap attempt (someone outside
     /// the merge lock keeps writing it).
     #[error("target branch {into:?} changed during each of {attempts} merge attempts")]

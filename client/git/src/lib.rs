@@ -27,6 +27,7 @@ pub mod conflict;
 pub mod error;
 pub mod fence;
 pub mod merge;
+pub mod push;
 pub mod queue;
 pub mod resolver;
 pub mod trailer;
@@ -39,6 +40,7 @@ pub use conflict::{ConflictKind, ConflictedPath};
 pub use error::GitError;
 pub use fence::{tip_fence_token, FenceError, MergeFence, StaticFence, UNFENCED_TOKEN};
 pub use merge::{merge_branch, MergeOutcome, MergeRequest};
+pub use push::push_branch;
 pub use queue::{ConflictPolicy, MergeQueue, QueueReport, QueueSettings, QueuedMerge};
 pub use resolver::{
     contains_conflict_markers, ResolverCommand, DEFAULT_RESOLVER_TIMEOUT, RESOLVER_DELETE_EXIT_CODE,

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::config::WorkerConfig;
 use crate::executor::{execute, ExecEnd, ExecOutcome, Execution};
+use crate::publish;
 use crate::repo::Repo;
 use crate::running;
 use crate::tail::SUMMARY_MAX_BYTES;
@@ -160,6 +161,9 @@ async fn attempt(
                     Ok(branch) => result.branch = branch,
                     Err(failure) => return report_failure(env, task, &failure.0).await,
                 }
+                if let Err(why) = publish_branch(env, repo, task, &result.branch).await {
+                    return report_failure(env, task, &why).await;
+                }
             }
             report_success(env, task, result).await
         }
@@ -170,6 +174,29 @@ async fn attempt(
             report_failure(env, task, &error).await
         }
     }
+}
+
+/// `--push` then `--on-complete` for a merged task branch (see `publish`).
+async fn publish_branch(
+    env: &AttemptEnv,
+    repo: &Repo,
+    task: &Task,
+    branch: &str,
+) -> Result<(), String> {
+    if let Some(remote) = &repo.push {
+        publish::push(repo.dir(), remote, branch).await?;
+    }
+    if let Some(command) = &repo.on_complete {
+        let mut variables = task_env(env, task);
+        variables.push(("PERCY_BRANCH".to_owned(), OsString::from(branch)));
+        variables.push((
+            "PERCY_TASK_DESCRIPTION".to_owned(),
+            OsString::from(task.description.clone()),
+        ));
+        let stdin = task.description.clone().into_bytes();
+        publish::on_complete(command, repo.dir(), variables, stdin, &task.id).await?;
+    }
+    Ok(())
 }
 
 /// `Ok` for a clean exit, else the task's error text.

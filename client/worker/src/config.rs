@@ -25,6 +25,11 @@ pub struct GitConfig {
     /// Command that resolves merge conflicts (see [`percy_git::resolver`]); `None` = a
     /// conflict fails the task.
     pub resolver: Option<String>,
+    /// Remote the task's branch is pushed to after a successful run (`--push`).
+    pub push: Option<String>,
+    /// Command run after the push, with the task's variables and `PERCY_BRANCH`
+    /// (`--on-complete`); its failure fails the task.
+    pub on_complete: Option<String>,
 }
 
 /// Everything a [`crate::Worker`] needs besides the client.

@@ -37,6 +37,9 @@ pub struct Repo {
     target: String,
     lock_path: String,
     resolver: Option<ResolverCommand>,
+    /// `--push REMOTE` and `--on-complete CMD` (see `publish`).
+    pub push: Option<String>,
+    pub on_complete: Option<String>,
     /// One merge at a time per worker: the cluster lock belongs to the agent, not to the
     /// task, so two of our merges would share one grant and the first release would pull
     /// the lock from under the second.
@@ -76,8 +79,15 @@ impl Repo {
             dir,
             target,
             resolver: config.resolver.clone().map(ResolverCommand::new),
+            push: config.push.clone(),
+            on_complete: config.on_complete.clone(),
             merging: Arc::default(),
         })
+    }
+
+    /// The repository's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// A fresh worktree for `task_id`, branched from the target's tip.

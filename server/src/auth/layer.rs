@@ -66,12 +66,7 @@ where
             // Owned copies: the request body is not `Sync`, so no reference to the request
             // may be held across the lookup's await.
             let path = request.uri().path().to_owned();
-            let presented = match bearer(request.headers()) {
-                Ok(token) => Presented::Token(token.to_owned()),
-                // A token wins over a certificate when a caller presents both.
-                Err(_) if crate::tls::presents_admin_cert(&request) => Presented::AdminCert,
-                Err(missing) => Presented::Nothing(missing),
-            };
+            let presented = Presented::of(&request);
             match check(&ctx, &path, presented).await {
                 Ok(caller) => CALLER.scope(caller, inner.call(request)).await,
                 Err(mut status) => {
@@ -85,9 +80,8 @@ where
     }
 }
 
-/// The caller behind `request`, or why it may not call this method.
 /// The credential a call came with.
-enum Presented {
+pub enum Presented {
     Token(String),
     /// A client certificate of the cluster CA naming the admin (`percyctl certs init`'s
     /// `admin.crt`).
@@ -96,6 +90,49 @@ enum Presented {
     Nothing(Status),
 }
 
+impl Presented {
+    /// What `request` presents: its bearer token, else an admin client certificate.
+    pub fn of<B>(request: &http::Request<B>) -> Self {
+        match bearer(request.headers()) {
+            Ok(token) => Presented::Token(token.to_owned()),
+            // A token wins over a certificate when a caller presents both.
+            Err(_) if crate::tls::presents_admin_cert(request) => Presented::AdminCert,
+            Err(missing) => Presented::Nothing(missing),
+        }
+    }
+}
+
+/// Runs `handler` as the gRPC method `path` would run behind [`Authenticated`]: on a node
+/// with `--auth`, only for a caller whose credential `presented` may call `path`, and with that
+/// caller known to the handler. The HTTP/JSON API (`crate::http`) calls the gRPC handlers
+/// in-process through this, so both surfaces share one access table.
+pub async fn run_as<T>(
+    ctx: &NodeContext,
+    path: &str,
+    presented: Presented,
+    handler: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    if !ctx.config.auth {
+        return handler.await;
+    }
+    let caller = check(ctx, path, presented).await?;
+    CALLER.scope(caller, handler).await
+}
+
+/// Runs `handler` as `caller`, who was authenticated some other way than a token (the GitHub
+/// webhook's signature); without `--auth`, as anyone.
+pub async fn run_as_caller<T>(
+    ctx: &NodeContext,
+    caller: Caller,
+    handler: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    if !ctx.config.auth {
+        return handler.await;
+    }
+    CALLER.scope(caller, handler).await
+}
+
+/// The caller behind a credential, or why it may not call this method.
 async fn check(ctx: &NodeContext, path: &str, presented: Presented) -> Result<Caller, Status> {
     let caller = match presented {
         Presented::Token(token) => Caller::of(&find(ctx, &secret::hash(&token)).await?),

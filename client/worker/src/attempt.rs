@@ -14,7 +14,7 @@ use crate::executor::{execute, ExecEnd, ExecOutcome, Execution};
 use crate::publish;
 use crate::repo::Repo;
 use crate::running;
-use crate::tail::SUMMARY_MAX_BYTES;
+use crate::tail::{last_line, SUMMARY_MAX_BYTES};
 use percy_client::proto::{Task, TaskResult};
 use percy_client::{Client, ClientError};
 
@@ -112,46 +112,29 @@ async fn attempt(
         .as_ref()
         .map(|w| w.path().to_owned())
         .or_else(|| env.config.workdir.clone());
-    let timeout = task_timeout(task, env.config.default_timeout);
-    let execution = Execution {
-        command: env.config.exec.clone(),
-        env: task_env(env, task),
-        stdin: task_input(task),
-        workdir,
-        timeout,
-        record_in: Some(running::records_dir(
-            &env.config.inbox_dir,
-            &env.config.name,
-        )),
-        task_id: task.id.clone(),
-        stdout_tail_bytes: crate::tail::STDOUT_TAIL_BYTES,
-        stop_grace: None,
-        live: None,
-    };
-    let kill = async {
-        // A dropped sender means the incarnation is gone: stop too.
-        let _ = interrupt.wait_for(|i| *i != Interrupt::None).await;
-    };
-    let executed = execute(execution, kill).await;
-    let interrupted = *interrupt.borrow();
-
-    let outcome = match executed {
-        Err(err) => Err(err.to_string()),
-        Ok(outcome) => judge(&outcome, interrupted, env).map(|()| outcome),
-    };
-    if interrupted == Interrupt::Expired {
-        if let (Some(repo), Some(worktree)) = (&env.repo, worktree) {
-            repo.discard(worktree).await;
+    let ran = match &env.config.handler {
+        Some(handler) => handler.run(task, workdir.as_deref()).map(|output| Ran {
+            summary: last_line(&output, SUMMARY_MAX_BYTES),
+            output_tail: output,
+        }),
+        None => {
+            let ran = run_command(env, task, workdir, interrupt).await;
+            if *interrupt.borrow() == Interrupt::Expired {
+                if let (Some(repo), Some(worktree)) = (&env.repo, worktree) {
+                    repo.discard(worktree).await;
+                }
+                return AttemptOutcome::Abandoned;
+            }
+            ran
         }
-        return AttemptOutcome::Abandoned;
-    }
-    match outcome {
-        Ok(output) => {
+    };
+    match ran {
+        Ok(ran) => {
             let mut result = TaskResult {
-                summary: output.stdout.last_line(SUMMARY_MAX_BYTES),
+                summary: ran.summary,
                 branch: String::new(),
                 exit_code: Some(0),
-                output_tail: output.stdout.text(),
+                output_tail: ran.output_tail,
             };
             if let (Some(repo), Some(worktree)) = (&env.repo, worktree) {
                 match repo
@@ -174,6 +157,48 @@ async fn attempt(
             report_failure(env, task, &error).await
         }
     }
+}
+
+/// What a successful run hands to the result.
+struct Ran {
+    summary: String,
+    output_tail: String,
+}
+
+/// Runs the worker's command for `task` (`sh -c <exec>`); `Err` is the task's error text.
+async fn run_command(
+    env: &AttemptEnv,
+    task: &Task,
+    workdir: Option<PathBuf>,
+    interrupt: &mut watch::Receiver<Interrupt>,
+) -> Result<Ran, String> {
+    let execution = Execution {
+        command: env.config.exec.clone(),
+        env: task_env(env, task),
+        stdin: task_input(task),
+        workdir,
+        timeout: task_timeout(task, env.config.default_timeout),
+        record_in: Some(running::records_dir(
+            &env.config.inbox_dir,
+            &env.config.name,
+        )),
+        task_id: task.id.clone(),
+        stdout_tail_bytes: crate::tail::STDOUT_TAIL_BYTES,
+        stop_grace: None,
+        live: None,
+    };
+    let kill = async {
+        // A dropped sender means the incarnation is gone: stop too.
+        let _ = interrupt.wait_for(|i| *i != Interrupt::None).await;
+    };
+    let executed = execute(execution, kill).await;
+    let interrupted = *interrupt.borrow();
+    let output = executed.map_err(|err| err.to_string())?;
+    judge(&output, interrupted, env)?;
+    Ok(Ran {
+        summary: output.stdout.last_line(SUMMARY_MAX_BYTES),
+        output_tail: output.stdout.text(),
+    })
 }
 
 /// `--push` then `--on-complete` for a merged task branch (see `publish`).

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::WorkerError;
+use crate::handler::TaskHandler;
 
 /// Tasks run at once unless configured otherwise.
 pub const DEFAULT_MAX_CONCURRENT: u32 = 1;
@@ -68,6 +69,9 @@ pub struct WorkerConfig {
     /// Also run the definitions this worker matches, in loops (`--definitions`). With it,
     /// `exec` may be empty: the worker then runs definitions only and claims no tasks.
     pub definitions: bool,
+    /// Run tasks with this function in-process instead of `exec` (which must then be
+    /// empty); see [`TaskHandler`].
+    pub handler: Option<TaskHandler>,
 }
 
 impl WorkerConfig {
@@ -89,7 +93,14 @@ impl WorkerConfig {
             workdir: None,
             git: None,
             definitions: false,
+            handler: None,
         }
+    }
+
+    /// Whether this worker runs tasks (with `exec` or a handler), not only execs or
+    /// definitions.
+    pub fn runs_tasks(&self) -> bool {
+        !self.exec.trim().is_empty() || self.handler.is_some()
     }
 
     /// Refuses settings that cannot work, before anything is registered.
@@ -98,10 +109,13 @@ impl WorkerConfig {
         if self.name.trim().is_empty() {
             return bad("the worker needs a name".into());
         }
-        if self.exec.trim().is_empty() && !self.definitions && !self.accept_exec {
+        if !self.runs_tasks() && !self.definitions && !self.accept_exec {
             return bad(
                 "the worker needs a command to run (--exec), --definitions or --accept-exec".into(),
             );
+        }
+        if self.handler.is_some() && !self.exec.trim().is_empty() {
+            return bad("a worker runs tasks with a command or with a handler, not both".into());
         }
         if !(1..=MAX_CONCURRENT).contains(&self.max_concurrent) {
             return bad(format!(
@@ -142,8 +156,12 @@ mod tests {
     #[test]
     fn nonsense_is_refused_with_a_reason() {
         type Spoil = fn(&mut WorkerConfig);
-        let cases: [(Spoil, &str); 5] = [
+        let cases: [(Spoil, &str); 6] = [
             (|c| c.name = " ".into(), "name"),
+            (
+                |c| c.handler = Some(TaskHandler::new(|_, _| Ok(String::new()))),
+                "not both",
+            ),
             (|c| c.exec = String::new(), "--exec"),
             (|c| c.max_concurrent = 0, "max_concurrent"),
             (|c| c.default_timeout = Some(Duration::ZERO), "timeout"),

@@ -92,7 +92,7 @@ impl Incarnation {
         }
         // A worker with neither --exec nor --accept-exec runs definitions only: it claims no
         // tasks (an exec-only worker claims execs, by id: see `claim_while_room`).
-        let claims_tasks = !self.env.config.exec.trim().is_empty() || self.env.config.accept_exec;
+        let claims_tasks = self.env.config.runs_tasks() || self.env.config.accept_exec;
         let mut recheck = tokio::time::interval(CLAIM_RECHECK_INTERVAL);
         recheck.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // The first tick is immediate: look for work that was ready before we registered.
@@ -159,7 +159,7 @@ impl Incarnation {
         while self.running.len() < self.agent.max_concurrent.max(1) as usize {
             // A worker without a task command runs execs only: claim-next could hand it a
             // task without requirements, which it has nothing to run with.
-            let claimed = if self.env.config.exec.trim().is_empty() {
+            let claimed = if !self.env.config.runs_tasks() {
                 crate::exec_claim::claim_exec(client, &self.agent).await
             } else {
                 client.claim_next(agent_id).await

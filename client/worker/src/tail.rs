@@ -55,15 +55,19 @@ impl Tail {
 
     /// The last non-empty line, cut to `max` bytes at a character boundary.
     pub fn last_line(&self, max: usize) -> String {
-        let text = String::from_utf8_lossy(&self.buffer);
-        let line = text
-            .lines()
-            .rev()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .unwrap_or("");
-        truncate_at_char(line, max).to_owned()
+        last_line(&String::from_utf8_lossy(&self.buffer), max)
     }
+}
+
+/// The last non-empty line of `text` (trimmed), cut to `max` bytes at a character boundary.
+pub fn last_line(text: &str, max: usize) -> String {
+    let line = text
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    truncate_at_char(line, max).to_owned()
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.

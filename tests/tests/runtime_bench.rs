@@ -206,3 +206,36 @@ fn a_restarted_node_serves_after_catching_up() -> Result<()> {
     );
     Ok(())
 }
+
+/// The pipeline's three modes, small: every task completed exactly once by the workers
+/// (in-process, forking `sh -c`, and merging into a scratch repository).
+#[test]
+fn the_pipeline_completes_every_task_once_in_each_mode() -> Result<()> {
+    let modes: [(&[&str], &str); 3] = [
+        (&[], "in-process"),
+        (&["--exec", "true"], "exec"),
+        (&["--git"], "in-process+git"),
+    ];
+    for (flags, mode) in modes {
+        let common = ["--workers", "4", "--tasks", "40", "--plan-size", "10"];
+        let report = bench("pipeline", &[&common[..], flags].concat())?;
+        ensure!(report["mode"] == mode, "{report}");
+        ensure!(report["completed"] == 40, "{report}");
+        ensure!(
+            report["anomalies"] == 0 && report["verify_ok"] == true,
+            "{report}"
+        );
+        ensure!(report["tasks_per_s"].as_f64() > Some(0.0), "{report}");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_pipeline_refuses_an_empty_command() -> Result<()> {
+    let err = bench("pipeline", &["--exec", " ", "--tasks", "1"]).unwrap_err();
+    ensure!(
+        format!("{err:#}").contains("--exec needs a command"),
+        "{err:#}"
+    );
+    Ok(())
+}

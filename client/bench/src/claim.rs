@@ -33,7 +33,7 @@ struct ClaimRandomClient {
 pub async fn claim_random(env: &Env) -> Result<Outcome> {
     let c = env.args.clients();
     let clients = env.clients(c).await?;
-    let submitted = Arc::new(setup::submit_tasks(env, &clients, env.args.tasks).await?);
+    let submitted = Arc::new(setup::submit_tasks(env, &clients, env.args.tasks, &[]).await?);
     let k = submitted.ids.len();
     anyhow::ensure!(k > 0, "--tasks must be at least 1");
     let mut first_agents = Vec::with_capacity(c);
@@ -175,7 +175,7 @@ struct ClaimNextClient {
 pub async fn claim_next(env: &Env) -> Result<Outcome> {
     let c = env.args.clients();
     let clients = env.clients(c).await?;
-    let submitted = setup::submit_tasks(env, &clients, env.args.tasks).await?;
+    let submitted = setup::submit_tasks(env, &clients, env.args.tasks, &[]).await?;
     let k = submitted.ids.len();
     let mut agents = Vec::with_capacity(c);
     for (i, client) in clients.iter().enumerate() {

@@ -13,6 +13,7 @@ mod claim;
 mod heartbeat;
 mod local_cluster;
 mod lock;
+mod pipeline;
 mod read;
 mod report;
 mod restart;
@@ -62,6 +63,9 @@ pub enum Workload {
     Heartbeat,
     /// Load tasks, kill -9 a node, restart it, time until it serves linearizable reads again.
     Restart,
+    /// --workers worker runtimes take --tasks tasks through claim → start → complete (in
+    /// process, or with --exec / --git); tasks per second from submission to the last.
+    Pipeline,
 }
 
 impl Workload {
@@ -74,6 +78,7 @@ impl Workload {
             Workload::Read => "read",
             Workload::Heartbeat => "heartbeat",
             Workload::Restart => "restart",
+            Workload::Pipeline => "pipeline",
         }
     }
 
@@ -163,6 +168,17 @@ pub struct Args {
     /// Restart workload: which node to kill.
     #[arg(long, value_enum, default_value_t = Victim::Follower)]
     pub kill: Victim,
+    /// Pipeline workload: worker runtimes started in this process.
+    #[arg(long, default_value_t = 64)]
+    pub workers: usize,
+    /// Pipeline workload: each task runs `sh -c CMD` (fork and exec per task) instead of
+    /// in-process.
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+    /// Pipeline workload: run tasks in worktrees of a scratch git repository and merge each
+    /// back (fenced), as `percyctl worker --repo` does.
+    #[arg(long)]
+    pub git: bool,
     /// Free-form label copied into the JSON output.
     #[arg(long, default_value = "")]
     pub tag: String,
@@ -294,6 +310,7 @@ async fn bench(
                 })?;
                 return Ok(Printable::Restart(restart::run(&env, cluster).await?));
             }
+            Workload::Pipeline => return Ok(Printable::Pipeline(pipeline::run(&env).await?)),
         };
         let leader = env.leader_endpoint().await.unwrap_or_else(|_| "?".into());
         Ok(Printable::Bench(Report::build(
@@ -314,6 +331,7 @@ async fn bench(
 pub enum Printable {
     Bench(Report),
     Restart(restart::RestartReport),
+    Pipeline(pipeline::PipelineReport),
 }
 
 impl Printable {
@@ -322,6 +340,7 @@ impl Printable {
         Ok(match self {
             Printable::Bench(report) => serde_json::to_string(report)?,
             Printable::Restart(report) => serde_json::to_string(report)?,
+            Printable::Pipeline(report) => serde_json::to_string(report)?,
         })
     }
 
@@ -330,6 +349,7 @@ impl Printable {
         match self {
             Printable::Bench(report) => Ok(report.table()),
             Printable::Restart(report) => report.table(),
+            Printable::Pipeline(report) => report.table(),
         }
     }
 }

@@ -71,7 +71,7 @@ pub async fn run(env: &Env, cluster: &mut LocalCluster) -> Result<RestartReport>
     let node_ids: Vec<u64> = (1..=cluster.endpoints().len() as u64).collect();
     let rss_before: Vec<Option<u64>> = node_ids.iter().map(|id| node_rss(cluster, *id)).collect();
     let t_load = Instant::now();
-    let submitted = setup::submit_tasks(env, &clients, env.args.tasks).await?;
+    let submitted = setup::submit_tasks(env, &clients, env.args.tasks, &[]).await?;
     let load_s = t_load.elapsed().as_secs_f64();
     let probe = submitted
         .ids

@@ -23,15 +23,26 @@ pub struct Submitted {
 }
 
 pub fn task_id(run: &str, index: usize) -> String {
-    format!("b{run}-t{index:07}")
+    format!("{}{index:07}", task_id_prefix(run))
+}
+
+/// What every task id of run `run` starts with.
+pub fn task_id_prefix(run: &str) -> String {
+    format!("b{run}-t")
 }
 
 fn task_index(run: &str, id: &str) -> Option<usize> {
-    id.strip_prefix(&format!("b{run}-t"))?.parse().ok()
+    id.strip_prefix(&task_id_prefix(run))?.parse().ok()
 }
 
-/// Submits `count` ready tasks in plans of `--plan-size`, `--setup-parallel` at a time.
-pub async fn submit_tasks(env: &Env, clients: &[Client], count: usize) -> Result<Submitted> {
+/// Submits `count` ready tasks that require `requires`, in plans of `--plan-size`,
+/// `--setup-parallel` at a time.
+pub async fn submit_tasks(
+    env: &Env,
+    clients: &[Client],
+    count: usize,
+    requires: &[String],
+) -> Result<Submitted> {
     let plan_size = env.args.plan_size.max(1);
     let run = env.run_id.clone();
     let plans: Vec<(String, std::ops::Range<usize>)> = (0..count)
@@ -57,6 +68,7 @@ pub async fn submit_tasks(env: &Env, clients: &[Client], count: usize) -> Result
                     .map(|t| TaskSpec {
                         id: task_id(&run, t),
                         title: format!("bench task {t}"),
+                        requires: requires.to_vec(),
                         ..Default::default()
                     })
                     .collect();

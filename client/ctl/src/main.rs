@@ -156,11 +156,16 @@ impl std::error::Error for Refused {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The worker reports what it does (claimed, completed, failed) at info; the benchmark's
+    // workers (`bench pipeline`) would print a line per task, so there only warnings.
+    let default_filter = match &cli.command {
+        Command::Bench(_) => "warn",
+        _ => "warn,percy_worker=info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                // The worker reports what it does (claimed, completed, failed) at info.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,percy_worker=info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         // Colours only for a person at a terminal, not in a redirected log.

@@ -45,9 +45,12 @@ async fn a_handler_completes_and_fails_tasks_without_a_command() {
     let [done, failed] = eventually("both tasks end", SETTLE, || async {
         let mut ended = Vec::new();
         for id in ["h-ok", "h-bad"] {
-            let task = client.get_task(id, Consistency::Linearizable).await.ok()?.task?;
-            matches!(task.status(), TaskStatus::Completed | TaskStatus::Failed)
-                .then_some(())?;
+            let task = client
+                .get_task(id, Consistency::Linearizable)
+                .await
+                .ok()?
+                .task?;
+            matches!(task.status(), TaskStatus::Completed | TaskStatus::Failed).then_some(())?;
             ended.push(task);
         }
         <[_; 2]>::try_from(ended).ok()
@@ -58,7 +61,11 @@ async fn a_handler_completes_and_fails_tasks_without_a_command() {
     assert_eq!(result.summary, "did h-ok");
     assert_eq!(result.output_tail, "working\ndid h-ok\n");
     assert_eq!(failed.status(), TaskStatus::Failed);
-    assert!(failed.error.contains("handler refused h-bad"), "{}", failed.error);
+    assert!(
+        failed.error.contains("handler refused h-bad"),
+        "{}",
+        failed.error
+    );
 
     stop.send(()).unwrap();
     let summary = worker.await.unwrap().unwrap();

@@ -145,6 +145,19 @@ async fn health_then_submit_claim_start_complete_with_json_errors() {
     let agent_id = registered.body["agent"]["id"].as_u64().expect("agent id");
     let agents = get(&addr, "/v1/agents").await;
     assert_eq!(agents.body["agents"][0]["name"], "builder", "{agents:?}");
+    // Agents page like gRPC's listing: a full page names the next one.
+    post(
+        &addr,
+        "/v1/agents",
+        &json!({"name": "tester", "ttl_ms": 3_600_000}),
+    )
+    .await;
+    let first = get(&addr, "/v1/agents?limit=1").await;
+    assert_eq!(first.body["agents"][0]["name"], "builder", "{first:?}");
+    let token = first.body["next_page_token"].as_str().expect("token");
+    assert!(!token.is_empty(), "{first:?}");
+    let second = get(&addr, &format!("/v1/agents?limit=1&page_token={token}")).await;
+    assert_eq!(second.body["agents"][0]["name"], "tester", "{second:?}");
 
     let submitted = post(
         &addr,

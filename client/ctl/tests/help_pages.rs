@@ -31,7 +31,8 @@ fn help_page(binary: &Path, path: &[String], flag: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// The subcommands a page lists, and its entries that have no description. An entry is a line
+/// The subcommands a page lists, and its entries that have no description (or show an
+/// internal id where the value's name belongs). An entry is a line
 /// indented by two spaces under `Options:` or `Arguments:`; its description follows on the same
 /// line after a gap of two or more spaces (`-h`, and `--help` of a narrow page), or on the
 /// following lines, indented deeper (`--help` of a page with long entries).
@@ -65,6 +66,17 @@ fn read_page(text: &str) -> (Vec<String>, Vec<String>) {
                     .is_some_and(|next| next.starts_with("          ") && !next.trim().is_empty());
                 if !same_line && !next_line {
                     undescribed.push(entry.to_string());
+                }
+                // A value placeholder in lower case is clap's internal id showing through
+                // (`--cacert <client_cacert>`), not a name written for the reader.
+                let head = entry.split("  ").next().unwrap_or_default();
+                let internal_id = head
+                    .split('<')
+                    .skip(1)
+                    .filter_map(|rest| rest.split_once('>'))
+                    .any(|(name, _)| name.chars().any(|c| c.is_ascii_lowercase()));
+                if internal_id {
+                    undescribed.push(format!("{head} (an internal id as the value's name)"));
                 }
             }
             _ => {}
@@ -143,9 +155,16 @@ fn the_reader_finds_undescribed_entries() {
     let page =
         "About\n\nUsage: x [OPTIONS] <ID>\n\nArguments:\n  <ID>      \n  <NAME>  The name\n\n\
                 Options:\n      --agent <AGENT>\n  -t, --ttl <TTL>\n          How long it lives\n  \
-                -h, --help  Print help\n";
+                --cacert <client_cacert>  CA (e.g. <data-dir>/ca.crt)\n  -h, --help  Print help\n";
     let (_, undescribed) = read_page(page);
-    assert_eq!(undescribed, vec!["<ID>", "--agent <AGENT>"]);
+    assert_eq!(
+        undescribed,
+        vec![
+            "<ID>",
+            "--agent <AGENT>",
+            "--cacert <client_cacert> (an internal id as the value's name)"
+        ]
+    );
     let commands = "Commands:\n  inject  Queue\n  help    Print\n";
     assert_eq!(read_page(commands).0, vec!["inject"]);
 }

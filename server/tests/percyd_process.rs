@@ -424,6 +424,13 @@ async fn sigterm_stops_cleanly_and_data_survives() {
         "exit status {status:?}: {}",
         node.stderr()
     );
+    // Its log went to a file (and NO_COLOR was not set): no colour codes in it.
+    let log = node.stderr();
+    assert!(log.contains("percyd serving"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "ANSI codes in a redirected log: {log:?}"
+    );
     node.restart();
     let entry = eventually("a read after restart", SETTLE, || {
         let mut config = config.clone();

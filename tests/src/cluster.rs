@@ -2,10 +2,12 @@
 //! i→j through a [`Proxy`] the harness controls, and process control (SIGKILL and restart on
 //! the same data dir, SIGSTOP / SIGCONT).
 //!
-//! Node *i* is started with `--peers` naming its own real listen address and, for every other
-//! node *j*, the proxy of link i→j. This relies on percyd dialling peers at the addresses of its
-//! local `--peers` in preference to the addresses stored in the Raft membership. Clients talk
-//! to nodes directly, so a client of a partitioned node sees what a partitioned user would.
+//! Node *i* is started with `--peers` naming, for every other node *j*, the proxy of link i→j,
+//! and listens on a port the kernel picks (percy-testkit's `launch`: `--listen 127.0.0.1:0
+//! --address-file`); the proxies leading to it are routed there once it has bound. This relies
+//! on percyd dialling peers at the addresses of its local `--peers` in preference to the
+//! addresses stored in the Raft membership. Clients talk to nodes directly, so a client of a
+//! partitioned node sees what a partitioned user would.
 //!
 //! A node that exits on its own (a crash, a restart that refuses its data dir) is an error the
 //! harness reports with the node's last log lines ([`Cluster::check_running`]), instead of
@@ -19,12 +21,12 @@
 //! unmounted (each node's durable files are then in its `node-N.disk/`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::OpenOptions;
-use std::net::{SocketAddr, TcpListener};
+use std::ffi::OsStr;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use percy_client::{Client, Consistency, RetryPolicy, Security, TlsOptions};
@@ -32,6 +34,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use percy_lazyfs::Mounted;
+use percy_testkit::launch::{PercydProcess, PercydSpec};
 
 use crate::binaries::{percyctl_binary, percyd_binary};
 use crate::proxy::{LinkModes, Mode, Proxy};
@@ -50,8 +53,8 @@ pub const LEADER_TIMEOUT: Duration = Duration::from_secs(60);
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 /// Threads of the runtime that carries the proxies.
 const PROXY_THREADS: usize = 2;
-/// Lines of a dead node's log quoted in the error that reports it.
-const DEATH_LOG_LINES: usize = 20;
+/// How long a node may take to bind its port and report it (a FUSE mount, a loaded box).
+const BIND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How to start the cluster.
 #[derive(Debug, Clone)]
@@ -72,30 +75,20 @@ pub struct ClusterConfig {
 /// One `percyd` node.
 struct Node {
     id: u64,
+    /// Where it serves (the port it bound on its first start, kept for restarts).
     listen: SocketAddr,
-    data_dir: PathBuf,
-    log: PathBuf,
-    peers: String,
-    child: Option<Child>,
+    process: PercydProcess,
     /// The lazy filesystem the data dir is mounted on, in a power-loss cluster.
     mount: Option<Mounted>,
-    paused: bool,
-    /// When the running process was spawned, and how many processes this node has had.
-    started: Instant,
-    starts: u32,
 }
 
 /// A running cluster. Dropping it kills every process and proxy it started.
 pub struct Cluster {
     nodes: BTreeMap<u64, Node>,
     proxies: BTreeMap<(u64, u64), Proxy>,
-    extra_args: Vec<String>,
-    /// The certificates directory of a secure cluster.
-    certs: Option<PathBuf>,
     /// What every client of this cluster needs to be let in.
     security: Security,
     net: NetRuntime,
-    percyd: PathBuf,
 }
 
 impl Cluster {
@@ -105,61 +98,13 @@ impl Cluster {
         let net = NetRuntime::start()?;
         std::fs::create_dir_all(&config.dir)?;
         let ids: Vec<u64> = (1..=config.nodes).collect();
-        // Each node's port stays bound here until just before the node starts: otherwise the
-        // proxies' own listeners, started meanwhile, may be handed the same port.
-        let mut reserved: BTreeMap<u64, TcpListener> = ids
-            .iter()
-            .map(|id| Ok((*id, TcpListener::bind(("127.0.0.1", 0))?)))
-            .collect::<Result<_>>()?;
-        let listen: BTreeMap<u64, SocketAddr> = reserved
-            .iter()
-            .map(|(id, listener)| Ok((*id, listener.local_addr()?)))
-            .collect::<Result<_>>()?;
         let mut proxies = BTreeMap::new();
         for &from in &ids {
             for &to in &ids {
                 if from != to {
-                    proxies.insert((from, to), Proxy::start(&net.handle, listen[&to])?);
+                    proxies.insert((from, to), Proxy::start_unrouted(&net.handle)?);
                 }
             }
-        }
-        let mut nodes = BTreeMap::new();
-        for &id in &ids {
-            let data_dir = config.dir.join(format!("node-{id}"));
-            let mount = if config.power_loss {
-                let disk = config.dir.join(format!("node-{id}.disk"));
-                std::fs::create_dir_all(&disk)?;
-                std::fs::create_dir_all(&data_dir)?;
-                Some(Mounted::mount(&data_dir, &disk)?)
-            } else {
-                None
-            };
-            let peers: Vec<String> = ids
-                .iter()
-                .map(|&peer| {
-                    let addr = if peer == id {
-                        listen[&peer]
-                    } else {
-                        proxies[&(id, peer)].listen_addr()
-                    };
-                    format!("{peer}={addr}")
-                })
-                .collect();
-            nodes.insert(
-                id,
-                Node {
-                    id,
-                    listen: listen[&id],
-                    data_dir,
-                    log: config.dir.join(format!("node-{id}.log")),
-                    peers: peers.join(","),
-                    child: None,
-                    mount,
-                    paused: false,
-                    started: Instant::now(),
-                    starts: 0,
-                },
-            );
         }
         let (certs, security) = if config.secure {
             let certs = config.dir.join("certs");
@@ -168,20 +113,82 @@ impl Cluster {
         } else {
             (None, Security::default())
         };
-        let mut cluster = Cluster {
+        let mut processes = BTreeMap::new();
+        let mut mounts = BTreeMap::new();
+        for &id in &ids {
+            let data_dir = config.dir.join(format!("node-{id}"));
+            if config.power_loss {
+                let disk = config.dir.join(format!("node-{id}.disk"));
+                std::fs::create_dir_all(&disk)?;
+                std::fs::create_dir_all(&data_dir)?;
+                mounts.insert(id, Mounted::mount(&data_dir, &disk)?);
+            }
+            let mut spec = PercydSpec::on_any_port(&percyd, id, &data_dir);
+            spec.log = config.dir.join(format!("node-{id}.log"));
+            spec.peers = ids
+                .iter()
+                .filter(|&&peer| peer != id)
+                .map(|&peer| (peer, proxies[&(id, peer)].listen_addr().to_string()))
+                .collect();
+            if let Some(certs) = &certs {
+                spec = spec
+                    .arg([
+                        OsStr::new("--tls-cert"),
+                        certs.join(format!("node-{id}.crt")).as_os_str(),
+                    ])
+                    .arg([
+                        OsStr::new("--tls-key"),
+                        certs.join(format!("node-{id}.key")).as_os_str(),
+                    ])
+                    .arg([OsStr::new("--tls-ca"), certs.join("ca.crt").as_os_str()])
+                    .arg(["--auth"]);
+            }
+            let spec = spec
+                .arg([
+                    "--heartbeat-ms".to_string(),
+                    HEARTBEAT_MS.to_string(),
+                    "--election-timeout-min-ms".to_string(),
+                    ELECTION_TIMEOUT_MIN_MS.to_string(),
+                    "--election-timeout-max-ms".to_string(),
+                    ELECTION_TIMEOUT_MAX_MS.to_string(),
+                    "--snapshot-every".to_string(),
+                    SNAPSHOT_EVERY.to_string(),
+                ])
+                .arg(&config.extra_args)
+                .env(
+                    "RUST_LOG",
+                    std::env::var("PERCY_NODE_LOG").unwrap_or_else(|_| "info".to_owned()),
+                );
+            let mut process = PercydProcess::new(spec);
+            process.spawn()?;
+            processes.insert(id, process);
+        }
+        // Every node is starting; each is routed to once it reports its port.
+        let mut nodes = BTreeMap::new();
+        for (id, mut process) in processes {
+            let listen = process.wait_bound(BIND_TIMEOUT)?;
+            for (&(_, to), proxy) in &proxies {
+                if to == id {
+                    proxy.route_to(listen);
+                }
+            }
+            let mount = mounts.remove(&id);
+            nodes.insert(
+                id,
+                Node {
+                    id,
+                    listen,
+                    process,
+                    mount,
+                },
+            );
+        }
+        Ok(Cluster {
             nodes,
             proxies,
-            extra_args: config.extra_args.clone(),
-            certs,
             security,
             net,
-            percyd,
-        };
-        for id in ids {
-            drop(reserved.remove(&id));
-            cluster.spawn(id)?;
-        }
-        Ok(cluster)
+        })
     }
 
     /// Node ids.
@@ -218,70 +225,18 @@ impl Cluster {
 
     /// The node's data dir.
     pub fn data_dir(&self, id: u64) -> &Path {
-        &self.nodes[&id].data_dir
+        self.nodes[&id].process.data_dir()
     }
 
     /// The node's log file.
     pub fn log_path(&self, id: u64) -> &Path {
-        &self.nodes[&id].log
+        self.nodes[&id].process.log_path()
     }
 
-    fn spawn(&mut self, id: u64) -> Result<()> {
-        let node = self
-            .nodes
+    fn node(&mut self, id: u64) -> Result<&mut Node> {
+        self.nodes
             .get_mut(&id)
-            .ok_or_else(|| anyhow!("no node {id}"))?;
-        if node.child.is_some() {
-            return Ok(());
-        }
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .with_context(|| format!("open {}", node.log.display()))?;
-        let mut command = Command::new(&self.percyd);
-        if let Some(certs) = &self.certs {
-            command
-                .arg("--tls-cert")
-                .arg(certs.join(format!("node-{id}.crt")))
-                .arg("--tls-key")
-                .arg(certs.join(format!("node-{id}.key")))
-                .arg("--tls-ca")
-                .arg(certs.join("ca.crt"))
-                .arg("--auth");
-        }
-        let child = command
-            .arg("--node-id")
-            .arg(id.to_string())
-            .arg("--listen")
-            .arg(node.listen.to_string())
-            .arg("--peers")
-            .arg(&node.peers)
-            .arg("--data-dir")
-            .arg(&node.data_dir)
-            .arg("--heartbeat-ms")
-            .arg(HEARTBEAT_MS.to_string())
-            .arg("--election-timeout-min-ms")
-            .arg(ELECTION_TIMEOUT_MIN_MS.to_string())
-            .arg("--election-timeout-max-ms")
-            .arg(ELECTION_TIMEOUT_MAX_MS.to_string())
-            .arg("--snapshot-every")
-            .arg(SNAPSHOT_EVERY.to_string())
-            .args(&self.extra_args)
-            .env(
-                "RUST_LOG",
-                std::env::var("PERCY_NODE_LOG").unwrap_or_else(|_| "info".to_owned()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("spawn {}", self.percyd.display()))?;
-        node.child = Some(child);
-        node.paused = false;
-        node.started = Instant::now();
-        node.starts += 1;
-        Ok(())
+            .ok_or_else(|| anyhow!("no node {id}"))
     }
 
     /// Fails if a node exited without the harness killing it, naming the node, whether it was
@@ -289,42 +244,14 @@ impl Cluster {
     /// node is forgotten (a later [`Cluster::restart`] starts it again).
     pub fn check_running(&mut self) -> Result<()> {
         for node in self.nodes.values_mut() {
-            let Some(child) = node.child.as_mut() else {
-                continue;
-            };
-            let Some(status) = child.try_wait()? else {
-                continue;
-            };
-            node.child = None;
-            node.paused = false;
-            let start = if node.starts > 1 {
-                format!("restart #{}", node.starts - 1)
-            } else {
-                "first start".to_owned()
-            };
-            bail!(
-                "node {} exited on its own ({status}) {:.1?} after its {start}; last lines of {}:\n{}",
-                node.id,
-                node.started.elapsed(),
-                node.log.display(),
-                log_tail(&node.log, DEATH_LOG_LINES)
-            );
+            node.process.check_running()?;
         }
         Ok(())
     }
 
-    /// SIGKILLs a node (resuming it first if paused, so the kill is immediate).
+    /// SIGKILLs a node (paused or not: the kill is immediate).
     pub fn kill(&mut self, id: u64) -> Result<()> {
-        let node = self
-            .nodes
-            .get_mut(&id)
-            .ok_or_else(|| anyhow!("no node {id}"))?;
-        if let Some(mut child) = node.child.take() {
-            signal(&child, libc::SIGKILL)?;
-            child.wait()?;
-        }
-        node.paused = false;
-        Ok(())
+        Ok(self.node(id)?.process.kill()?)
     }
 
     /// A power cut for a killed node: everything it wrote and did not sync (file contents,
@@ -332,11 +259,8 @@ impl Cluster {
     /// directories lost something. Fails if the node is running or its data dir is not on a
     /// lazy filesystem ([`ClusterConfig::power_loss`]).
     pub fn power_cut(&mut self, id: u64) -> Result<usize> {
-        let node = self
-            .nodes
-            .get_mut(&id)
-            .ok_or_else(|| anyhow!("no node {id}"))?;
-        if node.child.is_some() {
+        let node = self.node(id)?;
+        if node.process.is_started() {
             bail!("power cut of node {id} while it runs: kill it first");
         }
         let mount = node.mount.as_ref().ok_or_else(|| {
@@ -345,42 +269,24 @@ impl Cluster {
         Ok(mount.power_cut())
     }
 
-    /// Starts a killed node again on the same data dir.
+    /// Starts a killed node again on the same data dir and address.
     pub fn restart(&mut self, id: u64) -> Result<()> {
-        self.spawn(id)
+        Ok(self.node(id)?.process.spawn()?)
     }
 
     /// True when the node's process is running (possibly paused).
     pub fn is_running(&self, id: u64) -> bool {
-        self.nodes[&id].child.is_some()
+        self.nodes[&id].process.is_started()
     }
 
     /// SIGSTOPs a node.
     pub fn pause(&mut self, id: u64) -> Result<()> {
-        let node = self
-            .nodes
-            .get_mut(&id)
-            .ok_or_else(|| anyhow!("no node {id}"))?;
-        if let Some(child) = &node.child {
-            signal(child, libc::SIGSTOP)?;
-            node.paused = true;
-        }
-        Ok(())
+        Ok(self.node(id)?.process.pause()?)
     }
 
     /// SIGCONTs a paused node.
     pub fn resume(&mut self, id: u64) -> Result<()> {
-        let node = self
-            .nodes
-            .get_mut(&id)
-            .ok_or_else(|| anyhow!("no node {id}"))?;
-        if let Some(child) = &node.child {
-            if node.paused {
-                signal(child, libc::SIGCONT)?;
-            }
-        }
-        node.paused = false;
-        Ok(())
+        Ok(self.node(id)?.process.resume()?)
     }
 
     /// Makes traffic from `a` to `b` fail in `mode` for every (a, b) in `blocked`; every
@@ -420,7 +326,7 @@ impl Cluster {
     pub fn live_nodes(&self) -> Vec<(u64, SocketAddr)> {
         self.nodes
             .values()
-            .filter(|node| node.child.is_some() && !node.paused)
+            .filter(|node| node.process.is_started() && !node.process.is_paused())
             .map(|node| (node.id, node.listen))
             .collect()
     }
@@ -454,10 +360,8 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         for node in self.nodes.values_mut() {
-            if let Some(mut child) = node.child.take() {
-                let _ = signal(&child, libc::SIGKILL);
-                let _ = child.wait();
-            }
+            // The mount can only go once nothing has files open on it.
+            let _ = node.process.kill();
             if let Some(mount) = node.mount.take() {
                 // Best effort: a failed save only costs the post-mortem copy.
                 if let Err(error) = mount.unmount() {
@@ -527,32 +431,6 @@ pub async fn probe_leader(nodes: &[(u64, SocketAddr)], security: &Security) -> O
         seen.insert(status.leader_id);
     }
     (seen.len() == 1).then(|| *seen.iter().next().expect("one leader"))
-}
-
-/// The last `lines` lines of a log file (or why it could not be read).
-fn log_tail(path: &Path, lines: usize) -> String {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(error) => format!("(cannot read the log: {error})"),
-    }
-}
-
-/// Sends a signal to a child process.
-fn signal(child: &Child, signal: libc::c_int) -> Result<()> {
-    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
-    // SAFETY: kill(2) with a pid we spawned and have not reaped; no memory is shared.
-    let rc = unsafe { libc::kill(pid, signal) };
-    if rc != 0 {
-        bail!(
-            "kill({pid}, {signal}) failed: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
 }
 
 /// A tokio runtime on its own thread, for the proxies: the workload's runtime may be busy, and

@@ -276,7 +276,8 @@ async fn bench(
     let mut cluster = match args.local {
         Some(n) => {
             progress.say(format!("starting {n} local percyd nodes"));
-            let mut cluster = LocalCluster::start(n, args.percyd.clone(), args.keep)?;
+            let mut cluster =
+                LocalCluster::start(n, args.percyd.clone(), args.keep, LOCAL_READY_TIMEOUT).await?;
             cluster.wait_ready(LOCAL_READY_TIMEOUT).await?;
             Some(cluster)
         }

@@ -1,20 +1,24 @@
-//! `--local N`: N real `percyd` processes on free loopback ports, each with its own temporary
-//! data dir (fsync on, as always in percyd), torn down when the [`LocalCluster`] is dropped —
-//! on success, on error and on ctrl-c (the caller turns the signal into an error).
+//! `--local N`: N real `percyd` processes on loopback ports the kernel picks, each with its own
+//! temporary data dir (fsync on, as always in percyd), torn down when the [`LocalCluster`] is
+//! dropped — on success, on error and on ctrl-c (the caller turns the signal into an error).
+//!
+//! A process is started the way every Percy harness starts one (percy-testkit's `launch`,
+//! built without the rest of the test kit): `--listen 127.0.0.1:0 --address-file`, so no node
+//! loses its port to someone else between a probe and its bind. Since no port is known before
+//! its node has bound it, node 1 bootstraps alone and adds the others (`AddNode`).
 //!
 //! The nodes share this machine, so each gets an equal share of its cores as runtime worker
 //! threads (`percyd --worker-threads`), as one would configure co-located nodes: with every
 //! node sized for the whole machine, the extra threads only add wake-ups and context switches
 //! (on the 2-core VM of BENCHMARKS.md, ~9 % more CPU per lock handoff).
 
-use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use percy_client::{Client, Consistency, RetryPolicy, Security};
+use percy_testkit::launch::{PercydProcess, PercydSpec};
 
 /// How long a status probe of one node may take.
 const PROBE_DEADLINE: Duration = Duration::from_millis(500);
@@ -25,29 +29,26 @@ const NODE_LOG_LEVEL: &str = "warn";
 /// Environment variable naming the percyd binary (else: next to percyctl, else PATH).
 pub const PERCYD_ENV: &str = "PERCYD";
 
-struct LocalNode {
-    id: u64,
-    listen: SocketAddr,
-    data_dir: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
 /// A running local cluster.
 pub struct LocalCluster {
     percyd: PathBuf,
-    peers: String,
-    /// `--worker-threads` of every node: its share of this machine's cores.
-    worker_threads: usize,
-    nodes: Vec<LocalNode>,
+    /// Nodes 1..=n, each bound (its address known).
+    nodes: Vec<PercydProcess>,
     /// Removed on drop unless `--keep`.
     dir: Option<tempfile::TempDir>,
     kept_dir: Option<PathBuf>,
 }
 
 impl LocalCluster {
-    /// Starts `n` nodes (ids 1..=n); the caller waits with [`LocalCluster::wait_ready`].
-    pub fn start(n: usize, percyd: Option<PathBuf>, keep: bool) -> Result<LocalCluster> {
+    /// Starts `n` nodes (ids 1..=n) as one cluster: node 1 alone, then each other node added
+    /// as a member, all within `timeout`. The caller waits for the cluster to be ready with
+    /// [`LocalCluster::wait_ready`].
+    pub async fn start(
+        n: usize,
+        percyd: Option<PathBuf>,
+        keep: bool,
+        timeout: Duration,
+    ) -> Result<LocalCluster> {
         if n == 0 {
             bail!("--local needs at least one node");
         }
@@ -59,38 +60,57 @@ impl LocalCluster {
             .prefix("percy-bench-")
             .tempdir()
             .context("create a temp dir for the local cluster")?;
-        let mut nodes = Vec::with_capacity(n);
-        for id in 1..=n as u64 {
-            nodes.push(LocalNode {
-                id,
-                listen: free_port()?,
-                data_dir: dir.path().join(format!("node-{id}")),
-                log: dir.path().join(format!("node-{id}.log")),
-                child: None,
-            });
-        }
-        let peers = nodes
-            .iter()
-            .map(|node| format!("{}={}", node.id, node.listen))
-            .collect::<Vec<_>>()
-            .join(",");
         let (dir, kept_dir) = if keep {
             let path = dir.keep();
             (None, Some(path))
         } else {
             (Some(dir), None)
         };
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let mut cluster = LocalCluster {
             percyd,
-            peers,
-            worker_threads: (cores / n).max(1),
-            nodes,
+            nodes: Vec::with_capacity(n),
             dir,
             kept_dir,
         };
+        let deadline = Instant::now() + timeout;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        // `--worker-threads` of every node: its share of this machine's cores.
+        let worker_threads = (cores / n).max(1).to_string();
+        let mut first: BTreeMap<u64, String> = BTreeMap::new();
         for id in 1..=n as u64 {
-            cluster.spawn(id)?;
+            let data_dir = cluster.root().join(format!("node-{id}"));
+            let spec = PercydSpec {
+                peers: first.clone(),
+                ..PercydSpec::on_any_port(&cluster.percyd, id, &data_dir)
+            }
+            .arg(["--worker-threads", &worker_threads])
+            .env("RUST_LOG", NODE_LOG_LEVEL);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let node =
+                // Waiting for its address blocks: off the runtime's threads.
+                tokio::task::spawn_blocking(move || PercydProcess::start(spec, left))
+                    .await?
+                    .with_context(|| {
+                        format!("local node {id}; logs in {}", cluster.root().display())
+                    })?;
+            let addr = node
+                .addr()
+                .ok_or_else(|| anyhow!("local node {id} has no address"))?
+                .to_string();
+            cluster.nodes.push(node);
+            if id == 1 {
+                first.insert(id, addr);
+            } else {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let policy = RetryPolicy::default().with_deadline(left);
+                let bootstrap =
+                    Client::connect_secure(&cluster.endpoints()[..1], policy, &Security::default())
+                        .await?;
+                bootstrap
+                    .add_node(id, &addr)
+                    .await
+                    .with_context(|| format!("adding local node {id} to the cluster"))?;
+            }
         }
         Ok(cluster)
     }
@@ -109,87 +129,55 @@ impl LocalCluster {
 
     /// Client endpoints, node 1 first.
     pub fn endpoints(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| n.listen.to_string()).collect()
+        self.nodes
+            .iter()
+            .filter_map(PercydProcess::addr)
+            .map(|addr| addr.to_string())
+            .collect()
     }
 
     pub fn endpoint(&self, id: u64) -> Result<String> {
-        Ok(self.node(id)?.listen.to_string())
+        self.node(id)?
+            .addr()
+            .map(|addr| addr.to_string())
+            .ok_or_else(|| anyhow!("local node {id} has no address"))
     }
 
     /// PIDs of the running nodes.
     pub fn pids(&self) -> Vec<u32> {
-        self.nodes
-            .iter()
-            .filter_map(|n| n.child.as_ref().map(Child::id))
-            .collect()
+        self.nodes.iter().filter_map(PercydProcess::pid).collect()
     }
 
     pub fn pid(&self, id: u64) -> Option<u32> {
-        self.node(id).ok()?.child.as_ref().map(Child::id)
+        self.node(id).ok()?.pid()
     }
 
     pub fn data_dir(&self, id: u64) -> Result<PathBuf> {
-        Ok(self.node(id)?.data_dir.clone())
+        Ok(self.node(id)?.data_dir().to_path_buf())
     }
 
-    fn node(&self, id: u64) -> Result<&LocalNode> {
+    fn node(&self, id: u64) -> Result<&PercydProcess> {
         self.nodes
             .iter()
-            .find(|n| n.id == id)
+            .find(|n| n.node_id() == id)
             .ok_or_else(|| anyhow!("no local node {id}"))
     }
 
-    /// Starts node `id` (again) on its data dir.
-    pub fn spawn(&mut self, id: u64) -> Result<()> {
-        let percyd = self.percyd.clone();
-        let peers = self.peers.clone();
-        let worker_threads = self.worker_threads;
-        let node = self
-            .nodes
+    fn node_mut(&mut self, id: u64) -> Result<&mut PercydProcess> {
+        self.nodes
             .iter_mut()
-            .find(|n| n.id == id)
-            .ok_or_else(|| anyhow!("no local node {id}"))?;
-        if node.child.is_some() {
-            return Ok(());
-        }
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .with_context(|| format!("open {}", node.log.display()))?;
-        let child = Command::new(&percyd)
-            .arg("--node-id")
-            .arg(id.to_string())
-            .arg("--listen")
-            .arg(node.listen.to_string())
-            .arg("--peers")
-            .arg(&peers)
-            .arg("--data-dir")
-            .arg(&node.data_dir)
-            .arg("--worker-threads")
-            .arg(worker_threads.to_string())
-            .env("RUST_LOG", NODE_LOG_LEVEL)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("start {}", percyd.display()))?;
-        node.child = Some(child);
-        Ok(())
+            .find(|n| n.node_id() == id)
+            .ok_or_else(|| anyhow!("no local node {id}"))
+    }
+
+    /// Starts node `id` again on its data dir and address.
+    pub fn spawn(&mut self, id: u64) -> Result<()> {
+        Ok(self.node_mut(id)?.spawn()?)
     }
 
     /// SIGKILL, and reap the process.
     pub fn kill9(&mut self, id: u64) -> Result<()> {
-        let node = self
-            .nodes
-            .iter_mut()
-            .find(|n| n.id == id)
-            .ok_or_else(|| anyhow!("no local node {id}"))?;
-        if let Some(mut child) = node.child.take() {
-            child.kill().with_context(|| format!("kill node {id}"))?;
-            child.wait().with_context(|| format!("reap node {id}"))?;
-        }
-        Ok(())
+        Ok(self.node_mut(id)?.kill()?)
     }
 
     /// Waits until every node answers and they agree on a leader, then until a linearizable
@@ -220,8 +208,8 @@ impl LocalCluster {
 
     async fn agreed_leader(&self) -> Option<u64> {
         let mut leader = None;
-        for node in &self.nodes {
-            let client = probe_client(&node.listen.to_string()).await.ok()?;
+        for endpoint in self.endpoints() {
+            let client = probe_client(&endpoint).await.ok()?;
             let status = client
                 .cluster_status(Consistency::Serializable)
                 .await
@@ -234,19 +222,10 @@ impl LocalCluster {
         leader
     }
 
-    /// Fails when a node exited on its own (bad flags, corrupt data dir, …).
+    /// Fails when a node exited on its own (bad flags, corrupt data dir, …), quoting its log.
     pub fn check_alive(&mut self) -> Result<()> {
         for node in &mut self.nodes {
-            if let Some(child) = node.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    node.child = None;
-                    bail!(
-                        "local node {} exited ({status}); its log: {}",
-                        node.id,
-                        node.log.display()
-                    );
-                }
-            }
+            node.check_running()?;
         }
         Ok(())
     }
@@ -254,12 +233,8 @@ impl LocalCluster {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
-        for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
+        // Each node is killed when dropped; before a kept dir is announced.
+        self.nodes.clear();
         if let Some(path) = &self.kept_dir {
             eprintln!(
                 "kept the local cluster's data and logs in {}",
@@ -280,11 +255,6 @@ pub async fn probe_client_with(endpoint: &str, security: &Security) -> Result<Cl
     Client::connect_secure(&[endpoint.to_owned()], policy, security)
         .await
         .with_context(|| format!("client for {endpoint}"))
-}
-
-fn free_port() -> Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("find a free loopback port")?;
-    Ok(listener.local_addr()?)
 }
 
 /// `$PERCYD`, else `percyd` next to this executable, else `percyd` on the PATH.

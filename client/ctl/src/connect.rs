@@ -21,20 +21,39 @@ pub struct Flags {
     #[arg(
         long,
         id = "client_token_file",
+        value_name = "FILE",
         global = true,
         env = "PERCY_TOKEN_FILE"
     )]
     token_file: Option<PathBuf>,
     /// CA certificate (PEM) the nodes' TLS certificates must chain to; turns TLS on.
-    #[arg(long, id = "client_cacert", global = true, env = "PERCY_CACERT")]
+    #[arg(
+        long,
+        id = "client_cacert",
+        value_name = "PEM_FILE",
+        global = true,
+        env = "PERCY_CACERT"
+    )]
     cacert: Option<PathBuf>,
     /// Client certificate (PEM) to present over TLS; needs --key.
     // Distinct ids: global flags share clap's id space with every subcommand's arguments
-    // (`config get KEY` has an argument called `key`).
-    #[arg(long = "cert", id = "client_cert", global = true, env = "PERCY_CERT")]
+    // (`config get KEY` has an argument called `key`); the value names hide them from help.
+    #[arg(
+        long = "cert",
+        id = "client_cert",
+        value_name = "PEM_FILE",
+        global = true,
+        env = "PERCY_CERT"
+    )]
     cert: Option<PathBuf>,
     /// Private key (PEM) of --cert.
-    #[arg(long = "key", id = "client_key", global = true, env = "PERCY_KEY")]
+    #[arg(
+        long = "key",
+        id = "client_key",
+        value_name = "PEM_FILE",
+        global = true,
+        env = "PERCY_KEY"
+    )]
     key: Option<PathBuf>,
 }
 

@@ -298,7 +298,11 @@ mod tests {
         fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
             for arg in command.get_arguments() {
                 let builtin = matches!(arg.get_id().as_str(), "help" | "version");
-                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                // A blank description is none (`help = ""`, an empty doc line).
+                let said = |text: Option<&clap::builder::StyledStr>| {
+                    text.is_some_and(|t| !t.to_string().trim().is_empty())
+                };
+                if !builtin && !said(arg.get_help()) && !said(arg.get_long_help()) {
                     missing.push(format!("{path} {}", arg.get_id()));
                 }
             }

@@ -10,15 +10,17 @@ mod ctl;
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ctl::{percyctl, ChildGuard, Ctl};
+use ctl::{percyctl, Ctl};
 use percy_client::{Client, Consistency, RetryPolicy, Security};
+use percy_testkit::launch::{LaunchError, PercydProcess, PercydSpec};
 use support::TestCluster;
 
 /// Generous bound for anything that waits on a cluster (2 loaded cores).
@@ -47,22 +49,9 @@ fn wait_for_file(path: &Path) -> String {
     }
 }
 
-/// `percyd` from this workspace, next to the percyctl under test. percyctl's tests depend on
-/// the server's library, which does not build its binary, so cargo builds it (once per test
-/// process; a no-op when it is fresh), as the fault suite's `binaries.rs` does.
+/// `percyd` from this workspace (`$PERCYD_BIN`, or built once per test process).
 fn percyd_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-p", "percy-server", "--bin", "percyd"])
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "building percyd failed");
-            Path::new(env!("CARGO_BIN_EXE_percyctl")).with_file_name("percyd")
-        })
-        .clone()
+    percy_testkit::binaries::percyd_binary().expect("percyd")
 }
 
 fn percyd(args: &[&str]) -> Ctl {
@@ -94,25 +83,25 @@ fn peers_arg(addrs: &[String]) -> String {
         .join(",")
 }
 
-fn start_percyd(id: u64, addr: &str, peers: &str, data_dir: &Path, log: &Path) -> ChildGuard {
-    let log = std::fs::File::create(log).expect("log file");
-    let child = Command::new(percyd_binary())
-        .args([
-            "--node-id",
-            &id.to_string(),
-            "--listen",
-            addr,
-            "--peers",
-            peers,
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--auth")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("percyd starts");
-    ChildGuard(child)
+/// Starts node `id` of `peers` (`ID=HOST:PORT,…`, its own address among them) with `--auth`,
+/// its output in `log`; killed when dropped.
+fn start_percyd(id: u64, addr: &str, peers: &str, data_dir: &Path, log: &Path) -> PercydProcess {
+    let others: BTreeMap<u64, String> = peers
+        .split(',')
+        .filter_map(|peer| peer.split_once('='))
+        .map(|(peer, at)| (peer.parse().expect("a node id"), at.to_owned()))
+        .filter(|(peer, _)| *peer != id)
+        .collect();
+    let spec = PercydSpec {
+        listen: addr.to_owned(),
+        peers: others,
+        log: log.to_path_buf(),
+        ..PercydSpec::on_any_port(&percyd_binary(), id, data_dir)
+    }
+    .arg(["--auth"]);
+    let mut node = PercydProcess::new(spec);
+    node.spawn().expect("percyd starts");
+    node
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -307,7 +296,7 @@ fn a_backup_taken_under_load_restores_into_a_new_three_node_cluster() {
     assert!(new_ids.iter().all(|id| id == &new_ids[0]), "{new_ids:?}");
     assert_ne!(new_ids[0], old_cluster_id);
 
-    let _nodes: Vec<ChildGuard> = dirs
+    let _nodes: Vec<PercydProcess> = dirs
         .iter()
         .enumerate()
         .map(|(i, dir)| {
@@ -361,7 +350,7 @@ fn a_backup_taken_under_load_restores_into_a_new_three_node_cluster() {
     let mut stray = start_percyd(2, &stray_addr, &stray_peers, &stray_dir, &stray_log);
     let deadline = Instant::now() + SETTLE;
     let status = loop {
-        if let Some(status) = stray.0.try_wait().expect("wait") {
+        if let Err(LaunchError::Exited { status, .. }) = stray.check_running() {
             break status;
         }
         assert!(Instant::now() < deadline, "the stray node kept running");

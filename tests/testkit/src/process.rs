@@ -1,12 +1,11 @@
 //! Real `percyd` processes for tests: listening on ports the kernel picks (`--listen
 //! 127.0.0.1:0 --address-file`, so no test races another for a port), with their own data
-//! dirs, killed (SIGKILL) on drop, stderr captured to a file for error-message checks and
-//! post-mortems. A cluster is one bootstrapped node that adds the others (`AddNode`), since
+//! dirs, killed (SIGKILL) on drop, output captured to a file for error-message checks and
+//! post-mortems. Starting one is [`crate::launch`]'s; here a failure fails the test. A cluster is one bootstrapped node that adds the others (`AddNode`), since
 //! nobody knows a port before its node has bound it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use percy_proto::v1::cluster_service_client::ClusterServiceClient;
@@ -14,6 +13,7 @@ use percy_proto::v1::{AddNodeRequest, ClusterStatusRequest};
 
 use crate::binaries::percyd_binary;
 use crate::grpc::channel;
+use crate::launch::{PercydProcess, PercydSpec, ANY_LOOPBACK_PORT};
 use crate::wait::{eventually, SETTLE};
 
 /// The `percyd` these processes run (`$PERCYD_BIN`, or built once per test process).
@@ -30,13 +30,12 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// One node for a test: a [`PercydProcess`] whose failures fail the test.
 pub struct Percyd {
     pub id: u64,
     pub addr: String,
     pub data_dir: PathBuf,
-    args: Vec<String>,
-    stderr_path: PathBuf,
-    child: Option<Child>,
+    process: PercydProcess,
 }
 
 impl Percyd {
@@ -52,29 +51,28 @@ impl Percyd {
         data_dir: &Path,
         extra: &[&str],
     ) -> Self {
-        let addr = peers[&id].clone();
-        let peers_arg: Vec<String> = peers.iter().map(|(i, a)| format!("{i}={a}")).collect();
-        let mut args = vec![
-            "--node-id".to_string(),
-            id.to_string(),
-            "--listen".into(),
-            addr.clone(),
-            "--peers".into(),
-            peers_arg.join(","),
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-        ];
-        args.extend(extra.iter().map(|arg| arg.to_string()));
-        let mut p = Self {
+        let mut others = peers.clone();
+        let listen = others
+            .remove(&id)
+            .unwrap_or_else(|| panic!("node {id} is not in {peers:?}"));
+        let spec = PercydSpec {
+            listen,
+            peers: others,
+            log: data_dir.with_extension(format!("stderr-{id}")),
+            ..PercydSpec::on_any_port(&percyd(), id, data_dir)
+        }
+        .arg(extra.iter().copied())
+        .env("RUST_LOG", "warn,percy_server=info");
+        let mut process = PercydProcess::new(spec);
+        process
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn percyd: {e}"));
+        Self {
             id,
-            addr,
+            addr: peers[&id].clone(),
             data_dir: data_dir.to_path_buf(),
-            args,
-            stderr_path: data_dir.with_extension(format!("stderr-{id}")),
-            child: None,
-        };
-        p.restart();
-        p
+            process,
+        }
     }
 
     /// Spawns node `id` on a port the kernel picks; `others` are the members it knows of (the
@@ -86,86 +84,48 @@ impl Percyd {
         data_dir: &Path,
         extra: &[&str],
     ) -> Self {
-        const ANY_PORT: &str = "127.0.0.1:0";
         let mut peers = others.clone();
-        peers.insert(id, ANY_PORT.to_string());
-        let address_file = data_dir.with_extension(format!("address-{id}"));
-        let _absent = std::fs::remove_file(&address_file);
-        let mut extra: Vec<&str> = extra.to_vec();
-        let address_arg = address_file.display().to_string();
-        extra.extend(["--address-file", &address_arg]);
-        let mut node = Self::spawn_with(id, &peers, data_dir, &extra);
-        let started = std::time::Instant::now();
-        let addr = loop {
-            if let Ok(text) = std::fs::read_to_string(&address_file) {
-                break text.trim().to_string();
-            }
-            assert!(
-                node.is_running() && started.elapsed() < SETTLE,
-                "percyd {id} wrote no --address-file: {}",
-                node.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // From now on the node is where it bound: a restart must come back there.
-        for arg in &mut node.args {
-            *arg = arg.replace(&format!("{id}={ANY_PORT}"), &format!("{id}={addr}"));
-            if arg == ANY_PORT {
-                arg.clone_from(&addr);
-            }
-        }
-        node.addr = addr;
+        peers.insert(id, ANY_LOOPBACK_PORT.to_string());
+        let mut node = Self::spawn_with(id, &peers, data_dir, extra);
+        let addr = node
+            .process
+            .wait_bound(SETTLE)
+            .unwrap_or_else(|e| panic!("{e}"));
+        node.addr = addr.to_string();
         node
     }
 
     /// Starts the process again with the same arguments (after `kill`).
     pub fn restart(&mut self) {
-        let stderr = std::fs::File::create(&self.stderr_path).expect("stderr file");
-        let child = Command::new(percyd())
-            .args(&self.args)
-            .env("RUST_LOG", "warn,percy_server=info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(stderr)
+        self.process
             .spawn()
-            .expect("spawn percyd");
-        self.child = Some(child);
+            .unwrap_or_else(|e| panic!("restart percyd: {e}"));
     }
 
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process
+            .kill()
+            .unwrap_or_else(|e| panic!("kill percyd: {e}"));
     }
 
     /// SIGTERM and wait (bounded) for the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        // SAFETY: plain kill(2) on a child we spawned and have not reaped.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        for _ in 0..200 {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        self.process.terminate(TERMINATE_WITHIN)
     }
 
+    /// What the node printed (every start's output).
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+        self.process.log()
     }
 
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+        self.process.is_running()
     }
 }
+
+/// How long a SIGTERMed node may take to exit.
+const TERMINATE_WITHIN: Duration = Duration::from_secs(10);
 
 /// Lines of a node's stderr a failing test prints: its data dir (and the file) is deleted with
 /// the test, so this is the only post-mortem a CI log keeps.
@@ -173,17 +133,13 @@ const POST_MORTEM_LINES: usize = 60;
 
 impl Drop for Percyd {
     fn drop(&mut self) {
-        self.kill();
+        let _ = self.process.kill();
         if std::thread::panicking() {
-            let stderr = self.stderr();
-            let lines: Vec<&str> = stderr.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(POST_MORTEM_LINES)..];
             eprintln!(
-                "--- percyd node {} at {}: last {} lines of stderr ---\n{}",
+                "--- percyd node {} at {}: last {POST_MORTEM_LINES} lines of its output ---\n{}",
                 self.id,
                 self.addr,
-                tail.len(),
-                tail.join("\n")
+                self.process.log_tail(POST_MORTEM_LINES)
             );
         }
     }

@@ -12,9 +12,15 @@
 //!
 //! The proxy runs on a tokio runtime the caller passes in (the harness keeps one apart from the
 //! workload's, so a busy checker or client cannot slow the network down).
+//!
+//! A proxy can start before the node it leads to has a port ([`Proxy::start_unrouted`]): the
+//! nodes are told of each other's proxies when they start, and learn their own ports only once
+//! they have bound them. Until [`Proxy::route_to`] names the node, connections are reset, as
+//! to a node that is not up yet.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -72,9 +78,13 @@ impl LinkModes {
     }
 }
 
+/// Where a proxy forwards to: set once, when the node behind it has bound its port.
+type Upstream = Arc<OnceLock<SocketAddr>>;
+
 /// A running proxy; stops (and drops its connections) when dropped.
 pub struct Proxy {
     listen: SocketAddr,
+    upstream: Upstream,
     modes: watch::Sender<LinkModes>,
     accept_task: JoinHandle<()>,
 }
@@ -82,21 +92,36 @@ pub struct Proxy {
 impl Proxy {
     /// Listens on a free loopback port and forwards every connection to `upstream`.
     pub fn start(runtime: &Handle, upstream: SocketAddr) -> io::Result<Proxy> {
+        let proxy = Self::start_unrouted(runtime)?;
+        proxy.route_to(upstream);
+        Ok(proxy)
+    }
+
+    /// Listens on a free loopback port, resetting every connection until [`Self::route_to`].
+    pub fn start_unrouted(runtime: &Handle) -> io::Result<Proxy> {
         let listener = StdTcpListener::bind(("127.0.0.1", 0))?;
         listener.set_nonblocking(true)?;
         let listen = listener.local_addr()?;
         let (modes, _) = watch::channel(LinkModes::PASS);
-        let modes_for_task = modes.clone();
+        let upstream = Upstream::default();
         let accept_task = {
             let _guard = runtime.enter();
             let listener = TcpListener::from_std(listener)?;
-            runtime.spawn(accept_loop(listener, upstream, modes_for_task))
+            runtime.spawn(accept_loop(listener, upstream.clone(), modes.clone()))
         };
         Ok(Proxy {
             listen,
+            upstream,
             modes,
             accept_task,
         })
+    }
+
+    /// Forwards connections to `upstream` from now on. A node keeps its address for life (a
+    /// restart binds it again), so the first route is the only one: later calls change nothing
+    /// and return false.
+    pub fn route_to(&self, upstream: SocketAddr) -> bool {
+        self.upstream.set(upstream).is_ok()
     }
 
     /// The address nodes should dial.
@@ -134,7 +159,7 @@ impl Drop for Proxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, upstream: SocketAddr, modes: watch::Sender<LinkModes>) {
+async fn accept_loop(listener: TcpListener, upstream: Upstream, modes: watch::Sender<LinkModes>) {
     loop {
         let client = match listener.accept().await {
             Ok((client, _)) => client,
@@ -144,10 +169,13 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, modes: watch::
                 continue;
             }
         };
-        if modes.borrow().any_reset() {
-            reset(client);
-            continue;
-        }
+        let upstream = match upstream.get() {
+            Some(upstream) if !modes.borrow().any_reset() => *upstream,
+            _ => {
+                reset(client);
+                continue;
+            }
+        };
         tokio::spawn(serve(client, upstream, modes.subscribe()));
     }
 }
@@ -349,5 +377,24 @@ mod tests {
         let reply = timeout(PATIENCE, round_trip(&mut healed, b"back")).await;
         assert_eq!(reply.unwrap().unwrap(), b"back");
         assert_eq!(proxy.modes(), LinkModes::PASS);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resets_until_routed_then_forwards() {
+        let upstream = echo_server().await;
+        let proxy = Proxy::start_unrouted(&Handle::current()).unwrap();
+        let early = timeout(PATIENCE, async {
+            let mut stream = TcpStream::connect(proxy.listen_addr()).await?;
+            round_trip(&mut stream, b"soon").await
+        })
+        .await;
+        assert!(early.unwrap().is_err(), "an unrouted proxy passed bytes");
+
+        assert!(proxy.route_to(upstream));
+        let mut stream = TcpStream::connect(proxy.listen_addr()).await.unwrap();
+        let reply = timeout(PATIENCE, round_trip(&mut stream, b"here")).await;
+        assert_eq!(reply.unwrap().unwrap(), b"here");
+        // The route is for life.
+        assert!(!proxy.route_to(proxy.listen_addr()));
     }
 }

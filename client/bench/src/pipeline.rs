@@ -61,6 +61,8 @@ pub struct PipelineReport {
     pub lost: u64,
     /// Tasks read back that are not completed after exactly one attempt.
     pub anomalies: u64,
+    /// The first such task, with its last error (why an attempt failed).
+    pub first_anomaly: Option<String>,
     pub verify_ok: bool,
     /// The target (no exec, 64 workers); informative in the other modes.
     pub target_tasks_per_s: f64,
@@ -147,11 +149,20 @@ pub async fn run(env: &Env) -> Result<PipelineReport> {
 
     env.progress.say("pipeline: verifying".into());
     let tasks = setup::read_back(env, &client, &submitted).await?;
-    let anomalies = tasks
+    let anomalous: Vec<_> = tasks
         .iter()
         .filter(|(_, task)| task.status() != TaskStatus::Completed || task.attempts != 1)
-        .count() as u64
-        + count.saturating_sub(tasks.len()) as u64;
+        .collect();
+    let anomalies = anomalous.len() as u64 + count.saturating_sub(tasks.len()) as u64;
+    let first_anomaly = anomalous.first().map(|(_, task)| {
+        format!(
+            "{}: {:?} after {} attempts; last error: {}",
+            task.id,
+            task.status(),
+            task.attempts,
+            task.error
+        )
+    });
     let tasks_per_s = count as f64 / elapsed.as_secs_f64().max(f64::EPSILON);
     let mode = match (exec.is_empty(), git.is_some()) {
         (true, false) => "in-process".to_owned(),
@@ -172,6 +183,7 @@ pub async fn run(env: &Env) -> Result<PipelineReport> {
         failed: summary.failed,
         lost: summary.lost,
         anomalies,
+        first_anomaly,
         verify_ok: anomalies == 0 && summary.completed == count as u64,
         target_tasks_per_s: TARGET_TASKS_PER_S,
         target_met: tasks_per_s >= TARGET_TASKS_PER_S,

@@ -34,7 +34,8 @@ use crate::error::GitError;
 pub const MAX_DIRTY_PATHS_SHOWN: usize = 10;
 
 /// File in the repository's common git directory whose OS lock serialises the checkout
-/// updates and ref moves of merges (released when the process dies).
+/// updates and ref moves of merges, and the making and removing of task worktrees (which
+/// read every checkout's HEAD); released when the process dies.
 pub const CHECKOUT_LOCK_FILE: &str = "percy-checkout.lock";
 
 /// Waits for and takes the repository's checkout lock; it is held until the file is dropped.

@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use git2::{ErrorCode, Reference, Repository, WorktreeAddOptions, WorktreePruneOptions};
 
 use crate::branch::{branch_commit, task_branch};
+use crate::checkout;
 
 use crate::commit::{commit_all, CommitOutcome};
 use crate::error::GitError;
@@ -74,6 +75,10 @@ impl TaskWorktree {
         fs::create_dir_all(&dirs.root).map_err(|e| GitError::io("create", &dirs.root, e))?;
         let lock =
             try_lock(&dirs, task_id)?.ok_or_else(|| GitError::WorktreeInUse(task_id.to_owned()))?;
+        // libgit2 reads every worktree's HEAD to refuse a branch checked out elsewhere, and
+        // takes a HEAD it cannot read (another worker's worktree half made or half removed)
+        // as "checked out": worktrees of one repository change one at a time.
+        let _admin = checkout::lock(&repo)?;
         remove_worktree(&repo, &dirs, task_id)?;
 
         let base = branch_commit(&repo, base_branch)?;
@@ -129,7 +134,9 @@ impl TaskWorktree {
     pub fn remove(self) -> Result<(), GitError> {
         let repo = Repository::open(&self.repo_dir)?;
         let dirs = Dirs::of(&repo);
+        let admin = checkout::lock(&repo)?;
         remove_worktree(&repo, &dirs, &self.task_id)?;
+        drop(admin);
         // Unlinked while still locked, so nobody can lock the file we are deleting.
         release(&dirs, &self.task_id, self.lock)
     }
@@ -176,7 +183,9 @@ pub fn prune_stale(repo_dir: &Path) -> Result<Vec<String>, GitError> {
         let Some(lock) = try_lock(&dirs, &id)? else {
             continue; // a live process owns it
         };
+        let admin = checkout::lock(&repo)?;
         let removed = remove_worktree(&repo, &dirs, &id)?;
+        drop(admin);
         release(&dirs, &id, lock)?;
         if removed {
             tracing::info!(task_id = %id, "pruned stale task worktree");

@@ -182,3 +182,42 @@ fn bad_task_id_and_missing_base_are_refused() {
         Err(GitError::BranchNotFound(b)) if b == "no-such-branch"
     ));
 }
+
+/// Workers sharing a repository make and remove their task worktrees at the same time.
+/// libgit2 refuses a branch whose HEAD it finds checked out, and takes a HEAD it cannot
+/// read (another worktree half made) as checked out: without one lock around worktree
+/// changes, some of these fail with "reference ... is already checked out".
+#[test]
+fn worktrees_of_many_tasks_come_and_go_at_once() {
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 15;
+    let dir = tempfile::tempdir().unwrap();
+    base_repo(dir.path());
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let dir = dir.path();
+                scope.spawn(move || {
+                    let mut failures = Vec::new();
+                    for round in 0..ROUNDS {
+                        let id = format!("w{t}-r{round}");
+                        match TaskWorktree::create(dir, &id, TARGET) {
+                            Ok(worktree) => {
+                                if let Err(e) = worktree.remove() {
+                                    failures.push(format!("remove {id}: {e}"));
+                                }
+                            }
+                            Err(e) => failures.push(format!("create {id}: {e}")),
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert!(failures.is_empty(), "{failures:#?}");
+}

@@ -22,10 +22,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use percy_client::proto::{Task, TaskSpec};
+use percy_proto::v1::{Task, TaskSpec};
 use serde::{Deserialize, Deserializer};
 
-use super::document::{read_document, DocumentError};
+use crate::document::{read_document, DocumentError};
 
 /// The key holding the task list.
 const TASKS_KEY: &str = "tasks";
@@ -95,11 +95,10 @@ impl PlanFile {
         Ok(plan)
     }
 
-    /// Parses plan text in the given format and checks it (percyctl itself only reads
-    /// files; the tests use this).
-    #[cfg(test)]
-    pub fn parse(text: &str, format: super::document::Format) -> Result<PlanFile, PlanError> {
-        let plan: PlanFile = super::document::parse_document(text, format, "plan", TASKS_KEY)?;
+    /// Parses plan text in the given format and checks it: what `from_path` does after
+    /// reading the file (the tests and the fuzz target `plan` call it directly).
+    pub fn parse(text: &str, format: crate::document::Format) -> Result<PlanFile, PlanError> {
+        let plan: PlanFile = crate::document::parse_document(text, format, "plan", TASKS_KEY)?;
         plan.validate()?;
         Ok(plan)
     }
@@ -220,7 +219,7 @@ pub fn topological_order(tasks: &[Task]) -> Vec<&Task> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::files::document::Format;
+    use crate::document::Format;
 
     const TOML_PLAN: &str = r#"
 id = "release"

@@ -13,10 +13,10 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use percy_client::proto::{DefinitionSpec, DesiredState};
+use percy_proto::v1::{DefinitionSpec, DesiredState};
 use serde::Deserialize;
 
-use super::document::{read_document, DocumentError};
+use crate::document::{read_document, DocumentError};
 
 const DEFINITIONS_KEY: &str = "definitions";
 
@@ -73,12 +73,11 @@ impl Manifest {
         Ok(manifest)
     }
 
-    /// Parses manifest text in the given format and checks it (percyctl itself only reads
-    /// files; the tests use this).
-    #[cfg(test)]
-    pub fn parse(text: &str, format: super::document::Format) -> Result<Manifest, ManifestError> {
+    /// Parses manifest text in the given format and checks it: what `from_path` does after
+    /// reading the file (the tests and the fuzz target `manifest` call it directly).
+    pub fn parse(text: &str, format: crate::document::Format) -> Result<Manifest, ManifestError> {
         let manifest: Manifest =
-            super::document::parse_document(text, format, "manifest", DEFINITIONS_KEY)?;
+            crate::document::parse_document(text, format, "manifest", DEFINITIONS_KEY)?;
         manifest.validate()?;
         Ok(manifest)
     }
@@ -118,7 +117,7 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::files::document::Format;
+    use crate::document::Format;
 
     #[test]
     fn yaml_and_toml_manifests_agree() {

@@ -8,6 +8,8 @@
 //! - `snapshot`: a stored or received snapshot (the storage envelope, then the image).
 //! - `log_entry`: one log entry's payload.
 //! - `wal_segment`: a log segment file as found after a crash (torn tails cut, damage refused).
+//! - `wal_records`: a log segment whose record checksums are mended first, so mutations of the
+//!   entries behind them reach the entry decoder.
 //! - `request`: a public API request, decoded, converted and validated as the API edge does.
 //! - `backup`: a backup file (`percyctl snapshot save`, `percyd restore --from`), then the
 //!   image it carries, as restore checks it.
@@ -53,6 +55,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "wal_segment",
         run: fuzzing::wal_segment,
+    },
+    Target {
+        name: "wal_records",
+        run: wal_records,
     },
     Target {
         name: "request",
@@ -160,4 +166,22 @@ fn manifest(bytes: &[u8]) {
     if let Ok(manifest) = Manifest::parse(text, format) {
         let _ = manifest.definition_specs();
     }
+}
+
+/// Each record is `[length: u32 LE][CRC-32 of payload: u32 LE][payload]`: mend every CRC a
+/// length reaches, then open the segment. A fuzzer cannot forge CRCs, so in `wal_segment`
+/// nearly every mutated record stops at its checksum as a torn tail.
+fn wal_records(bytes: &[u8]) {
+    let mut file = bytes.to_vec();
+    let mut at = 0;
+    while let Some(header) = file.get(at..at + 8) {
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let Some(payload) = file.get(at + 8..).and_then(|rest| rest.get(..len)) else {
+            break;
+        };
+        let crc = crc32fast::hash(payload);
+        file[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+        at += 8 + len;
+    }
+    fuzzing::wal_segment(&file);
 }

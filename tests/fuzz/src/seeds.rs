@@ -105,6 +105,15 @@ pub fn all() -> Vec<(&'static str, Vec<Seed>)> {
                 )],
             ),
         ),
+        (
+            "wal_records",
+            named(
+                "segment",
+                vec![storage_seeds::wal_segment(
+                    commands.iter().map(|c| vec![c.clone()]).collect(),
+                )],
+            ),
+        ),
         ("request", named("request", requests())),
         ("backup", named("backup", backups(&image))),
         ("plan", named("plan", documents(&[PLAN_TOML, PLAN_YAML]))),
@@ -217,7 +226,13 @@ fn github_deliveries() -> Vec<Vec<u8>> {
     let signature = format!("sha256={}", "0".repeat(64));
     let opened = r#"{"action":"opened","issue":{"number":7,"title":"Crash on start","body":"steps","labels":[{"name":"percy"},{"name":"docs"}],"html_url":"https://github.com/o/r/issues/7"},"repository":{"name":"r","owner":{"login":"o"}}}"#;
     let labeled = r#"{"action":"labeled","issue":{"number":8,"title":"t","labels":[{"name":"percy"}]},"repository":{"name":"r","owner":{"login":"o"}}}"#;
-    [opened, labeled]
+    // Longer than a task's title may be, cut inside a two-byte character: the webhook must
+    // shorten it on a character boundary.
+    let long = format!(
+        r#"{{"action":"opened","issue":{{"number":9,"title":"x{}","labels":[{{"name":"percy"}}]}},"repository":{{"name":"r","owner":{{"login":"o"}}}}}}"#,
+        "é".repeat(200)
+    );
+    [opened, labeled, long.as_str()]
         .iter()
         .map(|body| format!("{signature}\n{body}").into_bytes())
         .collect()

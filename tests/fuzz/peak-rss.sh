@@ -10,4 +10,5 @@ for input in "$dir"/*; do
     kb=$(tail -1 "$TMPDIR/peak-rss-kb")
     if [ "${kb:-0}" -gt "$best" ]; then best=$kb worst_input=$input; fi
 done
+rm -f "$TMPDIR/peak-rss-kb"
 echo "$target peak_rss_mb=$((best / 1024)) input=$(basename "$worst_input")"

@@ -1,6 +1,7 @@
 //! Entry points for fuzzing what a node decodes (feature `fuzzing`, used by `tests/fuzz`):
-//! the storage formats (`storage::fuzzing`) and the public API's requests as the edge turns
-//! them into commands. Each takes arbitrary bytes and must return: an error is fine, a panic,
+//! the storage formats (`storage::fuzzing`), the public API's requests as the edge turns
+//! them into commands, and the HTTP API's JSON bodies and GitHub deliveries
+//! (`http::fuzzing`). Each takes arbitrary bytes and must return: an error is fine, a panic,
 //! a hang or an unbounded allocation is a bug.
 
 /// The generated API types, for building request seeds.
@@ -10,6 +11,7 @@ use percy_proto::v1 as pb;
 use percy_statemachine::{validate, Op};
 use prost::Message;
 
+pub use crate::http::fuzzing::{github_webhook, http_body};
 pub use crate::storage::fuzzing::{log_entry, seeds as storage_seeds, snapshot, wal_segment};
 
 use crate::convert::{definition_spec_from_proto, lock_mode_from_proto, task_spec_from_proto};

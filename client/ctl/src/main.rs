@@ -14,7 +14,6 @@ mod config;
 mod connect;
 mod definition;
 mod exec;
-mod files;
 mod iterations;
 mod lock;
 mod mcp;
@@ -38,6 +37,8 @@ use clap::{Parser, Subcommand};
 use percy_client::{Client, ClientError, RetryPolicy};
 
 use crate::output::Output;
+// Plan files and manifests are parsed by their own crate (the fuzz targets call it too).
+use percy_files as files;
 
 /// Exit code when the server refused the request or the result is negative.
 const EXIT_REFUSED: u8 = 1;

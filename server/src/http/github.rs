@@ -188,6 +188,27 @@ async fn issue_to_task(
     }
 }
 
+/// What the webhook does with a verified `issues` body, without the submit: the task of an
+/// opened or labeled issue carrying `trigger_label`, `Ok(None)` for one it ignores, an error
+/// for a body that is not an issues event. The fuzz target `github_webhook` runs it on
+/// arbitrary bytes (`http::fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(super) fn issue_task_spec(
+    body: &[u8],
+    trigger_label: &str,
+    capabilities: &BTreeMap<String, String>,
+) -> Result<Option<pb::TaskSpec>, serde_json::Error> {
+    let event: IssuesEvent = serde_json::from_slice(body)?;
+    if event.action != "opened" && event.action != "labeled" {
+        return Ok(None);
+    }
+    let labels: Vec<&str> = event.issue.labels.iter().map(|l| l.name.as_str()).collect();
+    if !labels.contains(&trigger_label) {
+        return Ok(None);
+    }
+    Ok(Some(task_spec(&event, &labels, capabilities)))
+}
+
 /// The task of an issue: id `gh-<owner>-<repo>-<number>`, its title, its body (and a link
 /// back) as description, and the capabilities its labels map to.
 fn task_spec(

@@ -25,7 +25,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn to_proto(self) -> pb::LockMode {
+    pub(super) fn to_proto(self) -> pb::LockMode {
         match self {
             Mode::Exclusive => pb::LockMode::Exclusive,
             Mode::Shared => pb::LockMode::Shared,

@@ -16,6 +16,8 @@ mod call;
 mod cluster;
 mod config;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing;
 mod github;
 mod health;
 mod json;

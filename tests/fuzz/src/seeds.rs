@@ -105,8 +105,137 @@ pub fn all() -> Vec<(&'static str, Vec<Seed>)> {
                 )],
             ),
         ),
+        (
+            "wal_records",
+            named(
+                "segment",
+                vec![storage_seeds::wal_segment(
+                    commands.iter().map(|c| vec![c.clone()]).collect(),
+                )],
+            ),
+        ),
         ("request", named("request", requests())),
+        ("backup", named("backup", backups(&image))),
+        ("plan", named("plan", documents(&[PLAN_TOML, PLAN_YAML]))),
+        (
+            "manifest",
+            named("manifest", documents(&[MANIFEST_TOML, MANIFEST_YAML])),
+        ),
+        ("http_body", named("body", http_bodies())),
+        ("github_webhook", named("delivery", github_deliveries())),
     ]
+}
+
+/// A backup file of the seed machine's image, as is (mode byte 0) and with the checksum
+/// mended after mutation (1).
+fn backups(image: &[u8]) -> Vec<Vec<u8>> {
+    use percy_server::fuzzing::proto as pb;
+    let header = pb::SnapshotFileHeader {
+        cluster_id: "0123456789abcdef0123456789abcdef".into(),
+        revision: machine().revision(),
+        node_id: 1,
+        created_ms: 1_000,
+        counts: Some(pb::SnapshotCounts {
+            agents: 1,
+            tasks: 3,
+            ..Default::default()
+        }),
+    };
+    let file = percy_proto::backup::encode(&header, image);
+    vec![[vec![0], file.clone()].concat(), [vec![1], file].concat()]
+}
+
+const PLAN_TOML: &str = r#"id = "release"
+
+[[tasks]]
+id = "build"
+title = "Build"
+requires = ["rust"]
+selector = { os = "linux" }
+timeout = "30m"
+max_attempts = 2
+
+[[tasks]]
+id = "test"
+title = "Test"
+description = "run the suite"
+payload = "cargo test"
+depends_on = ["build"]
+priority = 5
+"#;
+
+const PLAN_YAML: &str = r#"- id: build
+  title: Build
+  requires: [rust]
+  timeout: 90s
+- id: test
+  title: Test
+  depends_on: [build]
+  selector: {os: linux}
+"#;
+
+const MANIFEST_TOML: &str = r#"[[definitions]]
+name = "reviewer"
+desired = "stopped"
+[definitions.spec]
+exec = "review.sh"
+slots = 2
+"#;
+
+const MANIFEST_YAML: &str = r#"- name: reviewer
+  desired: running
+  spec:
+    exec: claude -p "$PERCY_TASK_TITLE"
+    capabilities: [review]
+- name: writer
+  spec: {exec: write.sh, slots: 1}
+"#;
+
+/// TOML (first byte 0) and YAML (1) documents.
+fn documents(texts: &[&str; 2]) -> Vec<Vec<u8>> {
+    vec![
+        [&[0u8][..], texts[0].as_bytes()].concat(),
+        [&[1u8][..], texts[1].as_bytes()].concat(),
+    ]
+}
+
+/// One JSON body per endpoint, behind its kind byte (`http_body`).
+fn http_bodies() -> Vec<Vec<u8>> {
+    let task = r#"{"id":"t1","title":"fix","description":"d","requires":["rust"],"selector":{"os":"linux"},"priority":1,"depends_on":["t0"],"max_attempts":2,"timeout_ms":1000}"#;
+    let bodies = [
+        task.to_owned(),
+        format!(r#"{{"plan_id":"p","tasks":[{task},{{"title":"second","depends_on":["t1"]}}]}}"#),
+        r#"{"agent_id":1,"paths":["src/a"],"mode":"shared","task_id":"t1","ttl_ms":5,"wait_ms":5}"#.to_owned(),
+        r#"{"agent_id":1,"paths":["src/a"]}"#.to_owned(),
+        r#"{"value":"v","expected_revision":3}"#.to_owned(),
+        r#"{"name":"a","node":"n","capabilities":["rust"],"labels":{"os":"linux"},"max_concurrent":2,"ttl_ms":1}"#.to_owned(),
+        r#"{"from":"me","to_agent":2,"body":"hello"}"#.to_owned(),
+        r#"{"agent_id":1,"expected_revision":4}"#.to_owned(),
+        r#"{"agent_id":1,"claim_token":2,"summary":"s","branch":"b","exit_code":0,"output_tail":"o"}"#.to_owned(),
+        r#"{"agent_id":1,"claim_token":2,"error":"e"}"#.to_owned(),
+    ];
+    bodies
+        .iter()
+        .zip(0u8..)
+        .map(|(body, kind)| [&[kind][..], body.as_bytes()].concat())
+        .collect()
+}
+
+/// `issues` deliveries: a signature line, then the body.
+fn github_deliveries() -> Vec<Vec<u8>> {
+    let signature = format!("sha256={}", "0".repeat(64));
+    let opened = r#"{"action":"opened","issue":{"number":7,"title":"Crash on start","body":"steps","labels":[{"name":"percy"},{"name":"docs"}],"html_url":"https://github.com/o/r/issues/7"},"repository":{"name":"r","owner":{"login":"o"}}}"#;
+    let labeled = r#"{"action":"labeled","issue":{"number":8,"title":"t","labels":[{"name":"percy"}]},"repository":{"name":"r","owner":{"login":"o"}}}"#;
+    // Longer than a task's title may be, cut inside a two-byte character: the webhook must
+    // shorten it on a character boundary.
+    let long = format!(
+        r#"{{"action":"opened","issue":{{"number":9,"title":"x{}","labels":[{{"name":"percy"}}]}},"repository":{{"name":"r","owner":{{"login":"o"}}}}}}"#,
+        "é".repeat(200)
+    );
+    [opened, labeled, long.as_str()]
+        .iter()
+        .map(|body| format!("{signature}\n{body}").into_bytes())
+        .collect()
 }
 
 /// Public API requests: the type byte, then the protobuf encoding.

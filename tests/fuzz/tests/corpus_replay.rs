@@ -5,6 +5,9 @@
 
 use std::path::Path;
 
+use percy_files::document::Format;
+use percy_files::manifest::Manifest;
+use percy_files::plan::PlanFile;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -87,10 +90,37 @@ fn the_seeds_are_accepted_by_their_decoders() {
             assert!(!bytes.is_empty(), "seed {name} of {target} is empty");
         }
     }
-    let image = seeds::all()
-        .into_iter()
-        .find(|(t, _)| *t == "state_image")
-        .map(|(_, inputs)| inputs[0].1.clone())
-        .unwrap_or_default();
+    let of = |target: &str| -> Vec<Vec<u8>> {
+        seeds::all()
+            .into_iter()
+            .find(|(t, _)| *t == target)
+            .map(|(_, inputs)| inputs.into_iter().map(|(_, bytes)| bytes).collect())
+            .unwrap_or_default()
+    };
+    let image = of("state_image").remove(0);
     assert!(percy_statemachine::StateMachine::restore(&image).is_ok());
+    for file in of("backup") {
+        let backup = percy_proto::backup::decode(&file[1..]).expect("a backup seed decodes");
+        assert!(percy_statemachine::StateMachine::restore(backup.image).is_ok());
+    }
+    let text = |seed: &[u8]| {
+        let format = if seed[0] & 1 == 0 {
+            Format::Toml
+        } else {
+            Format::Yaml
+        };
+        (
+            String::from_utf8(seed[1..].to_vec()).expect("UTF-8"),
+            format,
+        )
+    };
+    for seed in of("plan") {
+        let (text, format) = text(&seed);
+        let plan = PlanFile::parse(&text, format).expect("a plan seed parses");
+        assert_eq!(plan.tasks.len(), 2);
+    }
+    for seed in of("manifest") {
+        let (text, format) = text(&seed);
+        assert!(Manifest::parse(&text, format).is_ok(), "{text}");
+    }
 }

@@ -279,7 +279,8 @@ fn table(ids: &Ids) -> Vec<Row> {
                 heartbeat,
                 HeartbeatRequest {
                     header: None,
-                    agent_id: builder
+                    agent_id: builder,
+                    load: None,
                 }
             ),
             Some(rpc!(
@@ -287,7 +288,8 @@ fn table(ids: &Ids) -> Vec<Row> {
                 heartbeat,
                 HeartbeatRequest {
                     header: None,
-                    agent_id: other
+                    agent_id: other,
+                    load: None,
                 }
             )),
         ),
@@ -305,7 +307,7 @@ fn table(ids: &Ids) -> Vec<Row> {
                 deregister,
                 DeregisterAgentRequest {
                     header: None,
-                    agent_id: builder
+                    agent_id: builder,
                 }
             ),
             Some(rpc!(
@@ -313,7 +315,7 @@ fn table(ids: &Ids) -> Vec<Row> {
                 deregister,
                 DeregisterAgentRequest {
                     header: None,
-                    agent_id: other
+                    agent_id: other,
                 }
             )),
         ),
@@ -985,7 +987,10 @@ fn table(ids: &Ids) -> Vec<Row> {
 fn keep_alive(agent_id: u64) -> Call {
     Box::new(move |channel: Channel, token: Option<String>| {
         Box::pin(async move {
-            let outbound = futures::stream::iter([KeepAliveRequest { agent_id }]);
+            let outbound = futures::stream::iter([KeepAliveRequest {
+                agent_id,
+                load: None,
+            }]);
             let mut replies = AgentServiceClient::new(channel)
                 .keep_alive(req(outbound, token.as_deref()))
                 .await?

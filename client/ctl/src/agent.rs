@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::args;
 use crate::output::{details, list, map, or_dash, table};
-use crate::views::{age, agent_status_name, timestamp, AgentView, HeaderView};
+use crate::views::{age, agent_status_name, load_cells, timestamp, AgentView, HeaderView};
 use crate::{Ctx, Refused};
 
 #[derive(Debug, Subcommand)]
@@ -209,7 +209,7 @@ async fn get(
     Ok((response.header, found))
 }
 
-fn agents_table(agents: &[Agent]) -> String {
+pub(crate) fn agents_table(agents: &[Agent]) -> String {
     let now = SystemTime::now();
     table(
         &[
@@ -220,10 +220,14 @@ fn agents_table(agents: &[Agent]) -> String {
             "capabilities",
             "labels",
             "slots",
+            "load",
+            "cores",
+            "mem",
+            "running",
             "last seen",
         ],
         agents.iter().map(|a| {
-            vec![
+            let mut row = vec![
                 a.id.to_string(),
                 a.name.clone(),
                 or_dash(&a.node),
@@ -231,8 +235,10 @@ fn agents_table(agents: &[Agent]) -> String {
                 list(&a.capabilities),
                 map(&a.labels),
                 a.max_concurrent.to_string(),
-                age(a.last_seen_ms, now),
-            ]
+            ];
+            row.extend(load_cells(a.load.as_ref()));
+            row.push(age(a.last_seen_ms, now));
+            row
         }),
     )
 }
@@ -246,11 +252,24 @@ fn agent_details(a: &Agent) -> String {
         ("capabilities", list(&a.capabilities)),
         ("labels", map(&a.labels)),
         ("max concurrent", a.max_concurrent.to_string()),
+        ("load", load_line(a.load.as_ref())),
         ("ttl", format!("{}ms", a.ttl_ms)),
         ("registered", timestamp(a.registered_at_ms)),
         ("last seen", timestamp(a.last_seen_ms)),
         ("revision", a.revision.to_string()),
     ])
+}
+
+/// The agent's load on one line, and when it was reported.
+fn load_line(load: Option<&percy_client::proto::AgentLoad>) -> String {
+    let [avg, cores, mem, running] = load_cells(load);
+    match load {
+        None => "-".to_owned(),
+        Some(l) => format!(
+            "{avg} on {cores} cores, memory {mem}, running {running} (reported {})",
+            timestamp(l.reported_at_ms)
+        ),
+    }
 }
 
 /// This machine's host name, for an agent's `node` ("" when it cannot be told).

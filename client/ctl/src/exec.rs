@@ -18,6 +18,7 @@ use percy_worker::{ExecRequest, EXEC_AGENT_LABEL, EXEC_CAPABILITY};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::exec_rank::{matches, rank, AgentLoadFigures, Candidate};
 use crate::output::{print_line, table};
 use crate::{args, Ctx, Refused};
 
@@ -123,16 +124,6 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// An executor as `--auto` sees it.
-#[derive(Debug, Clone, Serialize)]
-struct Candidate {
-    name: String,
-    labels: BTreeMap<String, String>,
-    /// Tasks and execs it holds now.
-    load: usize,
-    max_concurrent: u32,
-}
-
 /// What one exec is asked to do.
 struct Planned {
     command: Vec<String>,
@@ -221,26 +212,31 @@ async fn run_execs(ctx: &Ctx, run: RunArgs) -> anyhow::Result<()> {
         };
         let ranked = rank(&executors, &required, &HashMap::new());
         if run.explain {
-            eprintln!("percyctl: executors by load (required labels: {required:?}):");
+            let mut labels: Vec<String> =
+                required.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            eprintln!(
+                "percyctl: executors by load per core, then running work (required labels: {}):",
+                if labels.is_empty() {
+                    "none".to_owned()
+                } else {
+                    labels.join(",")
+                }
+            );
             for (i, c) in ranked.iter().enumerate() {
-                eprintln!(
-                    "  {}. {} load {}/{} labels {:?}",
-                    i + 1,
-                    c.name,
-                    c.load,
-                    c.max_concurrent,
-                    c.labels
-                );
+                eprintln!("  {}. {}", i + 1, c.explain());
             }
         }
         let Some(best) = ranked.first() else {
             return Err(no_executor(run.on.first().map(String::as_str)));
         };
+        let why = match best.load_per_core() {
+            Some(per_core) => format!("load {per_core:.2}/core"),
+            None => format!("load unknown, running {}", best.running()),
+        };
         eprintln!(
-            "percyctl: --auto chose {} (load {}/{}, lowest of {} matching executor{})",
+            "percyctl: --auto chose {} ({why}, the lowest of {} matching executor{})",
             best.name,
-            best.load,
-            best.max_concurrent,
             ranked.len(),
             if ranked.len() == 1 { "" } else { "s" }
         );
@@ -328,11 +324,9 @@ fn by_name(name: &str) -> HashMap<String, String> {
     HashMap::from([(EXEC_AGENT_LABEL.to_owned(), name.to_owned())])
 }
 
-fn matches(c: &Candidate, selector: &HashMap<String, String>) -> bool {
-    selector.iter().all(|(k, v)| c.labels.get(k) == Some(v))
-}
-
-/// Active executors with their load: the tasks and execs each holds now.
+/// Active executors with their load: what each reported with its heartbeats (the leader's
+/// figures: this read is linearizable, so it is answered by the leader) and the tasks and
+/// execs each holds now.
 async fn executors(client: &Client) -> anyhow::Result<Vec<Candidate>> {
     let agents = client
         .list_agents(false, Consistency::Linearizable)
@@ -357,10 +351,12 @@ async fn executors(client: &Client) -> anyhow::Result<Vec<Candidate>> {
         .into_iter()
         .filter(is_executor)
         .map(|a: Agent| Candidate {
-            load: load.get(&a.id).copied().unwrap_or(0),
+            held: load.get(&a.id).copied().unwrap_or(0),
             max_concurrent: a.max_concurrent,
+            load: a.load.as_ref().map(AgentLoadFigures::from),
             labels: a.labels.into_iter().collect(),
             name: a.name,
+            routed: 0,
         })
         .collect())
 }
@@ -368,31 +364,6 @@ async fn executors(client: &Client) -> anyhow::Result<Vec<Candidate>> {
 fn is_executor(agent: &Agent) -> bool {
     agent.status == AgentStatus::Active as i32
         && agent.capabilities.iter().any(|c| c == EXEC_CAPABILITY)
-}
-
-/// The executors `required` selects, lowest load first (ties by name), counting `extra`
-/// execs this run already routed to each.
-fn rank<'a>(
-    executors: &'a [Candidate],
-    required: &HashMap<String, String>,
-    extra: &HashMap<String, usize>,
-) -> Vec<Candidate> {
-    let mut ranked: Vec<Candidate> = executors
-        .iter()
-        .filter(|c| matches(c, required))
-        .map(|c: &'a Candidate| Candidate {
-            load: c.load + extra.get(&c.name).copied().unwrap_or(0),
-            ..c.clone()
-        })
-        .collect();
-    ranked.sort_by(|a, b| {
-        let share = |c: &Candidate| c.load as f64 / f64::from(c.max_concurrent.max(1));
-        share(a)
-            .total_cmp(&share(b))
-            .then(a.load.cmp(&b.load))
-            .then(a.name.cmp(&b.name))
-    });
-    ranked
 }
 
 fn new_exec_id() -> String {

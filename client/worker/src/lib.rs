@@ -34,6 +34,7 @@ mod incarnation;
 mod labels;
 mod leftovers;
 mod loops;
+mod machine_load;
 mod publish;
 mod repo;
 mod running;

@@ -140,11 +140,11 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             )
         }
         Command::List { all, read } => {
-            let response = ctx
-                .client
-                .list_agents(all, read.consistency())
-                .await
-                .context("list agents")?;
+            let response = match read.consistency() {
+                Consistency::Linearizable => list_from_leader(&ctx.client, all).await,
+                other => ctx.client.list_agents(all, other).await,
+            }
+            .context("list agents")?;
             let views: Vec<AgentView> = response.agents.iter().map(AgentView::from).collect();
             ctx.out.emit(
                 &json!({"header": HeaderView::from(response.header), "agents": views}),
@@ -182,6 +182,29 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             )
         }
     }
+}
+
+/// The agents as the leader answers (linearizable): only the leader holds the loads agents
+/// report with their heartbeats; a follower shows the last checkpoint of them (up to 30 s
+/// old). When a follower answered, ask again: its answer named the leader, so the client
+/// sends the next read there (when the leader is one of its endpoints).
+pub(crate) async fn list_from_leader(
+    client: &percy_client::Client,
+    include_inactive: bool,
+) -> Result<percy_client::proto::ListAgentsResponse, percy_client::ClientError> {
+    let mut response = client
+        .list_agents(include_inactive, Consistency::Linearizable)
+        .await?;
+    for _ in 0..client.endpoints().len() {
+        match &response.header {
+            Some(h) if h.leader_id != 0 && h.node_id != h.leader_id => {}
+            _ => break,
+        }
+        response = client
+            .list_agents(include_inactive, Consistency::Linearizable)
+            .await?;
+    }
+    Ok(response)
 }
 
 /// An agent given by id (a number) or by name.

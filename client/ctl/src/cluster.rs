@@ -9,7 +9,7 @@ use percy_client::{Client, Consistency};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::agent::agents_table;
+use crate::agent::{agents_table, list_from_leader};
 use crate::output::{or_dash, table};
 use crate::views::{AgentView, HeaderView, MemberView};
 use crate::Ctx;
@@ -103,10 +103,7 @@ async fn status(ctx: &Ctx) -> anyhow::Result<()> {
     }
     // The agents as the leader sees them (its figures are as fresh as the last heartbeat);
     // a cluster without a leader still gets its Raft report.
-    let agents = ctx
-        .client
-        .with_deadline(STATUS_TIMEOUT * 2)
-        .list_agents(false, Consistency::Linearizable)
+    let agents = list_from_leader(&ctx.client.with_deadline(STATUS_TIMEOUT * 2), false)
         .await
         .map(|r| r.agents)
         .map_err(|e| e.to_string());

@@ -328,8 +328,7 @@ fn by_name(name: &str) -> HashMap<String, String> {
 /// figures: this read is linearizable, so it is answered by the leader) and the tasks and
 /// execs each holds now.
 async fn executors(client: &Client) -> anyhow::Result<Vec<Candidate>> {
-    let agents = client
-        .list_agents(false, Consistency::Linearizable)
+    let agents = crate::agent::list_from_leader(client, false)
         .await
         .context("listing executors")?;
     let mut load = HashMap::<u64, usize>::new();

@@ -431,3 +431,131 @@ fn ctrl_c_cancels_a_lost_executor_fails_and_failover_keeps_the_code() {
         "{listed:?}"
     );
 }
+
+/// Two executors registered by the test itself, whose loads the test reports with their
+/// heartbeats (no worker process, no CPU burning): `--auto` must pick the less loaded one,
+/// and `agent list` / `cluster status` must show the figures.
+#[test]
+fn auto_picks_the_less_loaded_executor_and_agent_list_shows_the_loads() {
+    use percy_client::proto::{AgentLoad, RegisterAgentRequest};
+
+    let cluster = TestCluster::start(3);
+    let ep = cluster.endpoints_arg();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let client = runtime
+        .block_on(percy_client::Client::connect(&cluster.endpoints()))
+        .expect("connect");
+    let register = |name: &str| -> u64 {
+        let request = RegisterAgentRequest {
+            name: name.into(),
+            capabilities: vec!["percy.exec".into()],
+            labels: [
+                ("percy.agent".to_owned(), name.to_owned()),
+                ("os".to_owned(), "linux".to_owned()),
+            ]
+            .into(),
+            max_concurrent: 4,
+            ttl_ms: 600_000,
+            ..Default::default()
+        };
+        runtime
+            .block_on(client.register_agent(request))
+            .expect("register")
+            .agent
+            .expect("an agent")
+            .id
+    };
+    let calm = register("calm");
+    let busy = register("busy");
+    let report = |agent: u64, avg: f64| {
+        let load = AgentLoad {
+            load_avg_1m: Some(avg),
+            cores: Some(4),
+            mem_used_bytes: Some(3 << 30),
+            mem_total_bytes: Some(16 << 30),
+            running_tasks: 0,
+            running_execs: 1,
+            reported_at_ms: 0,
+        };
+        runtime
+            .block_on(client.heartbeat_with_load(agent, Some(load)))
+            .expect("heartbeat");
+    };
+    report(calm, 0.2);
+    report(busy, 3.5);
+
+    let chosen = |stderr: &str| -> String {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("--auto chose"))
+            .unwrap_or_else(|| panic!("no choice on stderr: {stderr}"));
+        line.split_whitespace()
+            .nth(3)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let routed_to = |id: &str| -> String {
+        let task = runtime
+            .block_on(client.get_task(id, percy_client::Consistency::Linearizable))
+            .expect("the exec's record")
+            .task
+            .expect("a task");
+        task.selector
+            .get("percy.agent")
+            .cloned()
+            .unwrap_or_default()
+    };
+
+    let run = exec(&ep, &["--auto", "--explain", "--detach", "--", "true"]).ok();
+    assert_eq!(chosen(&run.stderr), "calm", "{run:?}");
+    assert_eq!(routed_to(run.stdout.trim()), "calm");
+    assert!(
+        run.stderr
+            .contains("busy: load 3.50 on 4 cores = 0.88/core"),
+        "--explain prints the figures: {}",
+        run.stderr
+    );
+    assert!(run
+        .stderr
+        .contains("calm: load 0.20 on 4 cores = 0.05/core"));
+
+    // The loads change: so does the choice.
+    report(calm, 7.0);
+    report(busy, 0.5);
+    let run = exec(
+        &ep,
+        &["--auto", "--on", "os=linux", "--detach", "--", "true"],
+    )
+    .ok();
+    assert_eq!(chosen(&run.stderr), "busy", "{run:?}");
+    assert_eq!(routed_to(run.stdout.trim()), "busy");
+
+    let listed = percyctl(&ep, &["agent", "list"]).ok().stdout;
+    let row = |name: &str| -> String {
+        listed
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name} is not listed: {listed}"))
+            .to_owned()
+    };
+    assert!(row("calm").contains("7.00"), "{listed}");
+    assert!(row("busy").contains("0.50"), "{listed}");
+    assert!(row("busy").contains("3.0G/16.0G"), "{listed}");
+    assert!(row("busy").contains("1 (1 exec)"), "{listed}");
+    let json = percyctl(&ep, &["-o", "json", "agent", "list"]).ok().json();
+    let agents = json["agents"].as_array().expect("agents");
+    let calm_json = agents.iter().find(|a| a["name"] == "calm").expect("calm");
+    assert_eq!(calm_json["load"]["load_avg_1m"], 7.0);
+    assert_eq!(calm_json["load"]["cores"], 4);
+
+    let status = percyctl(&ep, &["cluster", "status"]).ok().stdout;
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("busy") && l.contains("0.50")),
+        "cluster status shows the agents' loads: {status}"
+    );
+}

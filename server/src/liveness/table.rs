@@ -16,6 +16,11 @@ pub struct Table {
     seen: HashMap<AgentId, Seen>,
     /// Agents whose expiry has been proposed and not yet applied.
     expiring: HashSet<AgentId>,
+    /// The load each agent last reported. Kept across a new term of this node's leadership
+    /// (a load is a report, not a liveness decision: the heartbeats that reached this node
+    /// before its monitor noticed the term must not be lost), dropped when it stops leading
+    /// and for agents no longer active.
+    loads: HashMap<AgentId, ReportedLoad>,
     /// Number of the latest pass over the active agents.
     pass: u64,
 }
@@ -28,22 +33,21 @@ struct Seen {
     unsaved: bool,
     /// The pass that last found the agent active.
     pass: u64,
-    /// The load the agent last reported, and when (a beat without one keeps the last).
-    load: Option<(AgentLoad, Instant)>,
-    /// Whether `load` is newer than the last load checkpoint.
-    load_unsaved: bool,
 }
 
 impl Seen {
     fn new(at: Instant, unsaved: bool, pass: u64) -> Self {
-        Seen {
-            at,
-            unsaved,
-            pass,
-            load: None,
-            load_unsaved: false,
-        }
+        Seen { at, unsaved, pass }
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ReportedLoad {
+    load: AgentLoad,
+    /// When it was reported, on the monotonic clock.
+    at: Instant,
+    /// Whether it is newer than the last load checkpoint.
+    unsaved: bool,
 }
 
 /// Monotonic `at` as wall-clock ms, given one wall-clock reading `now_wall_ms` taken at `now`.
@@ -58,7 +62,7 @@ impl Table {
     /// under each new leader (an agent missing from the table counts as seen at the next pass).
     pub fn observe_role(&mut self, leading: bool, term: u64) -> bool {
         if !leading {
-            if self.term.is_some() {
+            if self.term.is_some() || !self.loads.is_empty() {
                 *self = Table::default();
             }
             return false;
@@ -67,6 +71,7 @@ impl Table {
             tracing::info!(term, "leading: every agent gets a full TTL of grace");
             *self = Table {
                 term: Some(term),
+                loads: std::mem::take(&mut self.loads),
                 ..Table::default()
             };
         }
@@ -85,8 +90,14 @@ impl Table {
             seen.at = now;
             seen.unsaved = true;
             if let Some(load) = load {
-                seen.load = Some((load, now));
-                seen.load_unsaved = true;
+                self.loads.insert(
+                    id,
+                    ReportedLoad {
+                        load,
+                        at: now,
+                        unsaved: true,
+                    },
+                );
             }
         }
     }
@@ -94,12 +105,9 @@ impl Table {
     /// The load each agent reported to this leader, with its wall-clock time (derived as in
     /// [`Self::take_unsaved`]). Empty on a new leader until the agents beat again.
     pub fn loads(&self, now: Instant, now_wall_ms: u64) -> Vec<(AgentId, AgentLoad, u64)> {
-        self.seen
+        self.loads
             .iter()
-            .filter_map(|(id, seen)| {
-                let (load, at) = seen.load?;
-                Some((*id, load, wall_ms(at, now, now_wall_ms)))
-            })
+            .map(|(id, r)| (*id, r.load, wall_ms(r.at, now, now_wall_ms)))
             .collect()
     }
 
@@ -107,12 +115,12 @@ impl Table {
     /// saved from here on.
     pub fn take_unsaved_loads(&mut self) -> Vec<(AgentId, AgentLoad)> {
         let mut loads: Vec<(AgentId, AgentLoad)> = self
-            .seen
+            .loads
             .iter_mut()
-            .filter(|(_, seen)| seen.load_unsaved)
-            .filter_map(|(id, seen)| {
-                seen.load_unsaved = false;
-                seen.load.map(|(load, _)| (*id, load))
+            .filter(|(_, r)| r.unsaved)
+            .map(|(id, r)| {
+                r.unsaved = false;
+                (*id, r.load)
             })
             .collect();
         loads.sort_unstable_by_key(|(id, _)| *id);
@@ -141,6 +149,7 @@ impl Table {
         self.seen.retain(|_, seen| seen.pass == pass);
         let seen = &self.seen;
         self.expiring.retain(|id| seen.contains_key(id));
+        self.loads.retain(|id, _| seen.contains_key(id));
         silent
     }
 
@@ -316,8 +325,16 @@ mod tests {
         table.record(beats([A]), t0 + ms(200));
         assert!(table.take_unsaved_loads().is_empty());
         assert_eq!(table.loads(t0 + ms(200), wall).len(), 1);
-        // A new term forgets them: the checkpointed values serve until the agents beat again.
+        // A new term of this node's leadership keeps them (heartbeats may reach a new leader
+        // before its monitor notices the term); stepping down drops them.
         assert!(table.observe_role(true, 2));
+        assert_eq!(table.loads(t0 + ms(300), wall).len(), 1);
+        assert!(!table.observe_role(false, 3));
         assert!(table.loads(t0 + ms(300), wall).is_empty());
+        // An agent no longer active loses its load at the next pass.
+        assert!(table.observe_role(true, 4));
+        table.record([(A, Some(busy))], t0 + ms(400));
+        assert!(table.silent(&[(B, TTL_MS)], t0 + ms(500)).is_empty());
+        assert!(table.loads(t0 + ms(500), wall).is_empty());
     }
 }

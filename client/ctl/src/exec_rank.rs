@@ -1,10 +1,16 @@
 //! How `percyctl exec --auto` (and `--parallel`) picks an executor: among those with the
-//! required labels, the lowest *projected load per core* — the load average the executor
-//! reported with its heartbeats, plus one for each exec this run already sent it (a busy
-//! command adds about one to a load average), divided by its cores — then the fewest running
-//! tasks and execs, then the name. Executors that report no load average (their platform does
-//! not say, or an older worker) come after every one that does, among themselves by running
-//! work per slot. Pure: the figures come from `AgentService/List`.
+//! required labels, the lowest *projected load per core* — the 1-minute load average the
+//! executor reported with its heartbeats, plus one for each task or exec it holds (counting
+//! those this run already sent it), divided by its cores — then the fewest running tasks and
+//! execs, then the name. Running work is added at once because the load average sees a new
+//! command only over the next minute (and two executors on one machine report the same load
+//! average give or take noise: their own work must decide). Executors that report no load
+//! average (their platform does not say, or an older worker) come after every one that does,
+//! among themselves by running work per slot. Executors on one host (the same `host` label)
+//! share one machine and so one load average, which each reports at a different instant: they
+//! are ranked with the highest of their reports, so that noise between two samples of the
+//! same figure does not outweigh the work each runs. Pure: the figures come from
+//! `AgentService/List`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -13,6 +19,9 @@ use percy_client::proto::AgentLoad;
 use serde::Serialize;
 
 use crate::views::bytes;
+
+/// The label naming the machine an executor runs on (`percy_worker::HOST_LABEL`).
+const HOST_LABEL: &str = percy_worker::HOST_LABEL;
 
 /// An executor as `--auto` sees it.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -53,22 +62,19 @@ impl From<&AgentLoad> for AgentLoadFigures {
 }
 
 impl Candidate {
-    /// (load average + execs routed here by this run) ÷ cores; `None` when the executor
+    /// (load average + running work, this run's included) ÷ cores; `None` when the executor
     /// reports no load average.
     pub fn load_per_core(&self) -> Option<f64> {
         let load = self.load?;
         let avg = load.load_avg_1m?;
         let cores = f64::from(load.cores.unwrap_or(1).max(1));
-        Some((avg + self.routed as f64) / cores)
+        Some((avg + self.running() as f64) / cores)
     }
 
-    /// Running tasks and execs: the reported count or the held count, whichever is higher
-    /// (a claim this instant is held before the executor reports it), plus this run's.
+    /// Running tasks and execs: those it holds in the replicated state (current, unlike the
+    /// count in its last heartbeat, which may be seconds old), plus this run's.
     pub fn running(&self) -> usize {
-        let reported = self
-            .load
-            .map_or(0, |l| l.running_tasks as usize + l.running_execs as usize);
-        reported.max(self.held) + self.routed
+        self.held + self.routed
     }
 
     /// Running work per slot: the order among executors without a load average.
@@ -83,8 +89,9 @@ impl Candidate {
             (Some(per_core), Some(load)) => {
                 let _ = write!(
                     line,
-                    ": load {:.2} on {} cores = {per_core:.2}/core",
+                    ": (load {:.2} + {} running) on {} cores = {per_core:.2}/core",
                     load.load_avg_1m.unwrap_or_default(),
+                    self.running(),
                     load.cores.map_or("?".to_owned(), |c| c.to_string()),
                 );
                 if self.routed > 0 {
@@ -95,7 +102,7 @@ impl Candidate {
         }
         let _ = write!(
             line,
-            ", running {} of {} slot(s)",
+            ", {} slot(s) busy of {}",
             self.running(),
             self.max_concurrent.max(1)
         );
@@ -126,12 +133,33 @@ pub fn rank(
     required: &HashMap<String, String>,
     routed: &HashMap<String, usize>,
 ) -> Vec<Candidate> {
+    let mut host_load = HashMap::<&str, f64>::new();
+    for c in executors {
+        if let (Some(host), Some(avg)) =
+            (c.labels.get(HOST_LABEL), c.load.and_then(|l| l.load_avg_1m))
+        {
+            let highest = host_load.entry(host.as_str()).or_insert(avg);
+            *highest = highest.max(avg);
+        }
+    }
     let mut ranked: Vec<Candidate> = executors
         .iter()
         .filter(|c| matches(c, required))
-        .map(|c| Candidate {
-            routed: c.routed + routed.get(&c.name).copied().unwrap_or(0),
-            ..c.clone()
+        .map(|c| {
+            let mut c = Candidate {
+                routed: c.routed + routed.get(&c.name).copied().unwrap_or(0),
+                ..c.clone()
+            };
+            let shared = c
+                .labels
+                .get(HOST_LABEL)
+                .and_then(|h| host_load.get(h.as_str()));
+            if let (Some(load), Some(avg)) = (c.load.as_mut(), shared) {
+                if load.load_avg_1m.is_some() {
+                    load.load_avg_1m = Some(*avg);
+                }
+            }
+            c
         })
         .collect();
     ranked.sort_by(|a, b| {
@@ -179,7 +207,7 @@ mod tests {
             executor("idle", Some((0.1, 2)), 0),
         ];
         let ranked = rank(&all, &HashMap::new(), &HashMap::new());
-        // 0.05/core, then 0.25/core (more running, but a bigger machine), then 0.75/core.
+        // 0.05/core, then (4 + 2)/16 (more running, but a bigger machine), then 0.75/core.
         assert_eq!(names(&ranked), ["idle", "big", "busy"]);
     }
 
@@ -193,6 +221,35 @@ mod tests {
         assert_eq!(
             names(&rank(&all, &HashMap::new(), &HashMap::new())),
             ["c", "a", "b"]
+        );
+    }
+
+    #[test]
+    fn running_work_counts_before_the_load_average_sees_it() {
+        let all = [
+            executor("a", Some((2.0, 4)), 1),
+            executor("b", Some((2.5, 4)), 0),
+        ];
+        assert_eq!(
+            names(&rank(&all, &HashMap::new(), &HashMap::new())),
+            ["b", "a"]
+        );
+    }
+
+    #[test]
+    fn executors_on_one_host_share_its_highest_reported_load() {
+        // Two executors on one machine report its load average at different instants.
+        let mut all = [
+            executor("mac-1", Some((10.0, 4)), 1),
+            executor("mac-2", Some((14.0, 4)), 0),
+            executor("elsewhere", Some((1.0, 4)), 3),
+        ];
+        for c in &mut all[..2] {
+            c.labels.insert(HOST_LABEL.into(), "one-box".into());
+        }
+        assert_eq!(
+            names(&rank(&all, &HashMap::new(), &HashMap::new())),
+            ["elsewhere", "mac-2", "mac-1"]
         );
     }
 
@@ -226,7 +283,8 @@ mod tests {
             *routed.entry(best.clone()).or_default() += 1;
             order.push(best);
         }
-        // 0/2 < 0.5/8; then 1/2 > 0.5/8: the eight-core machine takes the next three.
+        // 0/2 < 0.5/8; then 1/2 > (0.5 + n)/8 up to n = 3: the eight-core machine takes the
+        // next three.
         assert_eq!(
             order,
             ["two-cores", "eight-cores", "eight-cores", "eight-cores"]

@@ -214,6 +214,7 @@ fn exec_routes_streams_and_exits_with_the_remote_code() {
         ep,
         &[
             "--auto",
+            "--explain",
             "--on",
             "role=test",
             "--",
@@ -514,13 +515,16 @@ fn auto_picks_the_less_loaded_executor_and_agent_list_shows_the_loads() {
     assert_eq!(routed_to(run.stdout.trim()), "calm");
     assert!(
         run.stderr
-            .contains("busy: load 3.50 on 4 cores = 0.88/core"),
+            .contains("busy: (load 3.50 + 0 running) on 4 cores = 0.88/core"),
         "--explain prints the figures: {}",
         run.stderr
     );
-    assert!(run
-        .stderr
-        .contains("calm: load 0.20 on 4 cores = 0.05/core"));
+    assert!(
+        run.stderr
+            .contains("calm: (load 0.20 + 0 running) on 4 cores = 0.05/core"),
+        "{}",
+        run.stderr
+    );
 
     // The loads change: so does the choice.
     report(calm, 7.0);

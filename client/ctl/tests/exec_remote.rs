@@ -320,6 +320,48 @@ fn exec_routes_streams_and_exits_with_the_remote_code() {
     assert_eq!(entry["exit_code"], 4);
     assert_eq!(entry["executor"], "mac-2");
 
+    // logs -f of a running exec follows it live (the relay's output, not the tail at the
+    // end): its first line arrives seconds before the exec ends, and nothing repeats.
+    let run = exec(
+        ep,
+        &[
+            "--detach",
+            "--on",
+            "mac-2",
+            "--",
+            "sleep 2; echo one; sleep 4; echo two; exit 6",
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let id = run.stdout.trim().to_owned();
+    let mut follower = ChildGuard(
+        percyctl_command(ep, &["exec", "logs", "-f", &id])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn logs -f"),
+    );
+    let stdout = follower.0.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            lines.push((line.expect("utf-8"), Instant::now()));
+        }
+        lines
+    });
+    let status = follower.0.wait().expect("logs -f ends");
+    let ended = Instant::now();
+    let lines = reader.join().expect("reader");
+    let texts: Vec<&str> = lines.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(texts, ["one", "two"], "live lines, each once");
+    assert_eq!(status.code(), Some(6));
+    let early = ended.duration_since(lines[0].1);
+    assert!(
+        early >= Duration::from_secs(2),
+        "the first line came only {early:?} before the end: not live"
+    );
+
     // Bad input: clear errors, non-zero exits, nothing submitted.
     let before = percyctl(ep, &["-o", "json", "exec", "list"])
         .json()

@@ -8,7 +8,7 @@
 //! retry policy, like any other call.
 
 use percy_proto::v1::agent_service_client::AgentServiceClient;
-use percy_proto::v1::{KeepAliveRequest, KeepAliveResponse};
+use percy_proto::v1::{AgentLoad, KeepAliveRequest, KeepAliveResponse};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -32,6 +32,8 @@ pub struct KeepAlive {
     stream: Option<OpenStream>,
     /// The endpoint the current (or last attempted) stream goes to.
     endpoint: usize,
+    /// Sent with every beat from now on (see [`KeepAlive::set_load`]).
+    load: Option<AgentLoad>,
 }
 
 #[derive(Debug)]
@@ -49,6 +51,7 @@ impl Client {
             agent_id,
             stream: None,
             endpoint: 0,
+            load: None,
         }
     }
 }
@@ -56,6 +59,12 @@ impl Client {
 impl KeepAlive {
     pub fn agent_id(&self) -> u64 {
         self.agent_id
+    }
+
+    /// The load the next beats report (the leader keeps the latest, in memory, and shows it
+    /// in agent listings).
+    pub fn set_load(&mut self, load: Option<AgentLoad>) {
+        self.load = load;
     }
 
     /// Tells the leader the agent is alive. The reply says whether the agent must register
@@ -108,6 +117,7 @@ impl KeepAlive {
         };
         let request = KeepAliveRequest {
             agent_id: self.agent_id,
+            load: self.load,
         };
         if stream.requests.send(request).await.is_err() {
             return Err(Status::unavailable("the keep-alive stream is closed"));

@@ -7,7 +7,9 @@
 //! caller is slow waits on it, so HTTP/2 flow control slows the executor's stream and, in
 //! the end, the command's own pipe. A caller that stops reading for [`STALLED_CALLER`] is
 //! detached (its output is dropped from then on), so a stuck caller cannot stall a command
-//! forever. Chunks for an exec nobody is attached to are dropped.
+//! forever. Chunks for an exec nobody is attached to are dropped. Several callers may attach
+//! to one exec (the one that started it, and `percyctl exec logs -f` from elsewhere): each
+//! gets every chunk from its attach on, and the publisher waits for the slowest of them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,10 +33,12 @@ pub enum Relayed {
     Dropped,
 }
 
+type Callers = HashMap<String, Vec<mpsc::Sender<ExecChunk>>>;
+
 /// The callers attached on this node, by exec id.
 #[derive(Debug, Clone, Default)]
 pub struct ExecRelay {
-    attached: Arc<Mutex<HashMap<String, mpsc::Sender<ExecChunk>>>>,
+    attached: Arc<Mutex<Callers>>,
 }
 
 /// An attached caller's end; detaches when dropped.
@@ -46,15 +50,14 @@ pub struct Attachment {
 
 impl Drop for Attachment {
     fn drop(&mut self) {
-        // Closing our receiver closes the sender in the map, if it is still ours; a later
-        // attachment of the same exec replaced it otherwise, and stays.
+        // Closing our receiver closes our sender in the map; the other callers stay.
         self.chunks.close();
         let mut attached = self.relay.lock();
-        if attached
-            .get(&self.exec_id)
-            .is_some_and(mpsc::Sender::is_closed)
-        {
-            attached.remove(&self.exec_id);
+        if let Some(senders) = attached.get_mut(&self.exec_id) {
+            senders.retain(|s| !s.is_closed());
+            if senders.is_empty() {
+                attached.remove(&self.exec_id);
+            }
         }
     }
 }
@@ -67,22 +70,25 @@ pub enum AttachError {
 }
 
 impl ExecRelay {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<ExecChunk>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Callers> {
         // A panic while holding this lock leaves a plain map, still consistent.
         self.attached
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Attaches a caller to `exec_id`'s output from now on (replacing an earlier caller).
+    /// Attaches a caller to `exec_id`'s output from now on (beside any other caller).
     pub fn attach(&self, exec_id: &str) -> Result<Attachment, AttachError> {
         let (sender, chunks) = mpsc::channel(RELAY_QUEUE_CHUNKS);
         let mut attached = self.lock();
-        attached.retain(|_, s| !s.is_closed());
-        if attached.len() >= MAX_ATTACHED && !attached.contains_key(exec_id) {
+        attached.retain(|_, senders| {
+            senders.retain(|s| !s.is_closed());
+            !senders.is_empty()
+        });
+        if attached.values().map(Vec::len).sum::<usize>() >= MAX_ATTACHED {
             return Err(AttachError::Full);
         }
-        attached.insert(exec_id.to_owned(), sender);
+        attached.entry(exec_id.to_owned()).or_default().push(sender);
         Ok(Attachment {
             relay: self.clone(),
             exec_id: exec_id.to_owned(),
@@ -90,34 +96,37 @@ impl ExecRelay {
         })
     }
 
-    /// Hands `chunk` to the caller attached to its exec, waiting while that caller's queue
-    /// is full (back-pressure), at most [`STALLED_CALLER`].
+    /// Hands `chunk` to every caller attached to its exec, waiting while a caller's queue is
+    /// full (back-pressure), at most [`STALLED_CALLER`] each. Delivered if one caller got it.
     pub async fn relay(&self, chunk: ExecChunk) -> Relayed {
-        let sender = self.lock().get(&chunk.exec_id).cloned();
-        let Some(sender) = sender else {
-            return Relayed::Dropped;
-        };
-        let exec_id = chunk.exec_id.clone();
-        match tokio::time::timeout(STALLED_CALLER, sender.send(chunk)).await {
-            Ok(Ok(())) => Relayed::Delivered,
-            Ok(Err(_closed)) => Relayed::Dropped,
-            Err(_stalled) => {
-                tracing::warn!(%exec_id, "the caller stopped reading the exec's output: detached");
-                let mut attached = self.lock();
-                if attached
-                    .get(&exec_id)
-                    .is_some_and(|s| s.same_channel(&sender))
-                {
-                    attached.remove(&exec_id);
+        let senders = self.lock().get(&chunk.exec_id).cloned().unwrap_or_default();
+        let mut relayed = Relayed::Dropped;
+        for sender in senders {
+            match tokio::time::timeout(STALLED_CALLER, sender.send(chunk.clone())).await {
+                Ok(Ok(())) => relayed = Relayed::Delivered,
+                Ok(Err(_closed)) => {}
+                Err(_stalled) => {
+                    tracing::warn!(exec_id = %chunk.exec_id, "a caller stopped reading the exec's output: detached");
+                    let mut attached = self.lock();
+                    if let Some(senders) = attached.get_mut(&chunk.exec_id) {
+                        senders.retain(|s| !s.same_channel(&sender));
+                        if senders.is_empty() {
+                            attached.remove(&chunk.exec_id);
+                        }
+                    }
                 }
-                Relayed::Dropped
             }
         }
+        relayed
     }
 
     #[cfg(test)]
     fn attached(&self) -> usize {
-        self.lock().values().filter(|s| !s.is_closed()).count()
+        self.lock()
+            .values()
+            .flatten()
+            .filter(|s| !s.is_closed())
+            .count()
     }
 }
 
@@ -172,5 +181,23 @@ mod tests {
         drop(caller);
         assert_eq!(relay.attached(), 0);
         assert_eq!(relay.relay(chunk("e1", b"x")).await, Relayed::Dropped);
+    }
+
+    #[tokio::test]
+    async fn every_attached_caller_gets_the_chunks_from_its_attach_on() {
+        let relay = ExecRelay::default();
+        let mut first = relay.attach("e1").unwrap();
+        assert_eq!(relay.relay(chunk("e1", b"a")).await, Relayed::Delivered);
+        let mut second = relay.attach("e1").unwrap();
+        assert_eq!(relay.attached(), 2);
+        assert_eq!(relay.relay(chunk("e1", b"b")).await, Relayed::Delivered);
+        assert_eq!(first.chunks.recv().await.unwrap().data, b"a");
+        assert_eq!(first.chunks.recv().await.unwrap().data, b"b");
+        assert_eq!(second.chunks.recv().await.unwrap().data, b"b");
+        // One going away leaves the other attached.
+        drop(first);
+        assert_eq!(relay.attached(), 1);
+        assert_eq!(relay.relay(chunk("e1", b"c")).await, Relayed::Delivered);
+        assert_eq!(second.chunks.recv().await.unwrap().data, b"c");
     }
 }

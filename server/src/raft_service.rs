@@ -258,9 +258,11 @@ impl RaftService for RaftRpc {
         &self,
         request: Request<RaftBytes>,
     ) -> Result<Response<RaftBytes>, Status> {
-        let HeartbeatRelay { agent_ids } =
-            wire::decode(&request.into_inner().data).map_err(bad_payload)?;
-        reply(&crate::liveness::record_relayed(&self.ctx, &agent_ids))
+        let HeartbeatRelay { agent_ids, loads } =
+            wire::decode_heartbeat_relay(&request.into_inner().data).map_err(bad_payload)?;
+        reply(&crate::liveness::record_relayed(
+            &self.ctx, &agent_ids, &loads,
+        ))
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use percy_proto::internal::RaftBytes;
-use percy_statemachine::AgentId;
+use percy_statemachine::{AgentId, AgentLoad};
 use tokio::sync::oneshot;
 use tonic::{Request, Status};
 
@@ -47,18 +47,21 @@ pub struct Relay {
 struct Batch {
     addr: String,
     agent_ids: Vec<AgentId>,
+    /// The loads some of the heartbeats reported.
+    loads: Vec<(AgentId, AgentLoad)>,
     waiters: Vec<oneshot::Sender<Answer>>,
 }
 
 impl Relay {
-    /// Relays `agent_id`'s heartbeat to `leader` (dialled through `peers` at `addr`) with the
-    /// next batch, and waits up to `timeout` for the leader's answer.
+    /// Relays `agent_id`'s heartbeat (with the load it reported, if any) to `leader` (dialled
+    /// through `peers` at `addr`) with the next batch, and waits up to `timeout` for the
+    /// leader's answer.
     pub async fn relay(
         &self,
         peers: &PeerClients,
         leader: NodeId,
         addr: &str,
-        agent_id: AgentId,
+        (agent_id, load): (AgentId, Option<AgentLoad>),
         timeout: Duration,
     ) -> Answer {
         let (tx, rx) = oneshot::channel();
@@ -67,10 +70,12 @@ impl Relay {
             let batch = pending.entry(leader).or_insert_with(|| Batch {
                 addr: addr.to_owned(),
                 agent_ids: Vec::new(),
+                loads: Vec::new(),
                 waiters: Vec::new(),
             });
             let opened = batch.waiters.is_empty();
             batch.agent_ids.push(agent_id);
+            batch.loads.extend(load.map(|load| (agent_id, load)));
             batch.waiters.push(tx);
             let full = (batch.agent_ids.len() >= MAX_RELAY_BATCH)
                 .then(|| pending.remove(&leader))
@@ -115,10 +120,12 @@ async fn send(peers: PeerClients, leader: NodeId, batch: Batch, timeout: Duratio
     let Batch {
         addr,
         agent_ids,
+        loads,
         waiters,
     } = batch;
     let expected = agent_ids.len();
-    let answers: Vec<Answer> = match call(&peers, leader, &addr, agent_ids, timeout).await {
+    let relayed = HeartbeatRelay { agent_ids, loads };
+    let answers: Vec<Answer> = match call(&peers, leader, &addr, &relayed, timeout).await {
         Ok(RelayReply::Recorded(seen)) if seen.len() == expected => {
             seen.into_iter().map(|s| Ok(Relayed::Recorded(s))).collect()
         }
@@ -142,12 +149,11 @@ async fn call(
     peers: &PeerClients,
     leader: NodeId,
     addr: &str,
-    agent_ids: Vec<AgentId>,
+    relayed: &HeartbeatRelay,
     timeout: Duration,
 ) -> Result<RelayReply, Status> {
     let mut client = peers.client(leader, addr).map_err(Status::unavailable)?;
-    let data =
-        wire::encode(&HeartbeatRelay { agent_ids }).map_err(|e| Status::internal(e.to_string()))?;
+    let data = wire::encode(relayed).map_err(|e| Status::internal(e.to_string()))?;
     let mut request = Request::new(RaftBytes { data });
     request.set_timeout(timeout);
     let reply = client.relay_heartbeats(request).await.map_err(|s| {

@@ -5,7 +5,7 @@
 
 use openraft::error::RaftError;
 use openraft::raft::AppendEntriesResponse;
-use percy_statemachine::{AgentStatus, Command};
+use percy_statemachine::{AgentId, AgentLoad, AgentStatus, Command};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +76,30 @@ pub type AppendEntriesResult = Result<AppendEntriesResponse<NodeId>, RaftError<N
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeartbeatRelay {
     pub agent_ids: Vec<u64>,
+    /// The loads some of those heartbeats reported (added after `agent_ids`: see
+    /// [`decode_heartbeat_relay`]).
+    pub loads: Vec<(AgentId, AgentLoad)>,
+}
+
+/// A [`HeartbeatRelay`] as nodes sent it before heartbeats carried loads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct HeartbeatRelayWithoutLoads {
+    agent_ids: Vec<u64>,
+}
+
+/// Decodes a relayed batch, also from a node of the previous build (without loads): the field
+/// was added at the end, so such a batch is the same bytes cut before it. (A newer batch
+/// decodes on an older leader as it is: postcard ignores trailing bytes.)
+pub fn decode_heartbeat_relay(bytes: &[u8]) -> Result<HeartbeatRelay, WireError> {
+    decode::<HeartbeatRelay>(bytes).or_else(|error| {
+        match decode::<HeartbeatRelayWithoutLoads>(bytes) {
+            Ok(old) => Ok(HeartbeatRelay {
+                agent_ids: old.agent_ids,
+                loads: Vec::new(),
+            }),
+            Err(_) => Err(error),
+        }
+    })
 }
 
 /// The leader's view of one agent after recording its heartbeat.
@@ -98,6 +122,27 @@ pub enum RelayReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relayed_batch_without_loads_still_decodes() {
+        let old = encode(&HeartbeatRelayWithoutLoads {
+            agent_ids: vec![3, 4],
+        })
+        .unwrap();
+        let batch = decode_heartbeat_relay(&old).unwrap();
+        assert_eq!(batch.agent_ids, vec![3, 4]);
+        assert!(batch.loads.is_empty());
+        let load = AgentLoad {
+            cores: Some(8),
+            ..AgentLoad::default()
+        };
+        let new = encode(&HeartbeatRelay {
+            agent_ids: vec![3],
+            loads: vec![(3, load)],
+        })
+        .unwrap();
+        assert_eq!(decode_heartbeat_relay(&new).unwrap().loads, vec![(3, load)]);
+    }
 
     #[test]
     fn round_trips_and_refuses_other_versions() {

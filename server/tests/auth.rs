@@ -279,7 +279,8 @@ fn table(ids: &Ids) -> Vec<Row> {
                 heartbeat,
                 HeartbeatRequest {
                     header: None,
-                    agent_id: builder
+                    agent_id: builder,
+                    load: None,
                 }
             ),
             Some(rpc!(
@@ -287,7 +288,8 @@ fn table(ids: &Ids) -> Vec<Row> {
                 heartbeat,
                 HeartbeatRequest {
                     header: None,
-                    agent_id: other
+                    agent_id: other,
+                    load: None,
                 }
             )),
         ),
@@ -305,7 +307,7 @@ fn table(ids: &Ids) -> Vec<Row> {
                 deregister,
                 DeregisterAgentRequest {
                     header: None,
-                    agent_id: builder
+                    agent_id: builder,
                 }
             ),
             Some(rpc!(
@@ -313,7 +315,7 @@ fn table(ids: &Ids) -> Vec<Row> {
                 deregister,
                 DeregisterAgentRequest {
                     header: None,
-                    agent_id: other
+                    agent_id: other,
                 }
             )),
         ),
@@ -985,7 +987,10 @@ fn table(ids: &Ids) -> Vec<Row> {
 fn keep_alive(agent_id: u64) -> Call {
     Box::new(move |channel: Channel, token: Option<String>| {
         Box::pin(async move {
-            let outbound = futures::stream::iter([KeepAliveRequest { agent_id }]);
+            let outbound = futures::stream::iter([KeepAliveRequest {
+                agent_id,
+                load: None,
+            }]);
             let mut replies = AgentServiceClient::new(channel)
                 .keep_alive(req(outbound, token.as_deref()))
                 .await?
@@ -1294,6 +1299,160 @@ async fn a_revoked_token_is_refused_by_every_node_within_a_second_and_health_sta
         .await
         .expect("health without a token");
     assert!(metric(&leader.addr().to_string(), "percy_raft_term").await >= 1.0);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// One publish stream of `chunks` for exec `id` with `token`.
+async fn publish(
+    channel: &Channel,
+    token: &str,
+    id: &str,
+    chunks: &[&[u8]],
+) -> Result<PublishExecResponse, Status> {
+    let mut messages: Vec<ExecChunk> = chunks
+        .iter()
+        .map(|data| ExecChunk {
+            exec_id: id.into(),
+            fd: 1,
+            data: data.to_vec(),
+            eof: false,
+        })
+        .collect();
+    messages.push(ExecChunk {
+        exec_id: id.into(),
+        fd: 1,
+        data: Vec::new(),
+        eof: true,
+    });
+    ExecServiceClient::new(channel.clone())
+        .publish(req(futures::stream::iter(messages), Some(token)))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_executor_holding_an_exec_may_publish_its_output() {
+    let mut slots = slots(&[1, 2, 3]).await;
+    let nodes = start_auth_cluster(&mut slots).await;
+    let leader_id = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let follower = nodes.iter().find(|n| n.node_id() != leader_id).unwrap();
+    let token_file = admin_token_path(slots[0].dir.path());
+    let admin = eventually("the bootstrap admin token", SETTLE, || async {
+        std::fs::read_to_string(&token_file).ok()
+    })
+    .await
+    .trim()
+    .to_owned();
+    // Everything through a follower, where a claim may not have been applied yet when its
+    // executor starts publishing.
+    let channel = channel(&follower.addr().to_string()).await;
+    eventually("the admin token to work", SETTLE, || async {
+        TokenServiceClient::new(channel.clone())
+            .list(req(ListTokensRequest::default(), Some(&admin)))
+            .await
+            .is_ok()
+            .then_some(())
+    })
+    .await;
+    let (_, operator) = create_token(&channel, &admin, Role::Operator, "").await;
+    let (_, exec_a) = create_token(&channel, &admin, Role::Agent, "exec-a").await;
+    let (_, exec_b) = create_token(&channel, &admin, Role::Agent, "exec-b").await;
+    let mut executor_ids = Vec::new();
+    for (name, token) in [("exec-a", &exec_a), ("exec-b", &exec_b)] {
+        let id = AgentServiceClient::new(channel.clone())
+            .register(req(
+                RegisterAgentRequest {
+                    name: name.into(),
+                    capabilities: vec!["percy.exec".into()],
+                    ttl_ms: LONG_TTL_MS,
+                    ..Default::default()
+                },
+                Some(token),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .agent
+            .unwrap()
+            .id;
+        executor_ids.push(id);
+    }
+    for (id, requires) in [("e1", "percy.exec"), ("e2", "percy.exec"), ("plain", "")] {
+        TaskServiceClient::new(channel.clone())
+            .submit(req(
+                SubmitTaskRequest {
+                    header: None,
+                    task: Some(TaskSpec {
+                        id: id.into(),
+                        title: id.into(),
+                        requires: [requires]
+                            .into_iter()
+                            .filter(|r| !r.is_empty())
+                            .map(str::to_owned)
+                            .collect(),
+                        ..Default::default()
+                    }),
+                },
+                Some(&operator),
+            ))
+            .await
+            .unwrap();
+    }
+    // The caller attaches (on this node) before the executor claims, as `percyctl exec` does.
+    let mut attached = ExecServiceClient::new(channel.clone())
+        .attach(req(
+            AttachExecRequest {
+                header: None,
+                exec_id: "e1".into(),
+            },
+            Some(&operator),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    TaskServiceClient::new(channel.clone())
+        .claim(req(
+            ClaimTaskRequest {
+                header: None,
+                agent_id: executor_ids[0],
+                task_id: "e1".into(),
+                expected_revision: None,
+            },
+            Some(&exec_a),
+        ))
+        .await
+        .unwrap();
+
+    // Another agent: refused, and nothing reaches the caller.
+    let refused = publish(&channel, &exec_b, "e1", &[b"forged"])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // Not held, not an exec, unknown.
+    let refused = publish(&channel, &exec_a, "e2", &[b"x"]).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let refused = publish(&channel, &exec_a, "plain", &[b"x"])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let refused = publish(&channel, &exec_a, "nope", &[b"x"])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+
+    // The executor holding it: relayed, and the forged chunk never arrived before it.
+    let sent = publish(&channel, &exec_a, "e1", &[b"genuine"])
+        .await
+        .unwrap();
+    assert_eq!(sent.relayed, 2, "{sent:?}");
+    let first = tokio::time::timeout(SETTLE, attached.message())
+        .await
+        .expect("the caller gets the output")
+        .unwrap()
+        .expect("a chunk");
+    assert_eq!(first.data, b"genuine");
     for node in nodes {
         node.shutdown().await;
     }

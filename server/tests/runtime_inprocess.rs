@@ -63,6 +63,7 @@ async fn heartbeat(addr: &str, agent_id: u64) -> HeartbeatResponse {
         .heartbeat(HeartbeatRequest {
             header: None,
             agent_id,
+            load: None,
         })
         .await
         .unwrap()
@@ -263,6 +264,7 @@ async fn failover_never_expires_a_live_agent() {
                     .heartbeat(HeartbeatRequest {
                         header: None,
                         agent_id: agent,
+                        load: None,
                     })
                     .await
                 {
@@ -339,7 +341,12 @@ async fn keep_alive_streams_answer_each_beat_in_order_on_the_leader_and_through_
     // On the leader: one answer per message, in order, for known and unknown agents alike.
     let (tx, mut replies) = keep_alive(&leader_addr).await;
     for id in [agent, 987_654, agent] {
-        tx.send(KeepAliveRequest { agent_id: id }).await.unwrap();
+        tx.send(KeepAliveRequest {
+            agent_id: id,
+            load: None,
+        })
+        .await
+        .unwrap();
     }
     let first = next_reply(&mut replies).await;
     assert_eq!(first.agent_id, agent);
@@ -368,7 +375,12 @@ async fn keep_alive_streams_answer_each_beat_in_order_on_the_leader_and_through_
         streams.push(keep_alive(&follower_addr).await);
     }
     for ((tx, _), id) in streams.iter().zip(&agents) {
-        tx.send(KeepAliveRequest { agent_id: *id }).await.unwrap();
+        tx.send(KeepAliveRequest {
+            agent_id: *id,
+            load: None,
+        })
+        .await
+        .unwrap();
     }
     for ((_, replies), id) in streams.iter_mut().zip(&agents) {
         let reply = next_reply(replies).await;
@@ -389,13 +401,23 @@ async fn keep_alive_streams_answer_each_beat_in_order_on_the_leader_and_through_
 
     // A bad message ends the stream with its error.
     let (tx, mut replies) = keep_alive(&follower_addr).await;
-    tx.send(KeepAliveRequest { agent_id: 0 }).await.unwrap();
+    tx.send(KeepAliveRequest {
+        agent_id: 0,
+        load: None,
+    })
+    .await
+    .unwrap();
     let err = replies.message().await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
     // A node that shuts down ends its open streams rather than waiting for the clients.
     let (tx, mut replies) = keep_alive(&follower_addr).await;
-    tx.send(KeepAliveRequest { agent_id: agent }).await.unwrap();
+    tx.send(KeepAliveRequest {
+        agent_id: agent,
+        load: None,
+    })
+    .await
+    .unwrap();
     assert!(!next_reply(&mut replies).await.must_reregister);
     let stopping = tokio::spawn(nodes.remove(index).shutdown());
     let err = tokio::time::timeout(SETTLE, replies.message())
@@ -740,4 +762,156 @@ async fn a_lost_cas_claim_is_refused_without_a_log_entry() {
     );
     assert_eq!(last_log_index(), before, "the lost claim was proposed");
     node.shutdown().await;
+}
+
+fn load(avg: f64, running_execs: u32) -> AgentLoad {
+    AgentLoad {
+        load_avg_1m: Some(avg),
+        cores: Some(4),
+        mem_used_bytes: Some(2 << 30),
+        mem_total_bytes: Some(8 << 30),
+        running_tasks: 1,
+        running_execs,
+        reported_at_ms: 0,
+    }
+}
+
+async fn listed_load(addr: &str, agent_id: u64, consistency: Consistency) -> Option<AgentLoad> {
+    let agents = AgentServiceClient::new(channel(addr).await)
+        .list(ListAgentsRequest {
+            header: Some(RequestHeader {
+                consistency: consistency.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    agents.into_iter().find(|a| a.id == agent_id)?.load
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeats_load_shows_in_the_agent_list_through_a_follower_and_bad_loads_are_refused() {
+    let mut slots = slots(&[1, 2, 3]).await;
+    let nodes = start_all(&mut slots).await;
+    let leader = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let leader_addr = nodes
+        .iter()
+        .find(|n| n.node_id() == leader)
+        .unwrap()
+        .addr()
+        .to_string();
+    let follower = nodes
+        .iter()
+        .find(|n| n.node_id() != leader)
+        .unwrap()
+        .addr()
+        .to_string();
+    let agent = register(&follower, "loaded", 10_000).await;
+    assert_eq!(
+        listed_load(&leader_addr, agent, Consistency::Linearizable).await,
+        None,
+        "nothing reported yet"
+    );
+
+    // A unary heartbeat through the follower: relayed with its load to the leader.
+    AgentServiceClient::new(channel(&follower).await)
+        .heartbeat(HeartbeatRequest {
+            header: None,
+            agent_id: agent,
+            load: Some(load(1.5, 2)),
+        })
+        .await
+        .unwrap();
+    let shown = listed_load(&leader_addr, agent, Consistency::Linearizable)
+        .await
+        .expect("the leader shows the reported load");
+    assert_eq!(
+        AgentLoad {
+            reported_at_ms: 0,
+            ..shown
+        },
+        load(1.5, 2)
+    );
+    assert!(shown.reported_at_ms > 0, "when it was reported");
+    // A follower has no heartbeat table: it shows the last checkpoint (none yet, they come
+    // every 30 s). The client library sends linearizable reads to the leader anyway.
+    assert_eq!(
+        listed_load(&follower, agent, Consistency::Serializable).await,
+        None,
+        "a follower shows only checkpointed loads"
+    );
+
+    // A keep-alive beat on the leader replaces it; a beat without a load keeps it.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut replies = AgentServiceClient::new(channel(&leader_addr).await)
+        .keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(KeepAliveRequest {
+        agent_id: agent,
+        load: Some(load(0.25, 0)),
+    })
+    .await
+    .unwrap();
+    replies.message().await.unwrap().unwrap();
+    tx.send(KeepAliveRequest {
+        agent_id: agent,
+        load: None,
+    })
+    .await
+    .unwrap();
+    replies.message().await.unwrap().unwrap();
+    let shown = listed_load(&leader_addr, agent, Consistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(shown.load_avg_1m, Some(0.25));
+    assert_eq!(shown.running_execs, 0);
+    let got = AgentServiceClient::new(channel(&leader_addr).await)
+        .get(GetAgentRequest {
+            agent_id: agent,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .agent
+        .unwrap();
+    assert_eq!(got.load.and_then(|l| l.load_avg_1m), Some(0.25));
+
+    // Nonsense is refused, and changes nothing.
+    for bad in [
+        AgentLoad {
+            load_avg_1m: Some(-1.0),
+            ..load(0.0, 0)
+        },
+        AgentLoad {
+            cores: Some(0),
+            ..load(0.0, 0)
+        },
+        AgentLoad {
+            mem_used_bytes: Some(u64::MAX),
+            ..load(0.0, 0)
+        },
+    ] {
+        let err = AgentServiceClient::new(channel(&follower).await)
+            .heartbeat(HeartbeatRequest {
+                header: None,
+                agent_id: agent,
+                load: Some(bad),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    }
+    let shown = listed_load(&leader_addr, agent, Consistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(shown.load_avg_1m, Some(0.25));
+    for node in nodes {
+        node.shutdown().await;
+    }
 }

@@ -37,3 +37,39 @@ pub struct Agent {
     pub create_revision: u64,
     pub revision: u64,
 }
+
+/// What an agent reported about its machine with a heartbeat (load average, cores, memory,
+/// what it runs). Heartbeats never go through the log: the leader keeps the latest report in
+/// memory and checkpoints it now and then (`Op::CheckpointAgentLoads`). `None` = the agent's
+/// platform does not say. Integers only, so commands stay `Eq` and encode exactly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentLoad {
+    /// The 1-minute load average × 1000.
+    pub load_milli: Option<u32>,
+    /// CPUs the agent may use.
+    pub cores: Option<u32>,
+    pub mem_used_bytes: Option<u64>,
+    pub mem_total_bytes: Option<u64>,
+    /// Tasks (not execs) it runs now.
+    pub running_tasks: u32,
+    /// Execs it runs now.
+    pub running_execs: u32,
+}
+
+impl AgentLoad {
+    /// The load average per core (`None` when either is unknown): how busy the machine is,
+    /// comparable across machines of different sizes.
+    pub fn load_per_core(&self) -> Option<f64> {
+        let load = f64::from(self.load_milli?) / 1000.0;
+        let cores = f64::from(self.cores?.max(1));
+        Some(load / cores)
+    }
+}
+
+/// An agent's load as the last checkpoint recorded it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointedLoad {
+    pub load: AgentLoad,
+    /// The leader's time of the checkpoint that wrote it.
+    pub at_ms: u64,
+}

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::AgentId;
+use crate::agent::{AgentId, AgentLoad};
 use crate::definition::{DefinitionSpec, DesiredState};
 use crate::definition_run::IterationReport;
 use crate::lock::LockMode;
@@ -212,5 +212,12 @@ pub enum Op {
         name: String,
         from: String,
         body: String,
+    },
+
+    /// Occasional checkpoint of the loads agents reported with their heartbeats, from the
+    /// leader's in-memory table (like `CheckpointAgents`). Ids that are not active are skipped,
+    /// and loads of agents no longer active are dropped.
+    CheckpointAgentLoads {
+        loads: Vec<(AgentId, AgentLoad)>,
     },
 }

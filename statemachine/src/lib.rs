@@ -37,7 +37,7 @@ pub mod task;
 pub mod token;
 pub mod validate;
 
-pub use agent::{Agent, AgentId, AgentStatus};
+pub use agent::{Agent, AgentId, AgentLoad, AgentStatus, CheckpointedLoad};
 pub use canonical::{canonical_definition_spec, CanonicalSpec};
 pub use codec::{decode_command, encode_command, CodecError, FORMAT_VERSION};
 pub use command::{Command, Op, SessionRef};

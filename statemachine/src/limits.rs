@@ -37,6 +37,8 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const DEFAULT_AGENT_TTL_MS: u64 = 10_000;
 pub const MIN_AGENT_TTL_MS: u64 = 1_000;
 pub const MAX_AGENT_TTL_MS: u64 = 24 * 3_600_000;
+/// Agent loads in one `CheckpointAgentLoads` (the leader splits a larger table).
+pub const MAX_LOADS_PER_CHECKPOINT: usize = 10_000;
 /// Lock paths: longest path, most components, most paths in one acquire.
 pub const MAX_LOCK_PATH_LEN: usize = 4_096;
 pub const MAX_LOCK_PATH_DEPTH: usize = 64;

@@ -49,6 +49,15 @@ pub fn validate(op: &Op) -> Result<(), CommandError> {
         Op::DeregisterAgent { .. } | Op::ExpireAgents { .. } | Op::CheckpointAgents { .. } => {
             Ok(())
         }
+        Op::CheckpointAgentLoads { loads } => {
+            if loads.len() > MAX_LOADS_PER_CHECKPOINT {
+                return Err(CommandError::invalid(format!(
+                    "{} agent loads in one checkpoint (at most {MAX_LOADS_PER_CHECKPOINT})",
+                    loads.len()
+                )));
+            }
+            Ok(())
+        }
         Op::SubmitTask(spec) => validate_task_spec(spec),
         Op::SubmitPlan { plan_id, tasks } => validate_plan(plan_id.as_deref(), tasks),
         Op::ClaimTask { task_id, .. } | Op::StartTask { task_id, .. } => {

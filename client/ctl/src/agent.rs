@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::args;
 use crate::output::{details, list, map, or_dash, table};
-use crate::views::{age, agent_status_name, timestamp, AgentView, HeaderView};
+use crate::views::{age, agent_status_name, load_cells, timestamp, AgentView, HeaderView};
 use crate::{Ctx, Refused};
 
 #[derive(Debug, Subcommand)]
@@ -140,11 +140,11 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             )
         }
         Command::List { all, read } => {
-            let response = ctx
-                .client
-                .list_agents(all, read.consistency())
-                .await
-                .context("list agents")?;
+            let response = match read.consistency() {
+                Consistency::Linearizable => list_from_leader(&ctx.client, all).await,
+                other => ctx.client.list_agents(all, other).await,
+            }
+            .context("list agents")?;
             let views: Vec<AgentView> = response.agents.iter().map(AgentView::from).collect();
             ctx.out.emit(
                 &json!({"header": HeaderView::from(response.header), "agents": views}),
@@ -184,6 +184,29 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
     }
 }
 
+/// The agents as the leader answers (linearizable): only the leader holds the loads agents
+/// report with their heartbeats; a follower shows the last checkpoint of them (up to 30 s
+/// old). When a follower answered, ask again: its answer named the leader, so the client
+/// sends the next read there (when the leader is one of its endpoints).
+pub(crate) async fn list_from_leader(
+    client: &percy_client::Client,
+    include_inactive: bool,
+) -> Result<percy_client::proto::ListAgentsResponse, percy_client::ClientError> {
+    let mut response = client
+        .list_agents(include_inactive, Consistency::Linearizable)
+        .await?;
+    for _ in 0..client.endpoints().len() {
+        match &response.header {
+            Some(h) if h.leader_id != 0 && h.node_id != h.leader_id => {}
+            _ => break,
+        }
+        response = client
+            .list_agents(include_inactive, Consistency::Linearizable)
+            .await?;
+    }
+    Ok(response)
+}
+
 /// An agent given by id (a number) or by name.
 pub async fn resolve(ctx: &Ctx, agent: &str) -> anyhow::Result<u64> {
     match agent.parse::<u64>() {
@@ -209,7 +232,7 @@ async fn get(
     Ok((response.header, found))
 }
 
-fn agents_table(agents: &[Agent]) -> String {
+pub(crate) fn agents_table(agents: &[Agent]) -> String {
     let now = SystemTime::now();
     table(
         &[
@@ -220,10 +243,14 @@ fn agents_table(agents: &[Agent]) -> String {
             "capabilities",
             "labels",
             "slots",
+            "load",
+            "cores",
+            "mem",
+            "running",
             "last seen",
         ],
         agents.iter().map(|a| {
-            vec![
+            let mut row = vec![
                 a.id.to_string(),
                 a.name.clone(),
                 or_dash(&a.node),
@@ -231,8 +258,10 @@ fn agents_table(agents: &[Agent]) -> String {
                 list(&a.capabilities),
                 map(&a.labels),
                 a.max_concurrent.to_string(),
-                age(a.last_seen_ms, now),
-            ]
+            ];
+            row.extend(load_cells(a.load.as_ref()));
+            row.push(age(a.last_seen_ms, now));
+            row
         }),
     )
 }
@@ -246,11 +275,24 @@ fn agent_details(a: &Agent) -> String {
         ("capabilities", list(&a.capabilities)),
         ("labels", map(&a.labels)),
         ("max concurrent", a.max_concurrent.to_string()),
+        ("load", load_line(a.load.as_ref())),
         ("ttl", format!("{}ms", a.ttl_ms)),
         ("registered", timestamp(a.registered_at_ms)),
         ("last seen", timestamp(a.last_seen_ms)),
         ("revision", a.revision.to_string()),
     ])
+}
+
+/// The agent's load on one line, and when it was reported.
+fn load_line(load: Option<&percy_client::proto::AgentLoad>) -> String {
+    let [avg, cores, mem, running] = load_cells(load);
+    match load {
+        None => "-".to_owned(),
+        Some(l) => format!(
+            "{avg} on {cores} cores, memory {mem}, running {running} (reported {})",
+            timestamp(l.reported_at_ms)
+        ),
+    }
 }
 
 /// This machine's host name, for an agent's `node` ("" when it cannot be told).

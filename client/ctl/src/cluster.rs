@@ -9,8 +9,9 @@ use percy_client::{Client, Consistency};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::agent::{agents_table, list_from_leader};
 use crate::output::{or_dash, table};
-use crate::views::{HeaderView, MemberView};
+use crate::views::{AgentView, HeaderView, MemberView};
 use crate::Ctx;
 
 /// How long `cluster status` waits for each endpoint: a node that is down should not hold
@@ -19,7 +20,8 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Raft status of every member (term, leader, log indexes), found from the endpoints.
+    /// Raft status of every member (term, leader, log indexes), found from the endpoints,
+    /// and the active agents with the load they report (load, cores, memory, running).
     Status,
     /// Add a node: it joins as a learner, then becomes a voter.
     AddNode {
@@ -99,8 +101,27 @@ async fn status(ctx: &Ctx) -> anyhow::Result<()> {
             .unwrap_or_default();
         anyhow::bail!("cluster status: no endpoint answered: {first}");
     }
+    // The agents as the leader sees them (its figures are as fresh as the last heartbeat);
+    // a cluster without a leader still gets its Raft report.
+    let agents = list_from_leader(&ctx.client.with_deadline(STATUS_TIMEOUT * 2), false)
+        .await
+        .map(|r| r.agents)
+        .map_err(|e| e.to_string());
+    let agents_json = match &agents {
+        Ok(agents) => json!(agents.iter().map(AgentView::from).collect::<Vec<_>>()),
+        Err(error) => json!({ "error": error }),
+    };
     ctx.out
-        .emit(&json!({"nodes": &nodes}), || status_table(&nodes))
+        .emit(&json!({"nodes": &nodes, "agents": agents_json}), || {
+            let mut text = status_table(&nodes);
+            text.push_str("\n\n");
+            match &agents {
+                Ok(agents) if agents.is_empty() => text.push_str("no active agents"),
+                Ok(agents) => text.push_str(&agents_table(agents)),
+                Err(error) => text.push_str(&format!("agents: unavailable ({error})")),
+            }
+            text
+        })
 }
 
 /// One node's own answer; `expected_id` (0: unknown) names a member that does not answer.

@@ -18,6 +18,7 @@ use percy_worker::{ExecRequest, EXEC_AGENT_LABEL, EXEC_CAPABILITY};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::exec_rank::{matches, rank, AgentLoadFigures, Candidate};
 use crate::output::{print_line, table};
 use crate::{args, Ctx, Refused};
 
@@ -29,6 +30,8 @@ pub const EXIT_LOST: u8 = 255;
 const POLL: Duration = Duration::from_millis(250);
 /// How long to wait for the last live chunks once the record says the exec ended.
 const DRAIN_AFTER_END: Duration = Duration::from_secs(5);
+/// The same for `exec logs -f`, which may have attached after the publisher's end.
+const LOGS_DRAIN_AFTER_END: Duration = Duration::from_secs(1);
 
 /// Leave percyctl with this code, without an error line (the remote command's exit code).
 #[derive(Debug)]
@@ -53,7 +56,8 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// The output of an exec: its recorded tail, or (-f) live while it runs.
+    /// The output of an exec: its recorded tail, or (-f) live while it runs (from the
+    /// moment of the attach; the tail instead if nothing came live), then its exit code.
     Logs {
         /// The exec id (`percyctl exec --detach` printed it).
         id: String,
@@ -121,16 +125,6 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
         Some(Command::List { limit }) => list(ctx, limit).await,
         None => run_execs(ctx, args.run).await,
     }
-}
-
-/// An executor as `--auto` sees it.
-#[derive(Debug, Clone, Serialize)]
-struct Candidate {
-    name: String,
-    labels: BTreeMap<String, String>,
-    /// Tasks and execs it holds now.
-    load: usize,
-    max_concurrent: u32,
 }
 
 /// What one exec is asked to do.
@@ -221,26 +215,31 @@ async fn run_execs(ctx: &Ctx, run: RunArgs) -> anyhow::Result<()> {
         };
         let ranked = rank(&executors, &required, &HashMap::new());
         if run.explain {
-            eprintln!("percyctl: executors by load (required labels: {required:?}):");
+            let mut labels: Vec<String> =
+                required.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            eprintln!(
+                "percyctl: executors by load per core, then running work (required labels: {}):",
+                if labels.is_empty() {
+                    "none".to_owned()
+                } else {
+                    labels.join(",")
+                }
+            );
             for (i, c) in ranked.iter().enumerate() {
-                eprintln!(
-                    "  {}. {} load {}/{} labels {:?}",
-                    i + 1,
-                    c.name,
-                    c.load,
-                    c.max_concurrent,
-                    c.labels
-                );
+                eprintln!("  {}. {}", i + 1, c.explain());
             }
         }
         let Some(best) = ranked.first() else {
             return Err(no_executor(run.on.first().map(String::as_str)));
         };
+        let why = match best.load_per_core() {
+            Some(per_core) => format!("load {per_core:.2}/core"),
+            None => format!("load unknown, running {}", best.running()),
+        };
         eprintln!(
-            "percyctl: --auto chose {} (load {}/{}, lowest of {} matching executor{})",
+            "percyctl: --auto chose {} ({why}, the lowest of {} matching executor{})",
             best.name,
-            best.load,
-            best.max_concurrent,
             ranked.len(),
             if ranked.len() == 1 { "" } else { "s" }
         );
@@ -271,7 +270,14 @@ async fn run_execs(ctx: &Ctx, run: RunArgs) -> anyhow::Result<()> {
     if run.detach {
         let p = &planned[0];
         let id = new_exec_id();
-        submit(&ctx.client, &id, p, &options, None).await?;
+        // The executor publishes the output to a node even so, where `exec logs -f` attaches
+        // to follow it live (the node drops it while nobody is attached).
+        let (relay, _stream) = ctx
+            .client
+            .attach_exec(&id)
+            .await
+            .context("finding a node to relay the exec's output")?;
+        submit(&ctx.client, &id, p, &options, Some(relay)).await?;
         return ctx
             .out
             .emit(&serde_json::json!({ "id": id }), || id.clone());
@@ -328,14 +334,11 @@ fn by_name(name: &str) -> HashMap<String, String> {
     HashMap::from([(EXEC_AGENT_LABEL.to_owned(), name.to_owned())])
 }
 
-fn matches(c: &Candidate, selector: &HashMap<String, String>) -> bool {
-    selector.iter().all(|(k, v)| c.labels.get(k) == Some(v))
-}
-
-/// Active executors with their load: the tasks and execs each holds now.
+/// Active executors with their load: what each reported with its heartbeats (the leader's
+/// figures: this read is linearizable, so it is answered by the leader) and the tasks and
+/// execs each holds now.
 async fn executors(client: &Client) -> anyhow::Result<Vec<Candidate>> {
-    let agents = client
-        .list_agents(false, Consistency::Linearizable)
+    let agents = crate::agent::list_from_leader(client, false)
         .await
         .context("listing executors")?;
     let mut load = HashMap::<u64, usize>::new();
@@ -357,10 +360,12 @@ async fn executors(client: &Client) -> anyhow::Result<Vec<Candidate>> {
         .into_iter()
         .filter(is_executor)
         .map(|a: Agent| Candidate {
-            load: load.get(&a.id).copied().unwrap_or(0),
+            held: load.get(&a.id).copied().unwrap_or(0),
             max_concurrent: a.max_concurrent,
+            load: a.load.as_ref().map(AgentLoadFigures::from),
             labels: a.labels.into_iter().collect(),
             name: a.name,
+            routed: 0,
         })
         .collect())
 }
@@ -368,31 +373,6 @@ async fn executors(client: &Client) -> anyhow::Result<Vec<Candidate>> {
 fn is_executor(agent: &Agent) -> bool {
     agent.status == AgentStatus::Active as i32
         && agent.capabilities.iter().any(|c| c == EXEC_CAPABILITY)
-}
-
-/// The executors `required` selects, lowest load first (ties by name), counting `extra`
-/// execs this run already routed to each.
-fn rank<'a>(
-    executors: &'a [Candidate],
-    required: &HashMap<String, String>,
-    extra: &HashMap<String, usize>,
-) -> Vec<Candidate> {
-    let mut ranked: Vec<Candidate> = executors
-        .iter()
-        .filter(|c| matches(c, required))
-        .map(|c: &'a Candidate| Candidate {
-            load: c.load + extra.get(&c.name).copied().unwrap_or(0),
-            ..c.clone()
-        })
-        .collect();
-    ranked.sort_by(|a, b| {
-        let share = |c: &Candidate| c.load as f64 / f64::from(c.max_concurrent.max(1));
-        share(a)
-            .total_cmp(&share(b))
-            .then(a.load.cmp(&b.load))
-            .then(a.name.cmp(&b.name))
-    });
-    ranked
 }
 
 fn new_exec_id() -> String {
@@ -735,18 +715,20 @@ async fn logs(ctx: &Ctx, id: &str, follow: bool) -> anyhow::Result<()> {
     let task = exec_task(&ctx.client, id).await?;
     let status = TaskStatus::try_from(task.status).unwrap_or(TaskStatus::Unspecified);
     if follow && !is_terminal(status) {
-        // Live from now on: attach where we are; the executor publishes to the node its
-        // request names, so output reaches us only if that is where we attached. Otherwise
-        // wait for the end and print the recorded tail.
-        let mut tick = tokio::time::interval(POLL);
-        let task = loop {
-            tick.tick().await;
-            let t = exec_task(&ctx.client, id).await?;
-            if TaskStatus::try_from(t.status).is_ok_and(is_terminal) {
-                break t;
-            }
+        let relay = ExecRequest::decode(&task.payload)
+            .ok()
+            .and_then(|request| request.relay);
+        let streamed = match relay {
+            Some(relay) => follow_live(ctx, id, &relay).await?,
+            None => 0,
         };
-        print_tail(&task)?;
+        // After the publisher's eof the executor still has to report the end.
+        wait_until_ended(&ctx.client, id).await?;
+        let task = exec_task(&ctx.client, id).await?;
+        // The live output already went out; the tail would repeat it.
+        if streamed == 0 {
+            print_tail(&task)?;
+        }
         return exit_with(exit_code_of(&task, true));
     }
     print_tail(&task)?;
@@ -754,6 +736,77 @@ async fn logs(ctx: &Ctx, id: &str, follow: bool) -> anyhow::Result<()> {
         return exit_with(exit_code_of(&task, true));
     }
     Ok(())
+}
+
+/// Attaches to the node the exec's output is published to (its request names it) and copies
+/// the chunks to stdout/stderr, from now on, until the exec ends. Returns the bytes copied
+/// (0: nothing live, e.g. the node could not be reached — the caller prints the tail).
+async fn follow_live(ctx: &Ctx, id: &str, relay: &str) -> anyhow::Result<usize> {
+    let attached = match Client::connect_secure(
+        &[relay.to_owned()],
+        ctx.client.retry_policy(),
+        ctx.client.security(),
+    )
+    .await
+    {
+        Ok(client) => client.attach_exec(id).await.map(|(_, s)| s).ok(),
+        Err(_) => None,
+    };
+    let Some(mut stream) = attached else {
+        eprintln!(
+            "percyctl: cannot attach to {id}'s live output at {relay}; its tail follows at the end"
+        );
+        wait_until_ended(&ctx.client, id).await?;
+        return Ok(0);
+    };
+    let mut streamed = 0usize;
+    let mut tick = tokio::time::interval(POLL);
+    let mut ended_at: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            message = stream.message() => match message {
+                Ok(Some(chunk)) if chunk.eof => break,
+                Ok(Some(chunk)) => {
+                    streamed += chunk.data.len();
+                    write_chunk(&Prefix::None, &mut [Vec::new(), Vec::new()], chunk.fd, &chunk.data);
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    eprintln!("percyctl: the live output of {id} broke ({}); waiting for its end", status.message());
+                    wait_until_ended(&ctx.client, id).await?;
+                    break;
+                }
+            },
+            _ = tick.tick() => {
+                // Its executor hands over every chunk before it reports the end, so once the
+                // record says so, what is left is queued here already (or never comes: we
+                // attached after the publisher's eof).
+                match ended_at {
+                    Some(at) if at.elapsed() >= LOGS_DRAIN_AFTER_END => break,
+                    Some(_) => {}
+                    None => {
+                        let t = exec_task(&ctx.client, id).await?;
+                        if TaskStatus::try_from(t.status).is_ok_and(is_terminal) {
+                            ended_at = Some(Instant::now());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(streamed)
+}
+
+/// Polls the exec's record until it ended.
+async fn wait_until_ended(client: &Client, id: &str) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(POLL);
+    loop {
+        tick.tick().await;
+        let t = exec_task(client, id).await?;
+        if TaskStatus::try_from(t.status).is_ok_and(is_terminal) {
+            return Ok(());
+        }
+    }
 }
 
 fn print_tail(task: &Task) -> anyhow::Result<()> {

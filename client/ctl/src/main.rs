@@ -14,6 +14,7 @@ mod config;
 mod connect;
 mod definition;
 mod exec;
+mod exec_rank;
 mod iterations;
 mod lock;
 mod mcp;

@@ -45,6 +45,79 @@ pub struct AgentView {
     pub last_seen_ms: u64,
     pub create_revision: u64,
     pub revision: u64,
+    /// What the agent last reported with its heartbeats (`null`: nothing known).
+    pub load: Option<AgentLoadView>,
+}
+
+/// An agent's reported load (absent fields: unknown on its platform).
+#[derive(Debug, Serialize)]
+pub struct AgentLoadView {
+    pub load_avg_1m: Option<f64>,
+    pub cores: Option<u32>,
+    pub mem_used_bytes: Option<u64>,
+    pub mem_total_bytes: Option<u64>,
+    pub running_tasks: u32,
+    pub running_execs: u32,
+    pub reported_at_ms: u64,
+}
+
+impl From<&proto::AgentLoad> for AgentLoadView {
+    fn from(l: &proto::AgentLoad) -> Self {
+        Self {
+            load_avg_1m: l.load_avg_1m,
+            cores: l.cores,
+            mem_used_bytes: l.mem_used_bytes,
+            mem_total_bytes: l.mem_total_bytes,
+            running_tasks: l.running_tasks,
+            running_execs: l.running_execs,
+            reported_at_ms: l.reported_at_ms,
+        }
+    }
+}
+
+/// The LOAD, CORES, MEM and RUNNING cells of an agent ("-" where unknown).
+pub fn load_cells(load: Option<&proto::AgentLoad>) -> [String; 4] {
+    let dash = || "-".to_owned();
+    let Some(l) = load else {
+        return [dash(), dash(), dash(), dash()];
+    };
+    [
+        l.load_avg_1m.map_or_else(dash, |avg| format!("{avg:.2}")),
+        l.cores.map_or_else(dash, |c| c.to_string()),
+        match (l.mem_used_bytes, l.mem_total_bytes) {
+            (Some(used), Some(total)) => format!("{}/{}", bytes(used), bytes(total)),
+            (None, Some(total)) => format!("?/{}", bytes(total)),
+            (Some(used), None) => bytes(used),
+            (None, None) => dash(),
+        },
+        running_cell(l.running_tasks, l.running_execs),
+    ]
+}
+
+/// "2 (1 exec)": tasks and execs together, execs named when there are any.
+pub fn running_cell(tasks: u32, execs: u32) -> String {
+    let total = u64::from(tasks) + u64::from(execs);
+    match execs {
+        0 => total.to_string(),
+        1 => format!("{total} (1 exec)"),
+        n => format!("{total} ({n} execs)"),
+    }
+}
+
+/// A byte count in binary units, one decimal ("1.5G").
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n}B")
+    } else {
+        format!("{value:.1}{}", UNITS[unit])
+    }
 }
 
 impl From<&proto::Agent> for AgentView {
@@ -62,6 +135,7 @@ impl From<&proto::Agent> for AgentView {
             last_seen_ms: a.last_seen_ms,
             create_revision: a.create_revision,
             revision: a.revision,
+            load: a.load.as_ref().map(AgentLoadView::from),
         }
     }
 }
@@ -495,5 +569,29 @@ mod tests {
         assert_eq!(age(40_000, now), "1m");
         assert_eq!(age(0, now), "-");
         assert_eq!(age(200_000, now), "-");
+    }
+
+    #[test]
+    fn load_cells_show_what_is_known() {
+        assert_eq!(load_cells(None), ["-", "-", "-", "-"]);
+        let load = proto::AgentLoad {
+            load_avg_1m: Some(1.5),
+            cores: Some(8),
+            mem_used_bytes: Some(3 << 30),
+            mem_total_bytes: Some(16 << 30),
+            running_tasks: 1,
+            running_execs: 2,
+            reported_at_ms: 0,
+        };
+        assert_eq!(
+            load_cells(Some(&load)),
+            ["1.50", "8", "3.0G/16.0G", "3 (2 execs)"]
+        );
+        let unknown = proto::AgentLoad {
+            running_tasks: 1,
+            ..proto::AgentLoad::default()
+        };
+        assert_eq!(load_cells(Some(&unknown)), ["-", "-", "-", "1"]);
+        assert_eq!(bytes(512), "512B");
     }
 }

@@ -214,6 +214,7 @@ fn exec_routes_streams_and_exits_with_the_remote_code() {
         ep,
         &[
             "--auto",
+            "--explain",
             "--on",
             "role=test",
             "--",
@@ -318,6 +319,48 @@ fn exec_routes_streams_and_exits_with_the_remote_code() {
     assert_eq!(entry["state"], "failed");
     assert_eq!(entry["exit_code"], 4);
     assert_eq!(entry["executor"], "mac-2");
+
+    // logs -f of a running exec follows it live (the relay's output, not the tail at the
+    // end): its first line arrives seconds before the exec ends, and nothing repeats.
+    let run = exec(
+        ep,
+        &[
+            "--detach",
+            "--on",
+            "mac-2",
+            "--",
+            "sleep 2; echo one; sleep 4; echo two; exit 6",
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let id = run.stdout.trim().to_owned();
+    let mut follower = ChildGuard(
+        percyctl_command(ep, &["exec", "logs", "-f", &id])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn logs -f"),
+    );
+    let stdout = follower.0.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            lines.push((line.expect("utf-8"), Instant::now()));
+        }
+        lines
+    });
+    let status = follower.0.wait().expect("logs -f ends");
+    let ended = Instant::now();
+    let lines = reader.join().expect("reader");
+    let texts: Vec<&str> = lines.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(texts, ["one", "two"], "live lines, each once");
+    assert_eq!(status.code(), Some(6));
+    let early = ended.duration_since(lines[0].1);
+    assert!(
+        early >= Duration::from_secs(2),
+        "the first line came only {early:?} before the end: not live"
+    );
 
     // Bad input: clear errors, non-zero exits, nothing submitted.
     let before = percyctl(ep, &["-o", "json", "exec", "list"])
@@ -429,5 +472,136 @@ fn ctrl_c_cancels_a_lost_executor_fails_and_failover_keeps_the_code() {
     assert!(
         listed.stdout.lines().any(|l| l.contains("lost")),
         "{listed:?}"
+    );
+}
+
+/// Two executors registered by the test itself, whose loads the test reports with their
+/// heartbeats (no worker process, no CPU burning): `--auto` must pick the less loaded one,
+/// and `agent list` / `cluster status` must show the figures.
+#[test]
+fn auto_picks_the_less_loaded_executor_and_agent_list_shows_the_loads() {
+    use percy_client::proto::{AgentLoad, RegisterAgentRequest};
+
+    let cluster = TestCluster::start(3);
+    let ep = cluster.endpoints_arg();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let client = runtime
+        .block_on(percy_client::Client::connect(&cluster.endpoints()))
+        .expect("connect");
+    let register = |name: &str| -> u64 {
+        let request = RegisterAgentRequest {
+            name: name.into(),
+            capabilities: vec!["percy.exec".into()],
+            labels: [
+                ("percy.agent".to_owned(), name.to_owned()),
+                ("os".to_owned(), "linux".to_owned()),
+            ]
+            .into(),
+            max_concurrent: 4,
+            ttl_ms: 600_000,
+            ..Default::default()
+        };
+        runtime
+            .block_on(client.register_agent(request))
+            .expect("register")
+            .agent
+            .expect("an agent")
+            .id
+    };
+    let calm = register("calm");
+    let busy = register("busy");
+    let report = |agent: u64, avg: f64| {
+        let load = AgentLoad {
+            load_avg_1m: Some(avg),
+            cores: Some(4),
+            mem_used_bytes: Some(3 << 30),
+            mem_total_bytes: Some(16 << 30),
+            running_tasks: 0,
+            running_execs: 1,
+            reported_at_ms: 0,
+        };
+        runtime
+            .block_on(client.heartbeat_with_load(agent, Some(load)))
+            .expect("heartbeat");
+    };
+    report(calm, 0.2);
+    report(busy, 3.5);
+
+    let chosen = |stderr: &str| -> String {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("--auto chose"))
+            .unwrap_or_else(|| panic!("no choice on stderr: {stderr}"));
+        line.split_whitespace()
+            .nth(3)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let routed_to = |id: &str| -> String {
+        let task = runtime
+            .block_on(client.get_task(id, percy_client::Consistency::Linearizable))
+            .expect("the exec's record")
+            .task
+            .expect("a task");
+        task.selector
+            .get("percy.agent")
+            .cloned()
+            .unwrap_or_default()
+    };
+
+    let run = exec(&ep, &["--auto", "--explain", "--detach", "--", "true"]).ok();
+    assert_eq!(chosen(&run.stderr), "calm", "{run:?}");
+    assert_eq!(routed_to(run.stdout.trim()), "calm");
+    assert!(
+        run.stderr
+            .contains("busy: (load 3.50 + 0 running) on 4 cores = 0.88/core"),
+        "--explain prints the figures: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("calm: (load 0.20 + 0 running) on 4 cores = 0.05/core"),
+        "{}",
+        run.stderr
+    );
+
+    // The loads change: so does the choice.
+    report(calm, 7.0);
+    report(busy, 0.5);
+    let run = exec(
+        &ep,
+        &["--auto", "--on", "os=linux", "--detach", "--", "true"],
+    )
+    .ok();
+    assert_eq!(chosen(&run.stderr), "busy", "{run:?}");
+    assert_eq!(routed_to(run.stdout.trim()), "busy");
+
+    let listed = percyctl(&ep, &["agent", "list"]).ok().stdout;
+    let row = |name: &str| -> String {
+        listed
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name} is not listed: {listed}"))
+            .to_owned()
+    };
+    assert!(row("calm").contains("7.00"), "{listed}");
+    assert!(row("busy").contains("0.50"), "{listed}");
+    assert!(row("busy").contains("3.0G/16.0G"), "{listed}");
+    assert!(row("busy").contains("1 (1 exec)"), "{listed}");
+    let json = percyctl(&ep, &["-o", "json", "agent", "list"]).ok().json();
+    let agents = json["agents"].as_array().expect("agents");
+    let calm_json = agents.iter().find(|a| a["name"] == "calm").expect("calm");
+    assert_eq!(calm_json["load"]["load_avg_1m"], 7.0);
+    assert_eq!(calm_json["load"]["cores"], 4);
+
+    let status = percyctl(&ep, &["cluster", "status"]).ok().stdout;
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("busy") && l.contains("0.50")),
+        "cluster status shows the agents' loads: {status}"
     );
 }

@@ -2,7 +2,7 @@
 
 use percy_proto::v1::agent_service_client::AgentServiceClient;
 use percy_proto::v1::{
-    Consistency, DeregisterAgentRequest, DeregisterAgentResponse, GetAgentRequest,
+    AgentLoad, Consistency, DeregisterAgentRequest, DeregisterAgentResponse, GetAgentRequest,
     GetAgentResponse, HeartbeatRequest, HeartbeatResponse, ListAgentsRequest, ListAgentsResponse,
     RegisterAgentRequest, RegisterAgentResponse,
 };
@@ -30,10 +30,21 @@ impl Client {
     /// Tells the leader the agent is alive. The reply says whether the agent must register
     /// again (it expired). Heartbeats are idempotent and not logged, so they carry no seq.
     pub async fn heartbeat(&self, agent_id: u64) -> Result<HeartbeatResponse, ClientError> {
+        self.heartbeat_with_load(agent_id, None).await
+    }
+
+    /// A heartbeat that also reports the agent's load (kept by the leader in memory, shown in
+    /// agent listings, used by `percyctl exec --auto`).
+    pub async fn heartbeat_with_load(
+        &self,
+        agent_id: u64,
+        load: Option<AgentLoad>,
+    ) -> Result<HeartbeatResponse, ClientError> {
         self.idempotent(|channel, header| {
             let request = HeartbeatRequest {
                 header: Some(header),
                 agent_id,
+                load,
             };
             async move { AgentServiceClient::new(channel).heartbeat(request).await }
         })

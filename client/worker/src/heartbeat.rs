@@ -2,12 +2,15 @@
 //! registration (incarnation) lasts. The loop ends only when the cluster says the agent is no
 //! longer active; the worker then drops that incarnation's work and registers again.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
 use tonic::Code;
 
 use percy_client::Client;
+
+use crate::machine_load::{self, Running};
 
 /// Lower bound of the heartbeat interval, whatever the server advertises.
 pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
@@ -29,9 +32,15 @@ pub fn heartbeat_interval(advertised_ms: u64, ttl_ms: u64) -> Duration {
 }
 
 /// Beats every `interval`, over one keep-alive stream, until the cluster reports the agent
-/// inactive; returns why. Transient failures are logged and the next beat tried: only the
-/// cluster can decide that the agent expired.
-pub async fn beat_until_expired(client: Client, agent_id: u64, interval: Duration) -> String {
+/// inactive; returns why. Each beat reports the machine's load and what `running` counts.
+/// Transient failures are logged and the next beat tried: only the cluster can decide that
+/// the agent expired.
+pub async fn beat_until_expired(
+    client: Client,
+    agent_id: u64,
+    interval: Duration,
+    running: Arc<Running>,
+) -> String {
     // One beat may retry across endpoints, but not past the next one.
     let mut keep_alive = client.with_deadline(interval).keep_alive(agent_id);
     let mut ticker = tokio::time::interval(interval);
@@ -40,6 +49,7 @@ pub async fn beat_until_expired(client: Client, agent_id: u64, interval: Duratio
     let mut failing_since: Option<tokio::time::Instant> = None;
     loop {
         ticker.tick().await;
+        keep_alive.set_load(Some(machine_load::sample(&running)));
         match keep_alive.beat().await {
             Ok(reply) if reply.must_reregister => {
                 return format!(

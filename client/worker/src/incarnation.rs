@@ -19,8 +19,10 @@ use crate::feed::{Feed, Wake};
 use crate::heartbeat::beat_until_expired;
 use crate::inbox::Inbox;
 use crate::loops::{supervise, LoopEnv, LoopStop};
+use crate::machine_load::Running;
 use crate::shutdown::Shutdown;
 use crate::WorkerSummary;
+use crate::EXEC_CAPABILITY;
 use percy_client::proto::Agent;
 
 /// Safety net under the watch: look for claimable tasks this often even without an event
@@ -44,6 +46,8 @@ pub struct Incarnation {
     feed: Feed,
     inbox: Inbox,
     running: JoinSet<AttemptOutcome>,
+    /// What `running` holds, as tasks and execs: reported with the heartbeats.
+    counts: Arc<Running>,
     interrupt: watch::Sender<Interrupt>,
     /// The definition loops (`--definitions`), and how to stop them.
     loops: Option<(JoinHandle<()>, watch::Sender<LoopStop>)>,
@@ -66,6 +70,7 @@ impl Incarnation {
             feed,
             inbox,
             running: JoinSet::new(),
+            counts: Arc::default(),
             interrupt: watch::channel(Interrupt::None).0,
             loops: None,
         }
@@ -80,6 +85,7 @@ impl Incarnation {
             self.env.client.clone(),
             self.agent.id,
             self.heartbeat_interval,
+            self.counts.clone(),
         )));
         if self.env.config.definitions {
             let (stop, stop_rx) = watch::channel(LoopStop::None);
@@ -176,11 +182,14 @@ impl Incarnation {
                         claim_token = task.claim_token,
                         "claimed task"
                     );
-                    self.running.spawn(run_attempt(
-                        self.env.clone(),
-                        task,
-                        self.interrupt.subscribe(),
-                    ));
+                    let counted = self
+                        .counts
+                        .enter(task.requires.iter().any(|c| c == EXEC_CAPABILITY));
+                    let attempt = run_attempt(self.env.clone(), task, self.interrupt.subscribe());
+                    self.running.spawn(async move {
+                        let _counted = counted;
+                        attempt.await
+                    });
                 }
                 // The cluster counts a task we no longer track (e.g. a report that was
                 // applied but whose answer was lost); the task finishes on its own terms.

@@ -35,6 +35,7 @@ mod incarnation;
 mod labels;
 mod leftovers;
 mod loops;
+mod machine_load;
 mod publish;
 mod repo;
 mod running;

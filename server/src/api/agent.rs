@@ -13,7 +13,9 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{observe, paging, read, required_id, unexpected, write};
 use crate::auth;
 use crate::context::NodeContext;
-use crate::convert::{agent_status_to_proto, agent_to_proto};
+use crate::convert::{
+    agent_load_from_proto, agent_load_to_proto, agent_status_to_proto, agent_to_proto,
+};
 use crate::liveness;
 
 pub struct AgentApi {
@@ -65,8 +67,9 @@ impl AgentService for AgentApi {
         observe(ctx, "AgentService/Heartbeat", async {
             let r = request.into_inner();
             let agent_id = required_id(r.agent_id, "agent_id")?;
+            let load = reported_load(r.load.as_ref())?;
             auth::require_agent(ctx, auth::current(ctx)?.as_ref(), agent_id)?;
-            let beat = liveness::heartbeat(ctx, agent_id).await?;
+            let beat = liveness::heartbeat(ctx, agent_id, load).await?;
             let (status, must_reregister) = status_of(&beat);
             Ok(HeartbeatResponse {
                 header: ctx.header(beat.revision, beat.forwarded),
@@ -170,9 +173,13 @@ impl AgentService for AgentApi {
                 } else {
                     sm.agent_by_name(&r.name)
                 };
-                agent.map(agent_to_proto)
+                agent.map(|a| with_checkpointed_load(sm, a))
             })
             .await?;
+            let agent = agent.map(|mut a| {
+                overlay_live_loads(ctx, std::slice::from_mut(&mut a));
+                a
+            });
             let agent = agent.ok_or_else(|| {
                 if r.agent_id != 0 {
                     Status::not_found(format!("no agent with id {}", r.agent_id))
@@ -201,16 +208,60 @@ impl AgentService for AgentApi {
                 let selected = sm
                     .agents_after(after)
                     .filter(|a| r.include_inactive || a.status == SmStatus::Active);
-                paging::take_page(selected, page_size, usize::MAX, |_| 0, |a| a.id.to_string())
+                let (page, next) =
+                    paging::take_page(selected, page_size, usize::MAX, |_| 0, |a| a.id.to_string());
+                let page: Vec<Agent> = page.iter().map(|a| with_checkpointed_load(sm, a)).collect();
+                (page, next)
             })
             .await?;
+            let mut agents = agents;
+            overlay_live_loads(ctx, &mut agents);
             Ok(ListAgentsResponse {
                 header,
-                agents: agents.iter().map(agent_to_proto).collect(),
+                agents,
                 next_page_token,
             })
         })
         .await
+    }
+}
+
+/// The load a heartbeat reported, checked (INVALID_ARGUMENT when it makes no sense).
+fn reported_load(
+    load: Option<&AgentLoad>,
+) -> Result<Option<percy_statemachine::AgentLoad>, Status> {
+    load.map(agent_load_from_proto)
+        .transpose()
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// The agent with the load the last checkpoint recorded (what a follower can say).
+fn with_checkpointed_load(
+    sm: &percy_statemachine::StateMachine,
+    agent: &percy_statemachine::Agent,
+) -> Agent {
+    let mut wire = agent_to_proto(agent);
+    wire.load = sm
+        .agent_load(agent.id)
+        .map(|c| agent_load_to_proto(&c.load, c.at_ms));
+    wire
+}
+
+/// On the leader, the loads its heartbeat table holds replace the checkpointed ones: they are
+/// as fresh as the last heartbeat. A follower has no table and keeps the checkpointed values
+/// (ARCHITECTURE.md, "Exec": load).
+fn overlay_live_loads(ctx: &NodeContext, agents: &mut [Agent]) {
+    if agents.is_empty() || !ctx.is_leader() {
+        return;
+    }
+    let live = ctx.liveness.live_loads();
+    for agent in agents {
+        if agent.status != AgentStatus::Active as i32 {
+            continue;
+        }
+        if let Some((load, at_ms)) = live.get(&agent.id) {
+            agent.load = Some(agent_load_to_proto(load, *at_ms));
+        }
     }
 }
 
@@ -230,8 +281,9 @@ async fn keep_alive_reply(
     request: KeepAliveRequest,
 ) -> Result<KeepAliveResponse, Status> {
     let agent_id = required_id(request.agent_id, "agent_id")?;
+    let load = reported_load(request.load.as_ref())?;
     auth::require_agent(ctx, caller, agent_id)?;
-    let beat = liveness::heartbeat(ctx, agent_id).await?;
+    let beat = liveness::heartbeat(ctx, agent_id, load).await?;
     let (status, must_reregister) = status_of(&beat);
     Ok(KeepAliveResponse {
         header: ctx.header(beat.revision, beat.forwarded),

@@ -1,7 +1,8 @@
 //! `percy.v1.ExecService`: the live output of execs (relayed from memory by
 //! `exec_relay`, never through Raft) and an operator's cancel of an exec. Submitting an exec
 //! is `TaskService/Submit` of a task that requires [`EXEC_CAPABILITY`], which only operators
-//! and admins may call.
+//! and admins may call. Only the exec's executor — the agent that holds its claim — may
+//! publish its output: anyone else could write into another caller's terminal.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,10 +11,11 @@ use futures::Stream;
 use percy_proto::exec::EXEC_CAPABILITY;
 use percy_proto::v1::exec_service_server::ExecService;
 use percy_proto::v1::*;
-use percy_statemachine::{Op, Outcome};
+use percy_statemachine::{Op, Outcome, TaskStatus};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{observe, read, unexpected, write_authorized};
+use crate::auth::{self, Caller};
 use crate::context::NodeContext;
 use crate::convert::task_to_proto;
 use crate::exec_relay::{ExecRelay, Relayed};
@@ -43,6 +45,8 @@ impl ExecService for ExecApi {
         let ctx = &self.ctx;
         let relay = &self.relay;
         observe(ctx, "ExecService/Publish", async {
+            // Read before the first message: the caller is known only inside this handler.
+            let caller = auth::current(ctx)?;
             let mut inbound = request.into_inner();
             let mut closed = ctx.watch.closed();
             let mut exec: Option<String> = None;
@@ -56,7 +60,11 @@ impl ExecService for ExecApi {
                 };
                 let Some(chunk) = message else { break };
                 match &exec {
-                    None => exec = Some(exec_id(chunk.exec_id.clone())?),
+                    None => {
+                        let id = exec_id(chunk.exec_id.clone())?;
+                        may_publish(ctx, caller.as_ref(), &id).await?;
+                        exec = Some(id);
+                    }
                     Some(id) if *id != chunk.exec_id => {
                         return Err(Status::invalid_argument(format!(
                             "one publish stream carries one exec ({id:?}), not {:?}",
@@ -162,5 +170,50 @@ impl ExecService for ExecApi {
             }
         })
         .await
+    }
+}
+
+/// Whether `caller` may publish the output of exec `id`: the exec exists, is held (claimed or
+/// running), and the caller acts as its holder (an admin may act as any agent; without
+/// `--auth`, `caller` is `None` and only the hold is checked). Checked on this replica first;
+/// a refusal is checked again after a linearizable barrier, because the executor's claim (or
+/// a new holder's, after a retry) may not have reached this replica yet — it publishes
+/// right after claiming, possibly to a follower.
+async fn may_publish(ctx: &NodeContext, caller: Option<&Caller>, id: &str) -> Result<(), Status> {
+    if ctx.state.read(|sm| publisher_check(sm, caller, id)).is_ok() {
+        return Ok(());
+    }
+    let (checked, _) = read(ctx, None, |sm| publisher_check(sm, caller, id)).await?;
+    checked
+}
+
+fn publisher_check(
+    sm: &percy_statemachine::StateMachine,
+    caller: Option<&Caller>,
+    id: &str,
+) -> Result<(), Status> {
+    let task = sm
+        .task(id)
+        .ok_or_else(|| Status::not_found(format!("no exec {id:?}")))?;
+    if !task.requires.contains(EXEC_CAPABILITY) {
+        return Err(Status::failed_precondition(format!(
+            "task {id:?} is not an exec"
+        )));
+    }
+    let held = matches!(task.status, TaskStatus::Claimed | TaskStatus::Working);
+    let Some(holder) = task.assignee.filter(|_| held) else {
+        return Err(Status::failed_precondition(format!(
+            "exec {id:?} is not held by an executor (it is {:?})",
+            task.status
+        )));
+    };
+    match caller {
+        None => Ok(()),
+        Some(caller) => auth::ops::acts_as(caller, holder, sm).map_err(|refused| {
+            Status::permission_denied(format!(
+                "only the executor holding exec {id:?} may publish its output: {}",
+                refused.message()
+            ))
+        }),
     }
 }

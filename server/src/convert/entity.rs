@@ -25,7 +25,63 @@ pub fn agent_to_proto(a: &sm::Agent) -> pb::Agent {
         last_seen_ms: a.last_seen_ms,
         create_revision: a.create_revision,
         revision: a.revision,
+        load: None,
     }
+}
+
+/// An agent's load on the wire; `reported_at_ms` is when it was reported.
+pub fn agent_load_to_proto(load: &sm::AgentLoad, reported_at_ms: u64) -> pb::AgentLoad {
+    pb::AgentLoad {
+        load_avg_1m: load.load_milli.map(|m| f64::from(m) / 1000.0),
+        cores: load.cores,
+        mem_used_bytes: load.mem_used_bytes,
+        mem_total_bytes: load.mem_total_bytes,
+        running_tasks: load.running_tasks,
+        running_execs: load.running_execs,
+        reported_at_ms,
+    }
+}
+
+/// Why a reported load is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BadLoad {
+    #[error("load_avg_1m must be a number between 0 and {MAX_LOAD_AVG}, not {0}")]
+    LoadAverage(String),
+    #[error("cores must be at least 1 when given")]
+    NoCores,
+    #[error("mem_used_bytes ({used}) is more than mem_total_bytes ({total})")]
+    Memory { used: u64, total: u64 },
+}
+
+/// The highest load average a heartbeat may report (it is kept × 1000 in a `u32`).
+pub const MAX_LOAD_AVG: f64 = 1_000_000.0;
+
+/// A heartbeat's load as the state machine keeps it (load average × 1000, rounded).
+pub fn agent_load_from_proto(load: &pb::AgentLoad) -> Result<sm::AgentLoad, BadLoad> {
+    let load_milli = match load.load_avg_1m {
+        None => None,
+        Some(avg) if avg.is_finite() && (0.0..=MAX_LOAD_AVG).contains(&avg) => {
+            // In range, so the product fits a u32.
+            Some((avg * 1000.0).round() as u32)
+        }
+        Some(avg) => return Err(BadLoad::LoadAverage(avg.to_string())),
+    };
+    if load.cores == Some(0) {
+        return Err(BadLoad::NoCores);
+    }
+    if let (Some(used), Some(total)) = (load.mem_used_bytes, load.mem_total_bytes) {
+        if used > total {
+            return Err(BadLoad::Memory { used, total });
+        }
+    }
+    Ok(sm::AgentLoad {
+        load_milli,
+        cores: load.cores,
+        mem_used_bytes: load.mem_used_bytes,
+        mem_total_bytes: load.mem_total_bytes,
+        running_tasks: load.running_tasks,
+        running_execs: load.running_execs,
+    })
 }
 
 fn task_status_to_proto(status: sm::TaskStatus) -> pb::TaskStatus {
@@ -167,5 +223,43 @@ pub fn message_to_proto(m: &sm::Message) -> pb::Message {
         },
         body: m.body.clone(),
         sent_at_ms: m.sent_at_ms,
+    }
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+
+    #[test]
+    fn a_load_round_trips_and_bad_ones_are_refused() {
+        let wire = pb::AgentLoad {
+            load_avg_1m: Some(1.25),
+            cores: Some(4),
+            mem_used_bytes: Some(10),
+            mem_total_bytes: Some(20),
+            running_tasks: 1,
+            running_execs: 2,
+            reported_at_ms: 0,
+        };
+        let kept = agent_load_from_proto(&wire).unwrap();
+        assert_eq!(kept.load_milli, Some(1_250));
+        assert_eq!(agent_load_to_proto(&kept, 0), wire);
+        for bad in [f64::NAN, -1.0, f64::INFINITY, MAX_LOAD_AVG * 2.0] {
+            let load = pb::AgentLoad {
+                load_avg_1m: Some(bad),
+                ..wire
+            };
+            assert!(agent_load_from_proto(&load).is_err(), "{bad}");
+        }
+        let no_cores = pb::AgentLoad {
+            cores: Some(0),
+            ..wire
+        };
+        assert_eq!(agent_load_from_proto(&no_cores), Err(BadLoad::NoCores));
+        let too_much = pb::AgentLoad {
+            mem_used_bytes: Some(30),
+            ..wire
+        };
+        assert!(agent_load_from_proto(&too_much).is_err());
     }
 }

@@ -9,8 +9,9 @@ mod spec;
 mod status;
 
 pub use entity::{
-    agent_status_to_proto, agent_to_proto, config_to_proto, definition_to_proto,
-    lock_grant_to_proto, lock_to_proto, lock_waiter_to_proto, message_to_proto, task_to_proto,
+    agent_load_from_proto, agent_load_to_proto, agent_status_to_proto, agent_to_proto,
+    config_to_proto, definition_to_proto, lock_grant_to_proto, lock_to_proto, lock_waiter_to_proto,
+    message_to_proto, task_to_proto,
 };
 pub use event::{entity_kind_from_proto, event_to_proto};
 pub use run::{

@@ -114,6 +114,37 @@ pub struct AgentJson {
     pub registered_at_ms: u64,
     pub last_seen_ms: u64,
     pub revision: u64,
+    /// What the agent last reported with its heartbeats (absent: nothing known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<AgentLoadJson>,
+}
+
+/// An agent's load: the leader's live figures, or a follower's last checkpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentLoadJson {
+    /// The 1-minute load average (absent: unknown on the agent's platform).
+    pub load_avg_1m: Option<f64>,
+    pub cores: Option<u32>,
+    pub mem_used_bytes: Option<u64>,
+    pub mem_total_bytes: Option<u64>,
+    pub running_tasks: u32,
+    pub running_execs: u32,
+    /// When it was reported (wall-clock ms).
+    pub reported_at_ms: u64,
+}
+
+impl From<pb::AgentLoad> for AgentLoadJson {
+    fn from(l: pb::AgentLoad) -> Self {
+        Self {
+            load_avg_1m: l.load_avg_1m,
+            cores: l.cores,
+            mem_used_bytes: l.mem_used_bytes,
+            mem_total_bytes: l.mem_total_bytes,
+            running_tasks: l.running_tasks,
+            running_execs: l.running_execs,
+            reported_at_ms: l.reported_at_ms,
+        }
+    }
 }
 
 impl From<pb::Agent> for AgentJson {
@@ -130,6 +161,7 @@ impl From<pb::Agent> for AgentJson {
             registered_at_ms: a.registered_at_ms,
             last_seen_ms: a.last_seen_ms,
             revision: a.revision,
+            load: a.load.map(AgentLoadJson::from),
         }
     }
 }

@@ -18,7 +18,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
-use percy_statemachine::{AgentId, AgentStatus, Command, Op, StateMachine};
+use percy_statemachine::{AgentId, AgentLoad, AgentStatus, Command, Op, StateMachine};
+use std::collections::HashMap;
 use table::Table;
 use tonic::Status;
 
@@ -49,10 +50,22 @@ impl Liveness {
         f(&mut table)
     }
 
-    /// Records a heartbeat, now, for each of `agents` (one lock and one clock read for all).
-    fn record(&self, agents: impl IntoIterator<Item = AgentId>) {
+    /// Records a heartbeat, now, for each of `agents`, with the load it reported if any (one
+    /// lock and one clock read for all).
+    fn record(&self, agents: impl IntoIterator<Item = (AgentId, Option<AgentLoad>)>) {
         let now = Instant::now();
         self.with_table(|t| t.record(agents, now));
+    }
+
+    /// The loads agents reported to this node while it leads, with when (wall-clock ms):
+    /// fresher than the checkpointed ones. Empty on a follower.
+    pub fn live_loads(&self) -> HashMap<AgentId, (AgentLoad, u64)> {
+        let now = Instant::now();
+        let now_wall_ms = now_ms();
+        self.with_table(|t| t.loads(now, now_wall_ms))
+            .into_iter()
+            .map(|(id, load, at_ms)| (id, (load, at_ms)))
+            .collect()
     }
 
     /// Number of agents tracked (for metrics).
@@ -81,7 +94,11 @@ fn is_active(seen: &AgentLiveness) -> bool {
 
 /// Leader side of a relayed batch: record the heartbeats of active agents and answer what the
 /// state machine says about each agent, in order.
-pub fn record_relayed(ctx: &NodeContext, agent_ids: &[AgentId]) -> RelayReply {
+pub fn record_relayed(
+    ctx: &NodeContext,
+    agent_ids: &[AgentId],
+    loads: &[(AgentId, AgentLoad)],
+) -> RelayReply {
     if !ctx.is_leader() {
         return RelayReply::NotLeader {
             leader: ctx.leader(),
@@ -90,12 +107,13 @@ pub fn record_relayed(ctx: &NodeContext, agent_ids: &[AgentId]) -> RelayReply {
     let seen: Vec<AgentLiveness> = ctx
         .state
         .read(|sm| agent_ids.iter().map(|id| look_up(sm, *id)).collect());
+    let loads: HashMap<AgentId, AgentLoad> = loads.iter().copied().collect();
     ctx.liveness.record(
         agent_ids
             .iter()
             .zip(&seen)
             .filter(|(_, s)| is_active(s))
-            .map(|(id, _)| *id),
+            .map(|(id, _)| (*id, loads.get(id).copied())),
     );
     ctx.metrics.relay_batches.inc();
     ctx.metrics
@@ -114,8 +132,13 @@ pub struct Beat {
     pub forwarded: bool,
 }
 
-/// The public heartbeat: recorded on the leader, directly or relayed by this follower.
-pub async fn heartbeat(ctx: &NodeContext, agent_id: AgentId) -> Result<Beat, Status> {
+/// The public heartbeat, with the load the agent reported if any: recorded on the leader,
+/// directly or relayed by this follower.
+pub async fn heartbeat(
+    ctx: &NodeContext,
+    agent_id: AgentId,
+    load: Option<AgentLoad>,
+) -> Result<Beat, Status> {
     let deadline = tokio::time::Instant::now() + HEARTBEAT_TIMEOUT;
     loop {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -128,7 +151,7 @@ pub async fn heartbeat(ctx: &NodeContext, agent_id: AgentId) -> Result<Beat, Sta
             // Leadership was just read from the same metrics `is_leader` would read again.
             let (seen, revision) = ctx.state.read(|sm| (look_up(sm, agent_id), sm.revision()));
             if is_active(&seen) {
-                ctx.liveness.record([agent_id]);
+                ctx.liveness.record([(agent_id, load)]);
             }
             return Ok(Beat {
                 seen,
@@ -142,7 +165,7 @@ pub async fn heartbeat(ctx: &NodeContext, agent_id: AgentId) -> Result<Beat, Sta
         let relayed = ctx
             .liveness
             .relay
-            .relay(&ctx.peers, leader, &addr, agent_id, remaining)
+            .relay(&ctx.peers, leader, &addr, (agent_id, load), remaining)
             .await?;
         if let Relayed::Recorded(seen) = relayed {
             return Ok(Beat {
@@ -231,21 +254,32 @@ async fn expire_silent(ctx: &NodeContext) {
 }
 
 /// Writes the wall-clock time of every heartbeat since the last checkpoint
-/// ([`Table::take_unsaved`]).
+/// ([`Table::take_unsaved`]), and the loads reported since ([`Table::take_unsaved_loads`]),
+/// which followers show on reads.
 async fn checkpoint(ctx: &NodeContext) {
     let now = Instant::now();
     let now_wall_ms = now_ms();
-    let last_seen = ctx
+    let (last_seen, loads) = ctx
         .liveness
-        .with_table(|t| t.take_unsaved(now, now_wall_ms));
-    if last_seen.is_empty() {
-        return;
+        .with_table(|t| (t.take_unsaved(now, now_wall_ms), t.take_unsaved_loads()));
+    if !last_seen.is_empty() {
+        let op = Op::CheckpointAgents {
+            last_seen_ms: last_seen,
+        };
+        if let Err(error) = propose_as_leader(ctx, op).await {
+            tracing::warn!(%error, "liveness checkpoint failed");
+        }
     }
-    let op = Op::CheckpointAgents {
-        last_seen_ms: last_seen,
-    };
-    if let Err(error) = propose_as_leader(ctx, op).await {
-        tracing::warn!(%error, "liveness checkpoint failed");
+    // A table larger than one command allows goes in several (the last one also forgets the
+    // loads of agents no longer active, as every one does).
+    for chunk in loads.chunks(percy_statemachine::limits::MAX_LOADS_PER_CHECKPOINT) {
+        let op = Op::CheckpointAgentLoads {
+            loads: chunk.to_vec(),
+        };
+        if let Err(error) = propose_as_leader(ctx, op).await {
+            tracing::warn!(%error, "load checkpoint failed");
+            return;
+        }
     }
 }
 

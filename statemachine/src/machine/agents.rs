@@ -2,11 +2,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::agent::{Agent, AgentId, AgentStatus};
+use crate::agent::{Agent, AgentId, AgentLoad, AgentStatus, CheckpointedLoad};
 use crate::error::CommandError;
 use crate::limits::DEFAULT_AGENT_TTL_MS;
 use crate::response::{Outcome, Released, Response};
 
+use super::agent_registry::AgentRegistry;
 use super::ctx::Ctx;
 use super::StateMachine;
 
@@ -186,6 +187,39 @@ impl StateMachine {
             ctx.agent_changed(agent);
             updated += 1;
         }
+        Outcome::AgentsCheckpointed { updated }
+    }
+
+    /// Records the loads of active agents (others skipped) as of `ctx.now_ms`, and forgets
+    /// the loads of agents no longer active, so the table never outgrows the live registry.
+    /// No event: a load is not part of the agent record, and a watch event per agent every
+    /// checkpoint would be noise.
+    pub(super) fn checkpoint_agent_loads(
+        &mut self,
+        ctx: &mut Ctx,
+        loads: Vec<(AgentId, AgentLoad)>,
+    ) -> Outcome {
+        let is_active = |agents: &AgentRegistry, id: AgentId| {
+            agents
+                .get(id)
+                .is_some_and(|a| a.status == AgentStatus::Active)
+        };
+        let mut updated = 0u32;
+        for (id, load) in loads {
+            if !is_active(&self.agents, id) {
+                continue;
+            }
+            self.agent_loads.insert(
+                id,
+                CheckpointedLoad {
+                    load,
+                    at_ms: ctx.now_ms,
+                },
+            );
+            updated += 1;
+        }
+        let agents = &self.agents;
+        self.agent_loads.retain(|id, _| is_active(agents, *id));
         Outcome::AgentsCheckpointed { updated }
     }
 }

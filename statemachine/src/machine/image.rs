@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::Agent;
+use crate::agent::{Agent, AgentId, CheckpointedLoad};
 use crate::codec::CodecError;
 use crate::config::ConfigEntry;
 use crate::definition::Definition;
@@ -87,6 +87,40 @@ impl RunImage {
     }
 }
 
+/// The agents' checkpointed loads, encoded after the [`RunImage`]: older snapshots end
+/// before it and restore with no loads (the next checkpoint fills them in).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct LoadImage {
+    /// [`LOAD_SECTION_TAG`] when written (a cut section is then a decode error, as for runs).
+    tag: [u8; 4],
+    /// In agent id order.
+    loads: Vec<(AgentId, CheckpointedLoad)>,
+}
+
+const LOAD_SECTION_TAG: [u8; 4] = *b"LOAD";
+
+impl LoadImage {
+    pub fn of(machine: &StateMachine) -> Self {
+        Self {
+            tag: LOAD_SECTION_TAG,
+            loads: machine
+                .agent_loads
+                .iter()
+                .map(|(id, load)| (*id, *load))
+                .collect(),
+        }
+    }
+
+    /// Absent (an older snapshot) or tagged.
+    fn check(&self) -> Result<(), String> {
+        if self.tag == LOAD_SECTION_TAG || (self.tag == [0; 4] && self.loads.is_empty()) {
+            Ok(())
+        } else {
+            Err("the agent loads section has a bad tag".to_string())
+        }
+    }
+}
+
 impl StateImage {
     pub fn of(machine: &StateMachine) -> Self {
         Self {
@@ -114,6 +148,7 @@ impl StateImage {
         self,
         tokens: TokenImage,
         runs: RunImage,
+        loads: LoadImage,
     ) -> Result<StateMachine, CodecError> {
         let corrupt = |what: String| CodecError::Corrupt(format!("snapshot: {what}"));
         let mut machine = StateMachine {
@@ -180,6 +215,12 @@ impl StateImage {
         for run in runs.runs {
             if machine.runs.insert(run.name.clone(), run).is_some() {
                 return Err(corrupt("a definition run appears twice".to_string()));
+            }
+        }
+        loads.check().map_err(corrupt)?;
+        for (id, load) in loads.loads {
+            if machine.agent_loads.insert(id, load).is_some() {
+                return Err(corrupt(format!("agent {id}'s load appears twice")));
             }
         }
         machine.check_invariants().map_err(corrupt)?;

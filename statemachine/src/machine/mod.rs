@@ -28,7 +28,7 @@ mod tokens;
 
 use std::collections::BTreeMap;
 
-use crate::agent::{Agent, AgentId};
+use crate::agent::{Agent, AgentId, CheckpointedLoad};
 use crate::command::{Command, Op};
 use crate::config::ConfigEntry;
 use crate::definition::Definition;
@@ -111,6 +111,8 @@ pub struct StateMachine {
     mailboxes: BTreeMap<Recipient, Mailbox>,
     sessions: SessionTable,
     tokens: TokenTable,
+    /// The loads active agents reported, as of the last load checkpoint (not every heartbeat).
+    agent_loads: BTreeMap<AgentId, CheckpointedLoad>,
 }
 
 impl StateMachine {
@@ -323,6 +325,7 @@ impl StateMachine {
             Op::SteerDefinition { name, from, body } => {
                 self.steer_definition(ctx, &name, from, body)
             }
+            Op::CheckpointAgentLoads { loads } => Ok(self.checkpoint_agent_loads(ctx, loads)),
         }
     }
 
@@ -541,6 +544,16 @@ impl StateMachine {
         self.tokens.last_id() > 0
     }
 
+    /// The load `agent_id` reported, as of the last load checkpoint (`None`: none recorded, or
+    /// the agent is not active).
+    pub fn agent_load(&self, agent_id: AgentId) -> Option<&CheckpointedLoad> {
+        self.agent_loads.get(&agent_id).filter(|_| {
+            self.agents
+                .get(agent_id)
+                .is_some_and(|a| a.status == crate::agent::AgentStatus::Active)
+        })
+    }
+
     /// How many entities the state holds (agents, tasks, locks and waiters, config keys,
     /// definitions, mailboxes, sessions): a snapshot's cost grows with it.
     pub fn entity_count(&self) -> usize {
@@ -554,6 +567,7 @@ impl StateMachine {
             image::StateImage::of(self),
             image::TokenImage::of(self),
             image::RunImage::of(self),
+            image::LoadImage::of(self),
         ))
     }
 
@@ -565,8 +579,9 @@ impl StateMachine {
         let image: image::StateImage = sections.required()?;
         let tokens: image::TokenImage = sections.optional()?;
         let runs: image::RunImage = sections.optional()?;
+        let loads: image::LoadImage = sections.optional()?;
         sections.finish()?;
-        image.into_machine(tokens, runs)
+        image.into_machine(tokens, runs, loads)
     }
 }
 

@@ -245,3 +245,77 @@ fn checkpoint_moves_last_seen_forward_for_active_agents_only() {
         other => panic!("{other:?}"),
     }
 }
+
+fn load(load_milli: u32, running_execs: u32) -> crate::agent::AgentLoad {
+    crate::agent::AgentLoad {
+        load_milli: Some(load_milli),
+        cores: Some(4),
+        mem_used_bytes: Some(1 << 30),
+        mem_total_bytes: Some(8 << 30),
+        running_tasks: 0,
+        running_execs,
+    }
+}
+
+#[test]
+fn load_checkpoint_keeps_active_agents_only_and_survives_a_snapshot() {
+    let mut h = Harness::new();
+    let a = h.register("a", &[], &[], 1);
+    let b = h.register("b", &[], &[], 1);
+    h.ok(Op::DeregisterAgent { agent_id: b });
+    let applied = h.apply(Op::CheckpointAgentLoads {
+        loads: vec![(a, load(1_500, 1)), (b, load(9, 0)), (77, load(1, 0))],
+    });
+    assert_eq!(
+        applied.response,
+        Ok(Outcome::AgentsCheckpointed { updated: 1 })
+    );
+    assert!(
+        applied.events.is_empty(),
+        "a load checkpoint is no watch event"
+    );
+    let seen = *h.machine.agent_load(a).unwrap();
+    assert_eq!(seen.load, load(1_500, 1));
+    assert_eq!(seen.at_ms, h.now_ms);
+    assert_eq!(h.machine.agent_load(b), None);
+
+    let restored = crate::StateMachine::restore(&h.machine.snapshot()).unwrap();
+    assert_eq!(restored, h.machine);
+    assert_eq!(restored.agent_load(a), Some(&seen));
+
+    // `a` leaves: its load is no longer shown, and the next checkpoint forgets it.
+    h.ok(Op::DeregisterAgent { agent_id: a });
+    assert_eq!(h.machine.agent_load(a), None);
+    h.ok(Op::CheckpointAgentLoads { loads: vec![] });
+    assert!(h.machine.agent_loads.is_empty());
+}
+
+#[test]
+fn a_snapshot_from_before_loads_restores_without_them() {
+    let mut h = Harness::new();
+    let a = h.register("a", &[], &[], 1);
+    let older = crate::codec::encode(&(
+        super::super::image::StateImage::of(&h.machine),
+        super::super::image::TokenImage::of(&h.machine),
+        super::super::image::RunImage::of(&h.machine),
+    ));
+    let restored = crate::StateMachine::restore(&older).unwrap();
+    assert_eq!(restored, h.machine);
+    h.ok(Op::CheckpointAgentLoads {
+        loads: vec![(a, load(100, 0))],
+    });
+    let mut cut = h.machine.snapshot();
+    cut.pop();
+    assert!(
+        crate::StateMachine::restore(&cut).is_err(),
+        "a cut load section is corrupt, not absent"
+    );
+}
+
+#[test]
+fn too_many_loads_in_one_checkpoint_are_refused() {
+    let mut h = Harness::new();
+    let loads = vec![(1, load(0, 0)); crate::limits::MAX_LOADS_PER_CHECKPOINT + 1];
+    let applied = h.apply(Op::CheckpointAgentLoads { loads });
+    assert!(applied.response.is_err());
+}

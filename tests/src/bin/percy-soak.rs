@@ -385,10 +385,11 @@ fn kept(dir: &Path) -> Vec<String> {
     names
 }
 
+/// `<target>` for this binary at `<target>/<profile>/percy-soak`.
 fn default_target_dir() -> PathBuf {
-    percy_tests::binaries::profile_dir()
+    std::env::current_exe()
         .ok()
-        .and_then(|profile| profile.parent().map(Path::to_owned))
+        .and_then(|exe| exe.ancestors().nth(2).map(Path::to_owned))
         .unwrap_or_else(std::env::temp_dir)
 }
 
@@ -398,8 +399,45 @@ fn file_stamp() -> String {
     format!("{}{}Z", &rfc[..13], &rfc[14..16])
 }
 
+/// `$PERCYD_BIN`, or `percyd` built by cargo in this binary's profile and named in
+/// `PERCYD_BIN` for the runs. (`binaries::percyd_binary` finds the profile from a test's path,
+/// `<target>/<profile>/deps/`; this binary lives one level up.)
+fn resolve_percyd() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("PERCYD_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let profile = exe
+        .parent()
+        .context("cannot find the target dir from this binary's path")?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = std::process::Command::new(cargo);
+    build.args(["build", "-p", "percy-server", "--bin", "percyd"]);
+    if profile.file_name().is_some_and(|name| name == "release") {
+        build.arg("--release");
+    }
+    let status = build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .context("running cargo build for percyd")?;
+    if !status.success() {
+        bail!("cargo build -p percy-server --bin percyd failed: {status}");
+    }
+    let percyd = profile.join("percyd");
+    if !percyd.exists() {
+        bail!("{} missing after the build", percyd.display());
+    }
+    // Before any other thread exists: the runs' clusters read it.
+    std::env::set_var("PERCYD_BIN", &percyd);
+    Ok(percyd)
+}
+
 fn main() {
     let args = Args::parse();
+    if let Err(error) = resolve_percyd() {
+        eprintln!("percy-soak: percyd: {error:#}");
+        std::process::exit(EXIT_FAILED);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(RUNTIME_THREADS)
         .enable_all()
@@ -477,7 +515,7 @@ async fn soak(args: Args) -> Result<i32> {
         .run_dir
         .clone()
         .unwrap_or_else(|| default_target_dir().join("percy-soak").join(&stamp));
-    // Resolved (or built) before the clock starts.
+    // Resolved (or built, by `resolve_percyd`) before the clock starts.
     let percyd = percy_tests::binaries::percyd_binary().context("percyd")?;
     let mut results = Results::create(&out)?;
 

@@ -306,7 +306,6 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// The directory for a run's files.
 /// A secure run must really be one: a client without TLS gets no answer from any node.
 async fn refuses_plaintext(cluster: &Cluster) -> Result<()> {
     let retry = RetryPolicy::default().with_deadline(Duration::from_secs(2));
@@ -320,6 +319,7 @@ async fn refuses_plaintext(cluster: &Cluster) -> Result<()> {
     }
 }
 
+/// The directory for a run's files.
 fn run_dir(workload: &str, seed: u64) -> Result<PathBuf> {
     let base = match std::env::var(ENV_RUN_DIR) {
         Ok(dir) => PathBuf::from(dir),
@@ -359,6 +359,21 @@ async fn after_restarts<W: Workload>(
 /// Runs `workload` once with `options`.
 pub async fn run<W: Workload>(workload: Arc<W>, options: &RunOptions) -> Result<Summary> {
     let dir = run_dir(workload.name(), options.seed)?;
+    // Never set: the run lasts its full duration.
+    let (_never, interrupt) = watch::channel(false);
+    run_in(workload, options, dir, interrupt).await
+}
+
+/// Runs `workload` once with `options`, its files in `dir` (created if missing). When
+/// `interrupt` turns true the faults stop early, and the run heals, reads and checks as at its
+/// normal end: a soak that is told to stop still gets a verdict on what ran (`percy-soak`).
+pub async fn run_in<W: Workload>(
+    workload: Arc<W>,
+    options: &RunOptions,
+    dir: PathBuf,
+    mut interrupt: watch::Receiver<bool>,
+) -> Result<Summary> {
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     println!(
         "percy-jepsen: {} seed={} duration={:?} faults={:?}{} -> {}",
         workload.name(),
@@ -426,7 +441,16 @@ pub async fn run<W: Workload>(workload: Arc<W>, options: &RunOptions) -> Result<
     let stopper = {
         let duration = options.duration;
         tokio::spawn(async move {
-            tokio::time::sleep(duration).await;
+            let interrupted = async {
+                // A dropped sender is no interrupt.
+                if interrupt.wait_for(|stop| *stop).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(duration) => {}
+                _ = interrupted => {}
+            }
             let _ = stop_tx.send(true);
         })
     };

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::storage::dir_sync::{sync_dir, sync_dir_and_parent};
 use crate::storage::error::StorageError;
+use crate::storage::wal::file_error;
 
 /// The sled database lives in this subdirectory of the data dir, so the data dir can hold
 /// other files (logs, pid files) without confusing sled.
@@ -91,7 +92,7 @@ impl Database {
         tokio::task::spawn_blocking(move || sync_sled_dirs(&path))
             .await
             .map_err(|e| {
-                crate::storage::wal::file_error(
+                file_error(
                     &self.path,
                     "syncing the database's directories",
                     std::io::Error::other(e),
@@ -200,10 +201,45 @@ impl Database {
     }
 }
 
-/// Syncs sled's directory and its blob directory.
+/// Makes what sled wrote durable: every file in sled's directory and its blob directory, then
+/// the directories themselves. sled's own flush is not enough on Linux: it writes its log
+/// with `sync_file_range`, which persists neither the file's size nor the device's cache,
+/// and it never syncs blob files (large values: snapshots). The fault suite's power-loss
+/// soak lost a flushed snapshot that way while the purge point written after it survived,
+/// and the node could not start (its log was purged past its snapshot).
 fn sync_sled_dirs(path: &Path) -> Result<(), StorageError> {
-    sync_dir(&path.join(SLED_BLOB_DIR))?;
+    let blobs = path.join(SLED_BLOB_DIR);
+    sync_files_in(&blobs)?;
+    sync_files_in(path)?;
+    sync_dir(&blobs)?;
     sync_dir(path)
+}
+
+/// `fsync`s every regular file directly in `dir`. A file sled removes meanwhile (an old
+/// blob, a replaced snapshot) is skipped: it is gone whether or not its bytes were synced.
+fn sync_files_in(dir: &Path) -> Result<(), StorageError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(file_error(dir, "listing the database's files", e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| file_error(dir, "listing the database's files", e))?;
+        let file_path = entry.path();
+        let is_file = entry
+            .file_type()
+            .map_err(|e| file_error(&file_path, "reading the file type", e))?
+            .is_file();
+        if !is_file {
+            continue;
+        }
+        match std::fs::File::open(&file_path).and_then(|f| f.sync_all()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(file_error(&file_path, "syncing the database file", e)),
+        }
+    }
+    Ok(())
 }
 
 /// How long `open` waits for the database's file lock. sled's background writers can hold

@@ -26,7 +26,7 @@ use percy_client::{Client, Consistency, EntityKind, TaskStatus, WatchOptions};
 use percy_worker::{GitConfig, TaskHandler, Worker, WorkerConfig, WorkerSummary};
 use serde::Serialize;
 
-use super::report::{metric_table, r3};
+use super::report::{fields_table, r3};
 use super::{setup, Env};
 
 /// The target of the performance issue: tasks per second at 64 workers without exec.
@@ -74,16 +74,7 @@ pub struct PipelineReport {
 impl PipelineReport {
     /// The report as a two-column table: its JSON fields, one per row.
     pub fn table(&self) -> Result<String> {
-        let value = serde_json::to_value(self)?;
-        let rows = value
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .map(|(k, v)| (k.clone(), v.to_string()))
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
-        Ok(metric_table(rows))
+        fields_table(self)
     }
 }
 

@@ -174,7 +174,21 @@ impl Report {
 }
 
 /// A METRIC/VALUE table without borders.
-pub fn metric_table(rows: impl IntoIterator<Item = (String, String)>) -> String {
+/// A report's JSON fields as a METRIC/VALUE table, one field per row.
+pub fn fields_table(report: &impl Serialize) -> anyhow::Result<String> {
+    let value = serde_json::to_value(report)?;
+    let rows = value
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    Ok(metric_table(rows))
+}
+
+fn metric_table(rows: impl IntoIterator<Item = (String, String)>) -> String {
     let mut table = Table::new();
     table.load_preset(presets::NOTHING);
     table.set_header(vec!["METRIC", "VALUE"]);

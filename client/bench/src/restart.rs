@@ -12,7 +12,7 @@ use percy_client::Consistency;
 use serde::Serialize;
 
 use super::local_cluster::{probe_client, LocalCluster};
-use super::report::{metric_table, r3};
+use super::report::{fields_table, r3};
 use super::{leader_of, setup, Env, Victim};
 
 /// How long the restarted node may take to serve again before we give up.
@@ -53,16 +53,7 @@ const TARGET: Duration = Duration::from_secs(3);
 impl RestartReport {
     /// The report as a two-column table: its JSON fields, one per row.
     pub fn table(&self) -> Result<String> {
-        let value = serde_json::to_value(self)?;
-        let rows = value
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .map(|(k, v)| (k.clone(), v.to_string()))
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
-        Ok(metric_table(rows))
+        fields_table(self)
     }
 }
 

@@ -75,6 +75,19 @@ impl LazyFs {
     }
 }
 
+/// Answers a request that names an entry (lookup, mknod, mkdir) with its attributes.
+fn reply_entry(found: Result<Attr, Errno>, reply: ReplyEntry) {
+    match found {
+        Ok(attr) => reply.entry(&TTL, &file_attr(&attr), 0),
+        Err(Errno(e)) => reply.error(e),
+    }
+}
+
+/// The permission bits a created file or directory gets: the mode asked for less the umask.
+fn created_mode(mode: u32, umask: u32) -> u32 {
+    mode & !umask & 0o7777
+}
+
 fn file_attr(attr: &Attr) -> FileAttr {
     let now = SystemTime::now();
     let (kind, type_bits) = match attr.kind {
@@ -115,14 +128,11 @@ fn non_negative(offset: i64) -> Result<u64, Errno> {
 impl Filesystem for LazyFs {
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
         let state = self.lock();
-        match state
+        let found = state
             .model
             .lookup(parent, name)
-            .and_then(|ino| state.model.attr(ino))
-        {
-            Ok(attr) => reply.entry(&TTL, &file_attr(&attr), 0),
-            Err(Errno(e)) => reply.error(e),
-        }
+            .and_then(|ino| state.model.attr(ino));
+        reply_entry(found, reply);
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
@@ -182,14 +192,11 @@ impl Filesystem for LazyFs {
             return;
         }
         let mut state = self.lock();
-        match state
+        let found = state
             .model
-            .create(parent, name, Kind::File, mode & !umask & 0o7777)
-            .and_then(|ino| state.model.attr(ino))
-        {
-            Ok(attr) => reply.entry(&TTL, &file_attr(&attr), 0),
-            Err(Errno(e)) => reply.error(e),
-        }
+            .create(parent, name, Kind::File, created_mode(mode, umask))
+            .and_then(|ino| state.model.attr(ino));
+        reply_entry(found, reply);
     }
 
     fn mkdir(
@@ -202,14 +209,11 @@ impl Filesystem for LazyFs {
         reply: ReplyEntry,
     ) {
         let mut state = self.lock();
-        match state
+        let found = state
             .model
-            .create(parent, name, Kind::Dir, mode & !umask & 0o7777)
-            .and_then(|ino| state.model.attr(ino))
-        {
-            Ok(attr) => reply.entry(&TTL, &file_attr(&attr), 0),
-            Err(Errno(e)) => reply.error(e),
-        }
+            .create(parent, name, Kind::Dir, created_mode(mode, umask))
+            .and_then(|ino| state.model.attr(ino));
+        reply_entry(found, reply);
     }
 
     fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
@@ -404,7 +408,7 @@ impl Filesystem for LazyFs {
         let mut state = self.lock();
         let created = state
             .model
-            .create(parent, name, Kind::File, mode & !umask & 0o7777)
+            .create(parent, name, Kind::File, created_mode(mode, umask))
             .and_then(|ino| state.model.attr(ino));
         match created {
             Ok(attr) => {

@@ -177,10 +177,12 @@ impl Client {
         let deadline = started + self.retry.deadline + extra_time;
         let endpoints = &self.inner.endpoints;
         let mut attempts = 0u32;
+        let mut redirected = false;
         loop {
-            // Only the first attempt goes to the leader we learnt of; retries rotate like any
-            // call's, so a leader that stopped answering is not tried again and again.
-            let to_leader = route == Route::Leader && attempts == 0;
+            // Only the first attempt, and one right after a node named another leader, goes to
+            // the leader we learnt of; other retries rotate like any call's, so a leader that
+            // stopped answering is not tried again and again.
+            let to_leader = route == Route::Leader && (attempts == 0 || redirected);
             let (index, channel) = if to_leader {
                 endpoints.for_leader()
             } else {
@@ -196,15 +198,19 @@ impl Client {
                 }
                 Ok(Err(status)) => {
                     learn_routing(endpoints, index, status.metadata());
+                    redirected = names_another_leader(status.metadata());
                     if !is_retryable(&status) {
                         return Err(status.into());
                     }
                     ClientError::Status(status)
                 }
-                Err(_elapsed) => ClientError::AttemptTimeout {
-                    endpoint: endpoints.addr(index).to_owned(),
-                    timeout: budget,
-                },
+                Err(_elapsed) => {
+                    redirected = false;
+                    ClientError::AttemptTimeout {
+                        endpoint: endpoints.addr(index).to_owned(),
+                        timeout: budget,
+                    }
+                }
             };
             if route == Route::Leader {
                 endpoints.leader_attempt_failed(index);
@@ -253,12 +259,24 @@ enum Route {
     Sticky,
 }
 
-/// Reads the answering node's routing metadata (`percy_proto::routing`), if it sent any.
-fn learn_routing(endpoints: &Endpoints, index: usize, metadata: &MetadataMap) {
+/// The answering node's id and the leader it names (0: none known), from its routing
+/// metadata (`percy_proto::routing`), if it sent any.
+fn routing_ids(metadata: &MetadataMap) -> Option<(u64, u64)> {
     let id = |key: &str| -> Option<u64> { metadata.get(key)?.to_str().ok()?.parse().ok() };
-    if let (Some(node_id), Some(leader_id)) = (id(routing::NODE_ID), id(routing::LEADER_ID)) {
+    Some((id(routing::NODE_ID)?, id(routing::LEADER_ID)?))
+}
+
+/// Records who answered on endpoint `index` and who it says leads.
+fn learn_routing(endpoints: &Endpoints, index: usize, metadata: &MetadataMap) {
+    if let Some((node_id, leader_id)) = routing_ids(metadata) {
         endpoints.learn(index, node_id, leader_id);
     }
+}
+
+/// Whether an answer came from a node that names another node as the leader (a follower
+/// that could not serve the call itself).
+fn names_another_leader(metadata: &MetadataMap) -> bool {
+    routing_ids(metadata).is_some_and(|(node_id, leader_id)| leader_id != 0 && leader_id != node_id)
 }
 
 /// After failed attempt number `attempts` of a call that started at `started`: sleeps the

@@ -100,10 +100,13 @@ impl Removal {
         self.removed.borrow().clone()
     }
 
-    /// The answer to every public request while removed.
+    /// The answer to every public request while removed: UNAVAILABLE, as from a node that is
+    /// down, because the request never reached any state and another node can serve it. (A
+    /// definite refusal here made a client stop retrying a write whose earlier attempt, timed
+    /// out on another node, had committed: the soak's queue run under membership changes.)
     pub fn refusal(&self, me: NodeId) -> Option<Status> {
         self.members().map(|members| {
-            Status::failed_precondition(format!(
+            Status::unavailable(format!(
                 "node {me} was removed from the cluster; its members are {members}"
             ))
         })
@@ -251,7 +254,7 @@ mod tests {
         assert!(removal.refusal(2).is_none());
         removal.mark("1=a:1,3=c:3".into());
         let refusal = removal.refusal(2).expect("removed");
-        assert_eq!(refusal.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(refusal.code(), tonic::Code::Unavailable);
         assert!(
             refusal.message().contains("1=a:1,3=c:3"),
             "{}",

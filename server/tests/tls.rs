@@ -14,7 +14,7 @@ use percy_proto::internal::raft_service_client::RaftServiceClient;
 use percy_proto::internal::ReadIndexRequest;
 use percy_proto::v1::cluster_service_client::ClusterServiceClient;
 use percy_proto::v1::config_service_client::ConfigServiceClient;
-use percy_proto::v1::{ClusterStatusRequest, PutConfigRequest};
+use percy_proto::v1::{ClusterStatusRequest, PutConfigRequest, RemoveNodeRequest};
 use percy_server::tls::TlsFiles;
 use percy_server::{admin_token_path, Node, NodeConfig, NodeHandle};
 use rcgen::{
@@ -171,8 +171,8 @@ async fn a_tls_cluster_serves_its_ca_and_refuses_everyone_else() {
     // A client certificate naming the admin is a credential of its own; another
     // certificate of the CA is not.
     let admin_cert = leaf(&ca, certs.path(), "admin", false);
-    let as_admin = tls_channel(&addr, &ca.pem, Some(admin_cert)).await;
-    ClusterServiceClient::new(as_admin)
+    let as_admin = tls_channel(&addr, &ca.pem, Some(admin_cert.clone())).await;
+    ClusterServiceClient::new(as_admin.clone())
         .add_node(Request::new(percy_proto::v1::AddNodeRequest {
             header: None,
             node_id: 0,
@@ -182,6 +182,37 @@ async fn a_tls_cluster_serves_its_ca_and_refuses_everyone_else() {
         .map(drop)
         .map_err(|s| assert_eq!(s.code(), Code::InvalidArgument, "admin passes auth: {s:?}"))
         .unwrap_err();
+    // Such a caller has no token a follower could pass on, and the leader would see the
+    // follower's certificate: the follower points at the leader instead of relaying a
+    // membership change, and the leader answers it.
+    let redirected = ClusterServiceClient::new(as_admin)
+        .remove_node(Request::new(RemoveNodeRequest {
+            header: None,
+            node_id: 9,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(redirected.code(), Code::Unavailable, "{redirected:?}");
+    let named_leader = redirected
+        .metadata()
+        .get(percy_proto::routing::LEADER_ID)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    assert_eq!(named_leader, Some(leader), "{redirected:?}");
+    let leader_addr = nodes
+        .iter()
+        .find(|n| n.node_id() == leader)
+        .unwrap()
+        .addr()
+        .to_string();
+    let at_leader = tls_channel(&leader_addr, &ca.pem, Some(admin_cert)).await;
+    let answered = ClusterServiceClient::new(at_leader)
+        .remove_node(Request::new(RemoveNodeRequest {
+            header: None,
+            node_id: 9,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(answered.code(), Code::NotFound, "{answered:?}");
     let probe = leaf(&ca, certs.path(), "some-client", false);
     let anonymous = tls_channel(&addr, &ca.pem, Some(probe)).await;
     let refused = ClusterServiceClient::new(anonymous)

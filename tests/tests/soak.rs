@@ -97,7 +97,7 @@ fn a_short_soak_writes_a_results_file_with_runs_and_verdicts() {
             "--workloads",
             "queue,register",
             "--nemeses",
-            "crash,pause",
+            "membership,crash",
         ],
     )
     .spawn()

@@ -163,8 +163,31 @@ async fn leader_client(
     Ok(Some(ClusterServiceClient::new(channel)))
 }
 
-/// A membership call relayed to the leader's public service carries the caller's own token,
-/// which the leader checks again (with `--auth`).
+/// The leader to relay a membership call to, or `None` when this node leads.
+///
+/// A relayed call carries the caller's own token, which the leader checks again (with
+/// `--auth`). A caller who authenticated by its admin client certificate has no token to pass
+/// on, and the leader would see this node's certificate instead, which is not an admin's; so
+/// such a call is not relayed: this node answers UNAVAILABLE, with the leader in the routing
+/// metadata every answer carries, and the client library's next attempt goes to the leader.
+async fn leader_to_relay_to(
+    ctx: &NodeContext,
+    credential: Option<&MetadataValue<Ascii>>,
+) -> Result<Option<ClusterServiceClient<tonic::transport::Channel>>, Status> {
+    let leader = leader_client(ctx).await?;
+    if leader.is_some() && ctx.config.auth && credential.is_none() {
+        return Err(Status::unavailable(format!(
+            "node {} is not the leader ({}), and a caller authenticated by client certificate \
+             cannot be relayed to it: send membership changes to the leader",
+            ctx.node_id,
+            ctx.leader()
+                .map_or_else(|| "unknown".to_owned(), |id| format!("node {id}")),
+        )));
+    }
+    Ok(leader)
+}
+
+/// A membership call relayed to the leader's public service, with the caller's own token.
 fn relay<T>(message: T, credential: Option<MetadataValue<Ascii>>) -> Request<T> {
     let mut request = Request::new(message);
     if let Some(credential) = credential {
@@ -410,7 +433,7 @@ impl ClusterService for ClusterApi {
             if r.addr.is_empty() || !r.addr.contains(':') {
                 return Err(Status::invalid_argument("addr must be HOST:PORT"));
             }
-            match leader_client(ctx).await? {
+            match leader_to_relay_to(ctx, credential.as_ref()).await? {
                 Some(mut leader) => {
                     let relayed = relay(r, credential);
                     Ok(mark_forwarded(leader.add_node(relayed).await?.into_inner()))
@@ -430,7 +453,7 @@ impl ClusterService for ClusterApi {
             let credential = request.metadata().get(AUTHORIZATION).cloned();
             let r = request.into_inner();
             let id = required_id(r.node_id, "node_id")?;
-            match leader_client(ctx).await? {
+            match leader_to_relay_to(ctx, credential.as_ref()).await? {
                 Some(mut leader) => {
                     let relayed = relay(r, credential);
                     Ok(mark_forwarded(

@@ -3,8 +3,8 @@
 use percy_proto::v1::definition_run_service_client::DefinitionRunServiceClient;
 use percy_proto::v1::{
     ClaimRunRequest, Consistency, DefinitionRunResponse, FinishIterationRequest, GetRunRequest,
-    IterationReport, IterationResponse, ListRunsRequest, ListRunsResponse, RunTokenRequest,
-    SteerRequest, SteerResponse,
+    IterationReport, IterationResponse, ListRunsRequest, ListRunsResponse, RequestHeader,
+    RunTokenRequest, SteerRequest, SteerResponse,
 };
 
 use crate::{Client, ClientError};
@@ -15,6 +15,18 @@ pub struct RunClaim {
     pub name: String,
     pub agent_id: u64,
     pub run_token: u64,
+}
+
+impl RunClaim {
+    /// The request that presents this claim (its run token fences the call).
+    fn request(&self, header: RequestHeader) -> RunTokenRequest {
+        RunTokenRequest {
+            header: Some(header),
+            name: self.name.clone(),
+            agent_id: self.agent_id,
+            run_token: self.run_token,
+        }
+    }
 }
 
 impl Client {
@@ -45,12 +57,7 @@ impl Client {
         claim: &RunClaim,
     ) -> Result<IterationResponse, ClientError> {
         self.mutate(Default::default(), |channel, header| {
-            let request = RunTokenRequest {
-                header: Some(header),
-                name: claim.name.clone(),
-                agent_id: claim.agent_id,
-                run_token: claim.run_token,
-            };
+            let request = claim.request(header);
             async move {
                 DefinitionRunServiceClient::new(channel)
                     .start_iteration(request)
@@ -90,12 +97,7 @@ impl Client {
         claim: &RunClaim,
     ) -> Result<DefinitionRunResponse, ClientError> {
         self.mutate(Default::default(), |channel, header| {
-            let request = RunTokenRequest {
-                header: Some(header),
-                name: claim.name.clone(),
-                agent_id: claim.agent_id,
-                run_token: claim.run_token,
-            };
+            let request = claim.request(header);
             async move {
                 DefinitionRunServiceClient::new(channel)
                     .release(request)

@@ -47,7 +47,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::attempt::AttemptEnv;
-use crate::heartbeat::heartbeat_interval;
 use crate::inbox::Inbox;
 use crate::incarnation::{Incarnation, IncarnationEnd};
 use crate::repo::Repo;
@@ -65,7 +64,7 @@ pub const LOST_EXEC_PREFIX: &str = "lost";
 pub use exec_request::{shell_quote, ExecRequest, ExecRequestError};
 pub use feed::can_run;
 pub use handler::TaskHandler;
-pub use heartbeat::{BEATS_PER_TTL, MIN_HEARTBEAT_INTERVAL};
+pub use heartbeat::{heartbeat_interval, BEATS_PER_TTL, MIN_HEARTBEAT_INTERVAL};
 pub use incarnation::CLAIM_RECHECK_INTERVAL;
 pub use labels::{detected_labels, host_name, ARCH_LABEL, HOST_LABEL, OS_LABEL};
 pub use loops::{llm_output, LOOP_SCAN_INTERVAL, STOP_GRACE};

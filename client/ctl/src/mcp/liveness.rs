@@ -6,27 +6,12 @@
 use std::time::Duration;
 
 use percy_client::{Client, ClientError};
-use percy_worker::{BEATS_PER_TTL, MIN_HEARTBEAT_INTERVAL};
 use rmcp::{Peer, RoleServer};
 use tokio::time::MissedTickBehavior;
 use tonic::Code;
 
 use super::announce;
 use super::session::Session;
-
-/// The interval to beat at: what the server advertised, but at least [`BEATS_PER_TTL`] times
-/// per TTL (a slow beat must not expire a live session), never below
-/// [`MIN_HEARTBEAT_INTERVAL`]. `0` means "not advertised" — the worker's rule.
-pub fn interval(advertised_ms: u64, ttl_ms: u64) -> Duration {
-    let by_ttl = Duration::from_millis(ttl_ms) / BEATS_PER_TTL;
-    let interval = match (advertised_ms, ttl_ms) {
-        (0, 0) => MIN_HEARTBEAT_INTERVAL,
-        (0, _) => by_ttl,
-        (advertised, 0) => Duration::from_millis(advertised),
-        (advertised, _) => Duration::from_millis(advertised).min(by_ttl),
-    };
-    interval.max(MIN_HEARTBEAT_INTERVAL)
-}
 
 /// Beats until aborted (the session's end).
 pub async fn keep_alive(
@@ -85,18 +70,4 @@ pub async fn keep_alive(
 
 fn log_failed_registration(agent_id: u64, err: &ClientError) {
     tracing::warn!(agent_id, error = %err, "could not register the session's agent again");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_interval_fits_the_ttl() {
-        let ms = Duration::from_millis;
-        assert_eq!(interval(2_000, 3_000), ms(1_000));
-        assert_eq!(interval(2_000, 10_000), ms(2_000));
-        assert_eq!(interval(0, 9_000), ms(3_000));
-        assert_eq!(interval(0, 0), MIN_HEARTBEAT_INTERVAL);
-    }
 }

@@ -122,7 +122,10 @@ impl Session {
         Ok(Registered {
             agent_id: agent.id,
             created: response.created,
-            interval: super::liveness::interval(response.heartbeat_interval_ms, agent.ttl_ms),
+            interval: percy_worker::heartbeat_interval(
+                response.heartbeat_interval_ms,
+                agent.ttl_ms,
+            ),
             revision: response.header.map_or(0, |h| h.revision),
         })
     }

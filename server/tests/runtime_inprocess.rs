@@ -262,6 +262,81 @@ async fn a_watch_filtered_on_ready_tasks_skips_claims_starts_and_completions() {
     node.shutdown().await;
 }
 
+/// Claim-next with `start` answers the task working; Complete with `claim_next` answers the
+/// next task (working) in `next`, or none; a stale token is refused and claims nothing; `start`
+/// with a task id is INVALID_ARGUMENT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_started_and_complete_claiming_the_next_over_grpc() {
+    let (node, _slot) = single(100).await;
+    let addr = node.addr().to_string();
+    let agent = register(&addr, "one-write", 60_000).await;
+    let mut tasks = TaskServiceClient::new(channel(&addr).await);
+    for id in ["a", "b"] {
+        tasks
+            .submit(SubmitTaskRequest {
+                header: None,
+                task: Some(TaskSpec {
+                    id: id.into(),
+                    title: id.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    let refused = tasks
+        .claim(ClaimTaskRequest {
+            agent_id: agent,
+            task_id: "a".into(),
+            start: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let a = tasks
+        .claim(ClaimTaskRequest {
+            agent_id: agent,
+            start: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!((a.id.as_str(), a.status()), ("a", TaskStatus::Working));
+    let complete = |task: &Task, claim_token| CompleteTaskRequest {
+        task_id: task.id.clone(),
+        agent_id: agent,
+        claim_token,
+        claim_next: true,
+        ..Default::default()
+    };
+    let stale = tasks
+        .complete(complete(&a, a.claim_token + 1))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
+    let answer = tasks
+        .complete(complete(&a, a.claim_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.task.unwrap().status(), TaskStatus::Completed);
+    let b = answer.next.expect("b claimed in the same write");
+    assert_eq!((b.id.as_str(), b.status()), ("b", TaskStatus::Working));
+    assert_eq!(b.claim_token, answer.header.unwrap().revision);
+    let last = tasks
+        .complete(complete(&b, b.claim_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(last.task.unwrap().status(), TaskStatus::Completed);
+    assert_eq!(last.next, None, "nothing left to claim");
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_agents_expire_their_work_is_requeued_and_they_must_reregister() {
     let (node, _slot) = single(100).await;

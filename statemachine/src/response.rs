@@ -105,6 +105,7 @@ pub enum Outcome {
     TaskCompletedClaimedNext {
         task: Task,
         cascade: Cascade,
-        next: Option<Task>,
+        /// Boxed: two whole tasks would make every `Outcome` twice as large.
+        next: Option<Box<Task>>,
     },
 }

@@ -49,7 +49,7 @@ async fn update(
                 unblocked: cascade.unblocked,
                 cancelled: cascade.cancelled,
             }),
-            next: next.as_ref().map(task_to_proto),
+            next: next.as_deref().map(task_to_proto),
         }),
         (other, _) => Err(unexpected(other)),
     }

@@ -130,7 +130,7 @@ impl StateMachine {
                 }
             };
         let next = match self.claim_next_started(ctx, agent_id)? {
-            Outcome::TaskClaimed(next) => next,
+            Outcome::TaskClaimed(next) => next.map(Box::new),
             _ => None,
         };
         Ok(Outcome::TaskCompletedClaimedNext {

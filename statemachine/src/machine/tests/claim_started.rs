@@ -92,7 +92,7 @@ fn complete_and_claim_next_completes_then_hands_over_the_next_task_started() {
     assert_eq!((b.id.as_str(), b.status), ("b", TaskStatus::Working));
     assert_eq!(b.claim_token, Some(revision));
     assert_eq!(h.task("a").status, TaskStatus::Completed);
-    assert_eq!(h.task("b"), &b);
+    assert_eq!(h.task("b"), &*b);
     // The completion's event comes first, then the claim's.
     let order: Vec<(&str, TaskStatus)> = applied
         .events

@@ -20,7 +20,7 @@ use std::pin::Pin;
 use crate::endpoints::Conn;
 use futures::Stream;
 use percy_proto::v1::watch_service_client::WatchServiceClient;
-use percy_proto::v1::{Consistency, EntityKind, Event, WatchRequest, WatchResponse};
+use percy_proto::v1::{Consistency, EntityKind, Event, TaskStatus, WatchRequest, WatchResponse};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -46,6 +46,10 @@ pub struct WatchOptions {
     /// Deliver the current state of every matching entity first (as events at the current
     /// revision), then every change after it.
     pub initial_state: bool,
+    /// Task events only of tasks now in one of these statuses; empty = every status. Events
+    /// of other kinds are not affected. A server older than this field ignores it and sends
+    /// every task event, so a consumer still checks the status itself.
+    pub task_statuses: Vec<TaskStatus>,
 }
 
 /// A stream of watch events; see [`Client::watch`].
@@ -226,6 +230,12 @@ impl Pump {
             kinds: self.options.kinds.iter().map(|k| *k as i32).collect(),
             key_prefix: self.options.key_prefix.clone(),
             initial_state,
+            task_statuses: self
+                .options
+                .task_statuses
+                .iter()
+                .map(|s| *s as i32)
+                .collect(),
         };
         let mut service = WatchServiceClient::new(channel);
         let call = service.watch(request);

@@ -12,13 +12,13 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use percy_proto::v1 as pb;
-use percy_statemachine::{EntityKind, EntityValue, Event, Recipient, StateMachine};
+use percy_statemachine::{EntityKind, EntityValue, Event, Recipient, StateMachine, TaskStatus};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::context::NodeContext;
-use crate::convert::{entity_kind_from_proto, event_to_proto};
+use crate::convert::{entity_kind_from_proto, event_to_proto, task_status_from_proto};
 use crate::storage::StateChange;
 
 /// Live batches buffered per watcher before it counts as too slow (and gets `compacted`).
@@ -140,10 +140,13 @@ pub async fn run_pump(ctx: Arc<NodeContext>, mut feed: broadcast::Receiver<Arc<S
 struct Filter {
     kinds: Vec<EntityKind>,
     prefix: String,
+    /// Task events only of tasks in one of these statuses; empty = every status.
+    task_statuses: Vec<TaskStatus>,
 }
 
 impl Filter {
-    fn new(request: &pb::WatchRequest) -> Self {
+    /// `task_statuses` already checked (see [`task_statuses`]).
+    fn new(request: &pb::WatchRequest, task_statuses: Vec<TaskStatus>) -> Self {
         // UNSPECIFIED anywhere in the list, or an empty list, means every kind.
         let mut kinds = Vec::new();
         for raw in &request.kinds {
@@ -158,17 +161,43 @@ impl Filter {
         Self {
             kinds,
             prefix: request.key_prefix.clone(),
+            task_statuses,
         }
     }
 
     fn matches(&self, event: &Event) -> bool {
         (self.kinds.is_empty() || self.kinds.contains(&event.kind))
             && event.key.starts_with(&self.prefix)
+            && self.status_matches(event)
+    }
+
+    /// Whether a task event's task is in a wanted status (events of other kinds pass).
+    fn status_matches(&self, event: &Event) -> bool {
+        match &event.value {
+            Some(EntityValue::Task(task)) if !self.task_statuses.is_empty() => {
+                self.task_statuses.contains(&task.status)
+            }
+            _ => true,
+        }
     }
 
     fn wants(&self, kind: EntityKind) -> bool {
         self.kinds.is_empty() || self.kinds.contains(&kind)
     }
+}
+
+/// The request's task statuses; an unknown value or UNSPECIFIED is INVALID_ARGUMENT (an
+/// UNSPECIFIED taken as "every status" would silently undo the rest of the list).
+fn task_statuses(raw: &[i32]) -> Result<Vec<TaskStatus>, Status> {
+    raw.iter()
+        .map(|status| {
+            task_status_from_proto(*status)?.ok_or_else(|| {
+                Status::invalid_argument(
+                    "task_statuses: TASK_STATUS_UNSPECIFIED is not a status to filter on",
+                )
+            })
+        })
+        .collect()
 }
 
 pub type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
@@ -182,7 +211,7 @@ pub fn open(ctx: Arc<NodeContext>, request: pb::WatchRequest) -> Result<WatchStr
             )));
         }
     }
-    let filter = Filter::new(&request);
+    let filter = Filter::new(&request, task_statuses(&request.task_statuses)?);
     let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
     let plan = {
         let ring = ctx.watch.ring();
@@ -331,13 +360,14 @@ fn initial_events(sm: &StateMachine, filter: &Filter) -> (u64, Vec<Event>) {
     let revision = sm.revision();
     let mut events = Vec::new();
     let mut push = |kind: EntityKind, key: String, value: EntityValue| {
-        if key.starts_with(&filter.prefix) {
-            events.push(Event {
-                revision,
-                kind,
-                key,
-                value: Some(value),
-            });
+        let event = Event {
+            revision,
+            kind,
+            key,
+            value: Some(value),
+        };
+        if filter.matches(&event) {
+            events.push(event);
         }
     };
     if filter.wants(EntityKind::Agent) {

@@ -190,6 +190,7 @@ async fn populate(channel: &Channel, admin: String) -> (Tokens, Ids) {
                 agent_id: builder_id,
                 task_id: "t1".into(),
                 expected_revision: None,
+                start: false,
             },
             Some(&builder),
         ))
@@ -366,7 +367,8 @@ fn table(ids: &Ids) -> Vec<Row> {
                     header: None,
                     agent_id: builder,
                     task_id: "t2".into(),
-                    expected_revision: None
+                    expected_revision: None,
+                    start: false,
                 }
             ),
             Some(rpc!(
@@ -376,7 +378,8 @@ fn table(ids: &Ids) -> Vec<Row> {
                     header: None,
                     agent_id: other,
                     task_id: "t2".into(),
-                    expected_revision: None
+                    expected_revision: None,
+                    start: false,
                 }
             )),
         ),
@@ -416,7 +419,8 @@ fn table(ids: &Ids) -> Vec<Row> {
                     task_id: "t1".into(),
                     agent_id: builder,
                     claim_token: claim,
-                    result: None
+                    result: None,
+                    claim_next: false,
                 }
             ),
             None,
@@ -1188,6 +1192,7 @@ async fn every_public_rpc_refuses_callers_without_the_right_credential() {
             agent_id,
             claim_token: ids.claim_token,
             result: None,
+            claim_next: false,
         };
         let mut client = TaskServiceClient::new(channel.clone());
         let request = req(request, Some(token));
@@ -1419,6 +1424,7 @@ async fn only_the_executor_holding_an_exec_may_publish_its_output() {
                 agent_id: executor_ids[0],
                 task_id: "e1".into(),
                 expected_revision: None,
+                start: false,
             },
             Some(&exec_a),
         ))

@@ -80,6 +80,7 @@ async fn claim_race_and_lock_contention_across_nodes() {
                 agent_id,
                 task_id: "race".into(),
                 expected_revision: None,
+                start: false,
             })
             .await
     };

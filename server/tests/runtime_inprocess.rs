@@ -155,6 +155,188 @@ async fn watch_gives_initial_state_then_changes_resumes_and_reports_compaction()
     node.shutdown().await;
 }
 
+/// A watch filtered on task statuses (what a worker waiting for work asks for) gets the
+/// events of tasks in those statuses only, live and in the initial state, and events of
+/// other kinds as before; UNSPECIFIED or an unknown status is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_filtered_on_ready_tasks_skips_claims_starts_and_completions() {
+    let (node, _slot) = single(100).await;
+    let addr = node.addr().to_string();
+    let agent = register(&addr, "filtered", 60_000).await;
+    let mut tasks = TaskServiceClient::new(channel(&addr).await);
+    let submit = |id: &str| SubmitTaskRequest {
+        header: None,
+        task: Some(TaskSpec {
+            id: id.into(),
+            title: id.into(),
+            ..Default::default()
+        }),
+    };
+    tasks.submit(submit("before")).await.unwrap();
+    let claimed = tasks
+        .claim(ClaimTaskRequest {
+            agent_id: agent,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(claimed.id, "before");
+    tasks.submit(submit("waiting")).await.unwrap();
+
+    let mut watch = WatchServiceClient::new(channel(&addr).await);
+    let mut stream = watch
+        .watch(WatchRequest {
+            kinds: vec![EntityKind::Task as i32, EntityKind::Config as i32],
+            initial_state: true,
+            task_statuses: vec![TaskStatus::Ready as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let initial = tokio::time::timeout(SETTLE, stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let keys: Vec<&str> = initial.events.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["waiting"],
+        "the initial state holds the ready task only"
+    );
+
+    // Start and complete the claimed task, then submit one more and put a config key: the
+    // watch sees the new ready task and the config key, nothing of the claimed one.
+    tasks
+        .start(StartTaskRequest {
+            header: None,
+            task_id: claimed.id.clone(),
+            agent_id: agent,
+            claim_token: claimed.claim_token,
+        })
+        .await
+        .unwrap();
+    tasks
+        .complete(CompleteTaskRequest {
+            header: None,
+            task_id: claimed.id.clone(),
+            agent_id: agent,
+            claim_token: claimed.claim_token,
+            result: None,
+            claim_next: false,
+        })
+        .await
+        .unwrap();
+    tasks.submit(submit("after")).await.unwrap();
+    put(&addr, "cfg").await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let next = tokio::time::timeout(SETTLE, stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        for event in next.events {
+            if let Some(event::Value::Task(task)) = &event.value {
+                assert_eq!(task.status, TaskStatus::Ready as i32, "{event:?}");
+            }
+            seen.push(event.key);
+        }
+    }
+    assert_eq!(seen, ["after", "cfg"]);
+
+    for bad in [TaskStatus::Unspecified as i32, 99] {
+        let err = watch
+            .watch(WatchRequest {
+                task_statuses: vec![TaskStatus::Ready as i32, bad],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad}: {err:?}");
+    }
+    node.shutdown().await;
+}
+
+/// Claim-next with `start` answers the task working; Complete with `claim_next` answers the
+/// next task (working) in `next`, or none; a stale token is refused and claims nothing; `start`
+/// with a task id is INVALID_ARGUMENT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_started_and_complete_claiming_the_next_over_grpc() {
+    let (node, _slot) = single(100).await;
+    let addr = node.addr().to_string();
+    let agent = register(&addr, "one-write", 60_000).await;
+    let mut tasks = TaskServiceClient::new(channel(&addr).await);
+    for id in ["a", "b"] {
+        tasks
+            .submit(SubmitTaskRequest {
+                header: None,
+                task: Some(TaskSpec {
+                    id: id.into(),
+                    title: id.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    let refused = tasks
+        .claim(ClaimTaskRequest {
+            agent_id: agent,
+            task_id: "a".into(),
+            start: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let a = tasks
+        .claim(ClaimTaskRequest {
+            agent_id: agent,
+            start: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!((a.id.as_str(), a.status()), ("a", TaskStatus::Working));
+    let complete = |task: &Task, claim_token| CompleteTaskRequest {
+        task_id: task.id.clone(),
+        agent_id: agent,
+        claim_token,
+        claim_next: true,
+        ..Default::default()
+    };
+    let stale = tasks
+        .complete(complete(&a, a.claim_token + 1))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
+    let answer = tasks
+        .complete(complete(&a, a.claim_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.task.unwrap().status(), TaskStatus::Completed);
+    let b = answer.next.expect("b claimed in the same write");
+    assert_eq!((b.id.as_str(), b.status()), ("b", TaskStatus::Working));
+    assert_eq!(b.claim_token, answer.header.unwrap().revision);
+    let last = tasks
+        .complete(complete(&b, b.claim_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(last.task.unwrap().status(), TaskStatus::Completed);
+    assert_eq!(last.next, None, "nothing left to claim");
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_agents_expire_their_work_is_requeued_and_they_must_reregister() {
     let (node, _slot) = single(100).await;
@@ -742,6 +924,7 @@ async fn a_lost_cas_claim_is_refused_without_a_log_entry() {
         agent_id,
         task_id: "t1".into(),
         expected_revision: Some(submitted.revision),
+        start: false,
     };
     let won = tasks.claim(claim(winner, 1)).await.unwrap().into_inner();
     // A retry of the winning claim (same client id and seq) is answered from its session,

@@ -220,4 +220,20 @@ pub enum Op {
     CheckpointAgentLoads {
         loads: Vec<(AgentId, AgentLoad)>,
     },
+
+    /// Claim-next, and the task is working at once: claim and start in one write (a worker
+    /// that runs what it claims straight away). The claim token is this revision, as with
+    /// `ClaimNext`; the task goes from ready to working without a claimed step.
+    ClaimNextStarted {
+        agent_id: AgentId,
+    },
+    /// `CompleteTask`, then `ClaimNextStarted` for the same agent, in one write: the job
+    /// queue's "acknowledge and fetch the next". Refused as a whole (nothing completed,
+    /// nothing claimed) when the completion would be.
+    CompleteAndClaimNext {
+        task_id: TaskId,
+        agent_id: AgentId,
+        claim_token: u64,
+        result: TaskResult,
+    },
 }

@@ -99,4 +99,13 @@ pub enum Outcome {
     IterationFinished(Iteration),
     RunReleased(DefinitionRun),
     SteeringQueued(SteeringMessage),
+
+    /// `CompleteAndClaimNext`: the completed task, its cascade, and the next task, already
+    /// working (`None`: nothing claimable for this agent right now).
+    TaskCompletedClaimedNext {
+        task: Task,
+        cascade: Cascade,
+        /// Boxed: two whole tasks would make every `Outcome` twice as large.
+        next: Option<Box<Task>>,
+    },
 }

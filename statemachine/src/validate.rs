@@ -63,8 +63,11 @@ pub fn validate(op: &Op) -> Result<(), CommandError> {
         Op::ClaimTask { task_id, .. } | Op::StartTask { task_id, .. } => {
             validate_name("task id", task_id)
         }
-        Op::ClaimNext { .. } => Ok(()),
+        Op::ClaimNext { .. } | Op::ClaimNextStarted { .. } => Ok(()),
         Op::CompleteTask {
+            task_id, result, ..
+        }
+        | Op::CompleteAndClaimNext {
             task_id, result, ..
         } => {
             validate_name("task id", task_id)?;

@@ -60,6 +60,8 @@ enum Action {
     },
     ClaimNext {
         agent: u8,
+        /// `ClaimNextStarted`: claimed and working in one write.
+        started: bool,
     },
     Claim {
         task: u8,
@@ -73,6 +75,8 @@ enum Action {
     Complete {
         task: u8,
         token: TokenChoice,
+        /// `CompleteAndClaimNext`: the same agent's next task claimed in the same write.
+        and_next: bool,
     },
     Fail {
         task: u8,
@@ -168,10 +172,10 @@ fn action() -> impl Strategy<Value = Action> {
             .prop_map(|(id, caps, priority, deps, max_attempts)| Action::Submit { id, caps, priority, deps, max_attempts }),
         2 => prop::collection::vec((task_index(), prop::collection::vec(task_index(), 0..3)), 1..5)
             .prop_map(|tasks| Action::Plan { tasks }),
-        8 => agent().prop_map(|agent| Action::ClaimNext { agent }),
+        8 => (agent(), any::<bool>()).prop_map(|(agent, started)| Action::ClaimNext { agent, started }),
         3 => (task_index(), agent(), any::<bool>()).prop_map(|(task, agent, cas)| Action::Claim { task, agent, cas }),
         4 => (task_index(), token()).prop_map(|(task, token)| Action::Start { task, token }),
-        6 => (task_index(), token()).prop_map(|(task, token)| Action::Complete { task, token }),
+        6 => (task_index(), token(), any::<bool>()).prop_map(|(task, token, and_next)| Action::Complete { task, token, and_next }),
         3 => (task_index(), token()).prop_map(|(task, token)| Action::Fail { task, token }),
         1 => task_index().prop_map(|task| Action::Cancel { task }),
         1 => task_index().prop_map(|task| Action::Requeue { task }),
@@ -389,9 +393,14 @@ impl Driver {
                     })
                     .collect(),
             },
-            Action::ClaimNext { agent } => Op::ClaimNext {
-                agent_id: self.agent(*agent),
-            },
+            Action::ClaimNext { agent, started } => {
+                let agent_id = self.agent(*agent);
+                if *started {
+                    Op::ClaimNextStarted { agent_id }
+                } else {
+                    Op::ClaimNext { agent_id }
+                }
+            }
             Action::Claim { task, agent, cas } => {
                 let task_id = self.task(*task, false);
                 Op::ClaimTask {
@@ -413,14 +422,27 @@ impl Driver {
                     claim_token,
                 }
             }
-            Action::Complete { task, token } => {
+            Action::Complete {
+                task,
+                token,
+                and_next,
+            } => {
                 let task = self.task(*task, true);
                 let (agent_id, claim_token) = self.token_for(&task, *token);
-                Op::CompleteTask {
-                    task_id: task,
-                    agent_id,
-                    claim_token,
-                    result: TaskResult::default(),
+                if *and_next {
+                    Op::CompleteAndClaimNext {
+                        task_id: task,
+                        agent_id,
+                        claim_token,
+                        result: TaskResult::default(),
+                    }
+                } else {
+                    Op::CompleteTask {
+                        task_id: task,
+                        agent_id,
+                        claim_token,
+                        result: TaskResult::default(),
+                    }
                 }
             }
             Action::Fail { task, token } => {
@@ -520,6 +542,12 @@ impl Driver {
                 claim_token,
             }
             | Op::CompleteTask {
+                task_id,
+                agent_id,
+                claim_token,
+                ..
+            }
+            | Op::CompleteAndClaimNext {
                 task_id,
                 agent_id,
                 claim_token,
@@ -936,7 +964,10 @@ fn session_retries_across_expiry_never_double_apply() {
             deps: vec![],
             max_attempts: 0,
         },
-        Action::ClaimNext { agent: 0 },
+        Action::ClaimNext {
+            agent: 0,
+            started: false,
+        },
     ];
     for action in script {
         driver.run(&Step {

@@ -33,6 +33,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
         start_revision: args.from_revision.unwrap_or(0),
         kinds: args.kinds,
         key_prefix: args.prefix,
+        task_statuses: Vec::new(),
         initial_state: args.initial_state,
     };
     let mut events = ctx.client.watch(options);

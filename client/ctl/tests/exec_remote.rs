@@ -109,6 +109,32 @@ fn exec(endpoints: &str, args: &[&str]) -> Ctl {
     percyctl(endpoints, &all)
 }
 
+/// The caller notices an exec's end when the executor reports it (a watch on the exec's
+/// task), not at its next look at the record: that look came every 250 ms, so each exec of
+/// `true` took at least 250 ms. Ten in a row must take less than ten such waits; a caller
+/// that waits for the poll again cannot pass, whatever the machine's speed.
+#[test]
+fn an_exec_of_true_returns_without_waiting_for_a_poll_of_its_record() {
+    /// The caller's poll of the record (`POLL` in `client/ctl/src/exec.rs`).
+    const RECORD_POLL: Duration = Duration::from_millis(250);
+    const EXECS: u32 = 10;
+    let s = setup("10m");
+    let ep = s.endpoints.as_str();
+    let warm = exec(ep, &["--on", "mac-1", "--", "true"]);
+    assert_eq!(warm.code, 0, "{warm:?}");
+    let started = Instant::now();
+    for _ in 0..EXECS {
+        let run = exec(ep, &["--on", "mac-1", "--", "true"]);
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    let took = started.elapsed();
+    assert!(
+        took < RECORD_POLL * EXECS,
+        "{EXECS} execs of `true` took {took:?}: the caller waits for a poll of the record"
+    );
+    drop(s);
+}
+
 #[test]
 fn exec_routes_streams_and_exits_with_the_remote_code() {
     let s = setup("10m");

@@ -44,14 +44,24 @@ impl Client {
         task_id: &str,
         expected_revision: Option<u64>,
     ) -> Result<ClaimTaskResponse, ClientError> {
-        self.claim(agent_id, task_id.to_owned(), expected_revision)
+        self.claim(agent_id, task_id.to_owned(), expected_revision, false)
             .await
     }
 
     /// Claims the best task this agent can run (priority, then age). `task` is `None` in the
     /// response when nothing is claimable.
     pub async fn claim_next(&self, agent_id: u64) -> Result<ClaimTaskResponse, ClientError> {
-        self.claim(agent_id, String::new(), None).await
+        self.claim(agent_id, String::new(), None, false).await
+    }
+
+    /// [`Client::claim_next`], and the task is started too, in the same write: it comes back
+    /// `Working`. A server older than this call answers with the task `Claimed`: start it
+    /// then ([`Client::start_task`]) before running it.
+    pub async fn claim_next_started(
+        &self,
+        agent_id: u64,
+    ) -> Result<ClaimTaskResponse, ClientError> {
+        self.claim(agent_id, String::new(), None, true).await
     }
 
     async fn claim(
@@ -59,6 +69,7 @@ impl Client {
         agent_id: u64,
         task_id: String,
         expected_revision: Option<u64>,
+        start: bool,
     ) -> Result<ClaimTaskResponse, ClientError> {
         self.mutate(Default::default(), |channel, header| {
             let request = ClaimTaskRequest {
@@ -66,6 +77,7 @@ impl Client {
                 agent_id,
                 task_id: task_id.clone(),
                 expected_revision,
+                start,
             };
             async move { TaskServiceClient::new(channel).claim(request).await }
         })
@@ -99,6 +111,32 @@ impl Client {
         claim_token: u64,
         result: TaskResult,
     ) -> Result<TaskUpdateResponse, ClientError> {
+        self.complete(task_id, agent_id, claim_token, result, false)
+            .await
+    }
+
+    /// [`Client::complete_task`], then claims the next task this agent can run, already
+    /// started, in the same write: it is `next` in the response (`None` when nothing is
+    /// claimable, or from a server older than this call). A refused completion claims nothing.
+    pub async fn complete_task_and_claim_next(
+        &self,
+        task_id: &str,
+        agent_id: u64,
+        claim_token: u64,
+        result: TaskResult,
+    ) -> Result<TaskUpdateResponse, ClientError> {
+        self.complete(task_id, agent_id, claim_token, result, true)
+            .await
+    }
+
+    async fn complete(
+        &self,
+        task_id: &str,
+        agent_id: u64,
+        claim_token: u64,
+        result: TaskResult,
+        claim_next: bool,
+    ) -> Result<TaskUpdateResponse, ClientError> {
         self.mutate(Default::default(), |channel, header| {
             let request = CompleteTaskRequest {
                 header: Some(header),
@@ -106,6 +144,7 @@ impl Client {
                 agent_id,
                 claim_token,
                 result: Some(result.clone()),
+                claim_next,
             };
             async move { TaskServiceClient::new(channel).complete(request).await }
         })

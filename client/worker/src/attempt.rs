@@ -4,6 +4,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use crate::repo::Repo;
 use crate::running;
 use crate::tail::{last_line, SUMMARY_MAX_BYTES};
 use percy_client::proto::{Task, TaskResult};
+use percy_client::TaskStatus;
 use percy_client::{Client, ClientError};
 
 /// How many times a result is reported when the cluster cannot be reached (each report
@@ -42,6 +44,18 @@ pub struct AttemptEnv {
     pub config: Arc<WorkerConfig>,
     pub inbox: PathBuf,
     pub repo: Option<Repo>,
+    /// Whether a completing attempt may claim the agent's next task in the same write
+    /// (`Client::complete_task_and_claim_next`): cleared when the incarnation stops claiming
+    /// (shutdown, expiry).
+    pub claiming: AtomicBool,
+}
+
+/// How an attempt ended, and the next task its completion claimed (already working) for the
+/// incarnation to run in its place.
+#[derive(Debug)]
+pub struct Finished {
+    pub outcome: AttemptOutcome,
+    pub next: Option<Task>,
 }
 
 /// How an attempt ended, from the worker's point of view.
@@ -61,11 +75,12 @@ pub async fn run_attempt(
     env: Arc<AttemptEnv>,
     task: Task,
     mut interrupt: watch::Receiver<Interrupt>,
-) -> AttemptOutcome {
+) -> Finished {
+    let mut next = None;
     let outcome = if task.requires.iter().any(|c| c == crate::EXEC_CAPABILITY) {
         crate::exec_attempt::run_exec(&env, &task, &mut interrupt).await
     } else {
-        attempt(&env, &task, &mut interrupt).await
+        attempt(&env, &task, &mut interrupt, &mut next).await
     };
     match &outcome {
         AttemptOutcome::Completed => {
@@ -81,21 +96,28 @@ pub async fn run_attempt(
             tracing::warn!(task_id = %task.id, "abandoned task: the agent expired");
         }
     }
-    outcome
+    Finished { outcome, next }
 }
 
+/// `next`: set to the task the completion claimed in the same write, if it did.
 async fn attempt(
     env: &AttemptEnv,
     task: &Task,
     interrupt: &mut watch::Receiver<Interrupt>,
+    next: &mut Option<Task>,
 ) -> AttemptOutcome {
     let token = task.claim_token;
-    match env.client.start_task(&task.id, env.agent_id, token).await {
-        Ok(_) => tracing::info!(task_id = %task.id, "working on task"),
-        Err(err) if err.is_refusal() => return AttemptOutcome::Lost(err.to_string()),
-        // The claim stands; complete/fail accept a claimed task too, so run it anyway.
-        Err(err) => {
-            tracing::warn!(task_id = %task.id, error = %err, "could not mark the task working")
+    if task.status() == TaskStatus::Working {
+        // Claimed and started in one write (`claim_next_started`, or a completion's claim).
+        tracing::info!(task_id = %task.id, "working on task");
+    } else {
+        match env.client.start_task(&task.id, env.agent_id, token).await {
+            Ok(_) => tracing::info!(task_id = %task.id, "working on task"),
+            Err(err) if err.is_refusal() => return AttemptOutcome::Lost(err.to_string()),
+            // The claim stands; complete/fail accept a claimed task too, so run it anyway.
+            Err(err) => {
+                tracing::warn!(task_id = %task.id, error = %err, "could not mark the task working")
+            }
         }
     }
 
@@ -148,7 +170,7 @@ async fn attempt(
                     return report_failure(env, task, &why).await;
                 }
             }
-            report_success(env, task, result).await
+            report_success(env, task, result, next).await
         }
         Err(error) => {
             if let (Some(repo), Some(worktree)) = (&env.repo, worktree) {
@@ -286,14 +308,36 @@ fn task_env(env: &AttemptEnv, task: &Task) -> Vec<(String, OsString)> {
     ]
 }
 
-async fn report_success(env: &AttemptEnv, task: &Task, result: TaskResult) -> AttemptOutcome {
+/// Completes the task; while the incarnation claims, the same write claims the agent's next
+/// task (already working), which lands in `next`: the task cycle is then one write, not three
+/// (claim, start, complete).
+async fn report_success(
+    env: &AttemptEnv,
+    task: &Task,
+    result: TaskResult,
+    next: &mut Option<Task>,
+) -> AttemptOutcome {
+    let claim_next = env.config.runs_tasks() && env.claiming.load(Ordering::SeqCst);
     let sent = report(|| {
-        env.client
-            .complete_task(&task.id, env.agent_id, task.claim_token, result.clone())
+        let (client, result) = (&env.client, result.clone());
+        async move {
+            if claim_next {
+                client
+                    .complete_task_and_claim_next(&task.id, env.agent_id, task.claim_token, result)
+                    .await
+            } else {
+                client
+                    .complete_task(&task.id, env.agent_id, task.claim_token, result)
+                    .await
+            }
+        }
     })
     .await;
     match sent {
-        Ok(()) => AttemptOutcome::Completed,
+        Ok(response) => {
+            *next = response.next;
+            AttemptOutcome::Completed
+        }
         Err(err) if err.is_refusal() => AttemptOutcome::Lost(err.to_string()),
         Err(err) => AttemptOutcome::Lost(format!("could not report completion: {err}")),
     }
@@ -306,7 +350,7 @@ async fn report_failure(env: &AttemptEnv, task: &Task, error: &str) -> AttemptOu
     })
     .await;
     match sent {
-        Ok(()) => AttemptOutcome::Failed(error.to_owned()),
+        Ok(_) => AttemptOutcome::Failed(error.to_owned()),
         Err(err) if err.is_refusal() => AttemptOutcome::Lost(err.to_string()),
         Err(err) => AttemptOutcome::Lost(format!("could not report failure ({error}): {err}")),
     }
@@ -315,7 +359,7 @@ async fn report_failure(env: &AttemptEnv, task: &Task, error: &str) -> AttemptOu
 /// Sends a report, trying again while the cluster is unreachable. A retry that finds the
 /// first one applied is refused as stale, which the caller reads as "lost": the only case
 /// where that is wrong is a lost answer to an applied report, and then the log says so.
-pub(crate) async fn report<T, F, Fut>(mut send: F) -> Result<(), ClientError>
+pub(crate) async fn report<T, F, Fut>(mut send: F) -> Result<T, ClientError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ClientError>>,
@@ -323,7 +367,7 @@ where
     let mut attempt = 1;
     loop {
         match send().await {
-            Ok(_) => return Ok(()),
+            Ok(answer) => return Ok(answer),
             Err(err) if err.is_refusal() || attempt >= REPORT_ATTEMPTS => return Err(err),
             Err(err) => {
                 tracing::warn!(error = %err, attempt, "could not report a task result; retrying");

@@ -147,7 +147,7 @@ pub async fn run_exec(
     })
     .await;
     match sent {
-        Ok(()) => AttemptOutcome::Completed,
+        Ok(_) => AttemptOutcome::Completed,
         Err(err) => AttemptOutcome::Lost(err.to_string()),
     }
 }
@@ -170,7 +170,7 @@ async fn fail(env: &AttemptEnv, task: &Task, error: &str) -> AttemptOutcome {
     })
     .await;
     match sent {
-        Ok(()) => AttemptOutcome::Failed(error.to_owned()),
+        Ok(_) => AttemptOutcome::Failed(error.to_owned()),
         Err(err) => AttemptOutcome::Lost(err.to_string()),
     }
 }

@@ -119,6 +119,11 @@ fn options(start_revision: u64) -> WatchOptions {
         kinds: vec![EntityKind::Task, EntityKind::Agent, EntityKind::Message],
         key_prefix: String::new(),
         initial_state: false,
+        // Only a task becoming ready can give this worker something to claim: filtered on the
+        // server, a worker is not sent every claim, start and completion of the cluster (at
+        // 64 workers that fan-out cost more than the task cycle itself). `classify` still
+        // checks the status, for servers that ignore the filter.
+        task_statuses: vec![TaskStatus::Ready],
     }
 }
 

@@ -6,6 +6,7 @@
 //! - shutdown: no more claims, running commands get the grace period, then are killed and
 //!   their tasks failed; the agent's locks are released and it deregisters.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tonic::Code;
 
-use crate::attempt::{run_attempt, AttemptEnv, AttemptOutcome, Interrupt};
+use crate::attempt::{run_attempt, AttemptEnv, AttemptOutcome, Finished, Interrupt};
 use crate::feed::{Feed, Wake};
 use crate::heartbeat::beat_until_expired;
 use crate::inbox::Inbox;
@@ -45,7 +46,7 @@ pub struct Incarnation {
     heartbeat_interval: Duration,
     feed: Feed,
     inbox: Inbox,
-    running: JoinSet<AttemptOutcome>,
+    running: JoinSet<Finished>,
     /// What `running` holds, as tasks and execs: reported with the heartbeats.
     counts: Arc<Running>,
     interrupt: watch::Sender<Interrupt>,
@@ -113,6 +114,8 @@ impl Incarnation {
                     "shutting down: no more claims; letting running tasks finish"
                 );
                 grace_deadline = Some(Instant::now() + grace);
+                // Completions stop claiming the next task too.
+                self.env.claiming.store(false, Ordering::SeqCst);
                 // Loops stop at once (gently), so another worker takes them over.
                 if let Some((_, stop)) = &self.loops {
                     stop.send_replace(LoopStop::Stop);
@@ -145,8 +148,22 @@ impl Incarnation {
                     }
                 },
                 Some(done) = self.running.join_next() => {
-                    summary.record(done);
-                    want_claim = true;
+                    match done {
+                        Ok(Finished { outcome, next }) => {
+                            summary.record(Ok(outcome));
+                            // The completion claimed this agent's next task in the same
+                            // write: it is ours and working, whatever else happened since
+                            // (even a shutdown: it then gets the grace period like any other).
+                            match next {
+                                Some(task) => self.spawn_attempt(task),
+                                None => want_claim = true,
+                            }
+                        }
+                        Err(panicked) => {
+                            summary.record(Err(panicked));
+                            want_claim = true;
+                        }
+                    }
                 }
                 _ = recheck.tick() => want_claim = true,
                 () = sleep_until_some(killing) => {
@@ -160,7 +177,8 @@ impl Incarnation {
     /// Claims tasks until the agent is full or nothing is claimable. `Err` when the agent
     /// turned out to be no longer active.
     async fn claim_while_room(&mut self) -> Result<(), String> {
-        let client = &self.env.client;
+        let env = self.env.clone();
+        let client = &env.client;
         let agent_id = self.agent.id;
         while self.running.len() < self.agent.max_concurrent.max(1) as usize {
             // A worker without a task command runs execs only: claim-next could hand it a
@@ -168,7 +186,8 @@ impl Incarnation {
             let claimed = if !self.env.config.runs_tasks() {
                 crate::exec_claim::claim_exec(client, &self.agent).await
             } else {
-                client.claim_next(agent_id).await
+                // Claimed and started in one write: the attempt runs it straight away.
+                client.claim_next_started(agent_id).await
             };
             match claimed {
                 Ok(response) => {
@@ -182,14 +201,7 @@ impl Incarnation {
                         claim_token = task.claim_token,
                         "claimed task"
                     );
-                    let counted = self
-                        .counts
-                        .enter(task.requires.iter().any(|c| c == EXEC_CAPABILITY));
-                    let attempt = run_attempt(self.env.clone(), task, self.interrupt.subscribe());
-                    self.running.spawn(async move {
-                        let _counted = counted;
-                        attempt.await
-                    });
+                    self.spawn_attempt(task);
                 }
                 // The cluster counts a task we no longer track (e.g. a report that was
                 // applied but whose answer was lost); the task finishes on its own terms.
@@ -219,6 +231,18 @@ impl Incarnation {
         Ok(())
     }
 
+    /// Runs an attempt at `task`, which this agent holds.
+    fn spawn_attempt(&mut self, task: percy_client::proto::Task) {
+        let counted = self
+            .counts
+            .enter(task.requires.iter().any(|c| c == EXEC_CAPABILITY));
+        let attempt = run_attempt(self.env.clone(), task, self.interrupt.subscribe());
+        self.running.spawn(async move {
+            let _counted = counted;
+            attempt.await
+        });
+    }
+
     /// The agent expired: kill what runs (its tokens are stale) and wait for it to stop.
     async fn expire(mut self, reason: String, summary: &mut WorkerSummary) -> IncarnationEnd {
         tracing::warn!(
@@ -227,10 +251,12 @@ impl Incarnation {
             running = self.running.len(),
             "the agent expired: stopping its work"
         );
+        self.env.claiming.store(false, Ordering::SeqCst);
         self.interrupt.send_replace(Interrupt::Expired);
         self.stop_loops(LoopStop::Expired).await;
+        // A task a late completion claimed is not run: its token is as stale as the rest.
         while let Some(done) = self.running.join_next().await {
-            summary.record(done);
+            summary.record(done.map(|finished| finished.outcome));
         }
         IncarnationEnd::Expired(reason)
     }

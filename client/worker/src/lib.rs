@@ -174,6 +174,7 @@ impl Worker {
                 config: self.config.clone(),
                 inbox: inbox.path().to_owned(),
                 repo: repo.clone(),
+                claiming: std::sync::atomic::AtomicBool::new(true),
             });
             if !registered.created {
                 // A live agent of our name: a previous run of this worker that died.

@@ -165,6 +165,7 @@ impl ExecService for ExecApi {
                         unblocked: cascade.unblocked,
                         cancelled: cascade.cancelled,
                     }),
+                    next: None,
                 }),
                 (other, _) => Err(unexpected(other)),
             }

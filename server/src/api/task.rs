@@ -33,6 +33,23 @@ async fn update(
                 unblocked: cascade.unblocked,
                 cancelled: cascade.cancelled,
             }),
+            next: None,
+        }),
+        (
+            Outcome::TaskCompletedClaimedNext {
+                task,
+                cascade,
+                next,
+            },
+            header,
+        ) => Ok(TaskUpdateResponse {
+            header,
+            task: Some(task_to_proto(&task)),
+            cascade: Some(Cascade {
+                unblocked: cascade.unblocked,
+                cancelled: cascade.cancelled,
+            }),
+            next: next.as_deref().map(task_to_proto),
         }),
         (other, _) => Err(unexpected(other)),
     }
@@ -81,8 +98,17 @@ impl TaskService for TaskApi {
                         "expected_revision needs a task_id (claim-next has nothing to compare)",
                     ));
                 }
-                Op::ClaimNext { agent_id }
+                if r.start {
+                    Op::ClaimNextStarted { agent_id }
+                } else {
+                    Op::ClaimNext { agent_id }
+                }
             } else {
+                if r.start {
+                    return Err(Status::invalid_argument(
+                        "start is for claim-next only (leave task_id empty), or start the claimed task with Start",
+                    ));
+                }
                 if let Some(expected) = r.expected_revision {
                     refuse_stale_claim(ctx, r.header.as_ref(), &r.task_id, expected)?;
                 }
@@ -127,11 +153,24 @@ impl TaskService for TaskApi {
         let ctx = &self.ctx;
         observe(ctx, "TaskService/Complete", async {
             let r = request.into_inner();
-            let op = Op::CompleteTask {
-                task_id: task_id(r.task_id)?,
-                agent_id: required_id(r.agent_id, "agent_id")?,
-                claim_token: required_id(r.claim_token, "claim_token")?,
-                result: r.result.map(task_result_from_proto).unwrap_or_default(),
+            let task_id = task_id(r.task_id)?;
+            let agent_id = required_id(r.agent_id, "agent_id")?;
+            let claim_token = required_id(r.claim_token, "claim_token")?;
+            let result = r.result.map(task_result_from_proto).unwrap_or_default();
+            let op = if r.claim_next {
+                Op::CompleteAndClaimNext {
+                    task_id,
+                    agent_id,
+                    claim_token,
+                    result,
+                }
+            } else {
+                Op::CompleteTask {
+                    task_id,
+                    agent_id,
+                    claim_token,
+                    result,
+                }
             };
             update(ctx, r.header.as_ref(), op).await
         })

@@ -82,6 +82,8 @@ fn agent_of(op: &Op) -> Option<AgentId> {
         Op::DeregisterAgent { agent_id }
         | Op::ClaimTask { agent_id, .. }
         | Op::ClaimNext { agent_id }
+        | Op::ClaimNextStarted { agent_id }
+        | Op::CompleteAndClaimNext { agent_id, .. }
         | Op::StartTask { agent_id, .. }
         | Op::CompleteTask { agent_id, .. }
         | Op::FailTask { agent_id, .. }

@@ -260,6 +260,7 @@ async fn claim_as(
         agent_id: body.agent_id,
         task_id,
         expected_revision: body.expected_revision,
+        start: false,
     };
     let answer = grpc(
         &ctx,
@@ -353,6 +354,7 @@ pub async fn complete(
             exit_code: b.exit_code,
             output_tail: b.output_tail,
         }),
+        claim_next: false,
     };
     let answer = grpc(
         &ctx,

@@ -68,9 +68,12 @@ impl StateMachine {
             )));
         }
         check_eligible(agent, task)?;
-        Ok(Outcome::TaskClaimed(Some(
-            self.grant_claim(ctx, seq, agent_id),
-        )))
+        Ok(Outcome::TaskClaimed(Some(self.grant_claim(
+            ctx,
+            seq,
+            agent_id,
+            TaskStatus::Claimed,
+        ))))
     }
 
     /// The best ready task this agent can run (highest priority, then oldest), found through the
@@ -80,9 +83,61 @@ impl StateMachine {
         let Some(seq) = self.tasks.ready_index().best_for(agent) else {
             return Ok(Outcome::TaskClaimed(None));
         };
-        Ok(Outcome::TaskClaimed(Some(
-            self.grant_claim(ctx, seq, agent_id),
-        )))
+        Ok(Outcome::TaskClaimed(Some(self.grant_claim(
+            ctx,
+            seq,
+            agent_id,
+            TaskStatus::Claimed,
+        ))))
+    }
+
+    /// Claim-next, with the task working at once (claim and start in one write): one event,
+    /// ready → working, under a claim token like any claim's.
+    pub(super) fn claim_next_started(&mut self, ctx: &mut Ctx, agent_id: AgentId) -> Response {
+        let agent = self.claiming_agent(agent_id)?;
+        let Some(seq) = self.tasks.ready_index().best_for(agent) else {
+            return Ok(Outcome::TaskClaimed(None));
+        };
+        Ok(Outcome::TaskClaimed(Some(self.grant_claim(
+            ctx,
+            seq,
+            agent_id,
+            TaskStatus::Working,
+        ))))
+    }
+
+    /// Completes a held task, then claims (started) the next one for the same agent. Every
+    /// check comes first: the completion's (the claim token), then the claim's (an active
+    /// agent; it has room, since the completion frees the slot the task held and an agent
+    /// never holds more than `max_concurrent`), so a refusal changes nothing.
+    pub(super) fn complete_and_claim_next(
+        &mut self,
+        ctx: &mut Ctx,
+        task_id: &str,
+        agent_id: AgentId,
+        claim_token: u64,
+        result: TaskResult,
+    ) -> Response {
+        self.held_task(task_id, agent_id, claim_token)?;
+        self.active_agent(agent_id)?;
+        let (task, cascade) =
+            match self.complete_task(ctx, task_id, agent_id, claim_token, result)? {
+                Outcome::TaskUpdated { task, cascade } => (task, cascade),
+                other => {
+                    return Err(CommandError::precondition(format!(
+                        "internal: completing {task_id} answered {other:?}"
+                    )))
+                }
+            };
+        let next = match self.claim_next_started(ctx, agent_id)? {
+            Outcome::TaskClaimed(next) => next.map(Box::new),
+            _ => None,
+        };
+        Ok(Outcome::TaskCompletedClaimedNext {
+            task,
+            cascade,
+            next,
+        })
     }
 
     /// An active agent with room for one more task.
@@ -98,9 +153,17 @@ impl StateMachine {
         Ok(agent)
     }
 
-    fn grant_claim(&mut self, ctx: &mut Ctx, seq: usize, agent_id: AgentId) -> Task {
+    /// Hands a ready task to `agent_id` under this revision's claim token; `status` is
+    /// `Claimed`, or `Working` for a claim that starts the task too.
+    fn grant_claim(
+        &mut self,
+        ctx: &mut Ctx,
+        seq: usize,
+        agent_id: AgentId,
+        status: TaskStatus,
+    ) -> Task {
         let task = self.tasks.update(seq, |task| {
-            task.status = TaskStatus::Claimed;
+            task.status = status;
             task.assignee = Some(agent_id);
             task.claim_token = Some(ctx.revision);
             task.attempts += 1;

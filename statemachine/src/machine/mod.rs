@@ -246,6 +246,13 @@ impl StateMachine {
                 expected_revision,
             } => self.claim_task(ctx, &task_id, agent_id, expected_revision),
             Op::ClaimNext { agent_id } => self.claim_next(ctx, agent_id),
+            Op::ClaimNextStarted { agent_id } => self.claim_next_started(ctx, agent_id),
+            Op::CompleteAndClaimNext {
+                task_id,
+                agent_id,
+                claim_token,
+                result,
+            } => self.complete_and_claim_next(ctx, &task_id, agent_id, claim_token, result),
             Op::StartTask {
                 task_id,
                 agent_id,

@@ -181,6 +181,7 @@ impl Worker {
                                     agent_id: agent,
                                     claim_token: token,
                                     result: Some(result_of(agent)),
+                                    claim_next: false,
                                 };
                                 service.complete(request).await
                             }
@@ -235,6 +236,7 @@ impl Worker {
                         agent_id: agent,
                         task_id: key.to_owned(),
                         expected_revision: None,
+                        start: false,
                     };
                     async move { TaskServiceClient::new(channel).claim(request).await }
                 })

@@ -65,6 +65,7 @@ impl WatchWorkload {
                 start_revision: next,
                 kinds: vec![EntityKind::Config],
                 key_prefix: PREFIX.to_owned(),
+                task_statuses: Vec::new(),
                 initial_state: false,
             });
             while let Some(item) = stream.next().await {

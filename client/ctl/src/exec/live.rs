@@ -5,8 +5,10 @@ use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use futures::StreamExt;
+use percy_client::proto::event::Value as EventValue;
 use percy_client::proto::{ExecChunk, TaskSpec};
-use percy_client::{Client, Consistency, TaskStatus};
+use percy_client::{Client, Consistency, EntityKind, Event, TaskStatus, WatchOptions};
 use percy_worker::{ExecRequest, EXEC_CAPABILITY};
 use tokio::sync::mpsc;
 
@@ -32,7 +34,7 @@ pub(super) async fn submit(
     planned: &Planned,
     options: &Options,
     relay: Option<String>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u64> {
     let request = ExecRequest {
         command: planned.command.clone(),
         cwd: options.cwd.clone(),
@@ -53,11 +55,11 @@ pub(super) async fn submit(
             .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         ..Default::default()
     };
-    client
+    let submitted = client
         .submit_task(spec)
         .await
         .context("submitting the exec")?;
-    Ok(())
+    Ok(submitted.header.map_or(0, |h| h.revision))
 }
 
 /// How live output lines are written.
@@ -81,10 +83,10 @@ pub(super) async fn run_one(
         .attach_exec(&id)
         .await
         .context("attaching to the exec's output")?;
-    submit(client, &id, planned, options, Some(relay.clone())).await?;
+    let submitted = submit(client, &id, planned, options, Some(relay.clone())).await?;
     let (done_tx, done_rx) = mpsc::channel::<Result<(), String>>(1);
     let pump = tokio::spawn(pump(stream, prefix, done_tx));
-    wait_for_end(client, &id, pump, done_rx, &relay).await
+    wait_for_end(client, &id, submitted, pump, done_rx, &relay).await
 }
 
 /// Copies the live chunks to stdout/stderr until the publisher's eof; says on `done` how
@@ -156,9 +158,14 @@ pub(super) fn write_to(to_stderr: bool, data: &[u8]) -> std::io::Result<()> {
 
 /// Waits until the exec's record says it ended (Ctrl-C cancels it), lets the live output
 /// finish, and turns the record into an exit code.
+///
+/// The end is seen on a watch of the exec's task from the revision that submitted it (0 =
+/// from now), so the caller returns as soon as the executor reported, not at the next look
+/// at the record; the record is still read every [`POLL`] as a safety net.
 pub(super) async fn wait_for_end(
     client: &Client,
     id: &str,
+    submitted: u64,
     pump: tokio::task::JoinHandle<()>,
     mut done: mpsc::Receiver<Result<(), String>>,
     relay: &str,
@@ -167,6 +174,18 @@ pub(super) async fn wait_for_end(
     let mut cancelling = false;
     let mut stream_end: Option<Result<(), String>> = None;
     let mut tick = tokio::time::interval(POLL);
+    let mut ends = client.watch(WatchOptions {
+        start_revision: submitted,
+        kinds: vec![EntityKind::Task],
+        key_prefix: id.to_owned(),
+        task_statuses: vec![
+            TaskStatus::Completed,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ],
+        initial_state: false,
+    });
+    let mut watching = true;
     let task = loop {
         tokio::select! {
             _ = &mut ctrl_c, if !cancelling => {
@@ -177,6 +196,16 @@ pub(super) async fn wait_for_end(
             end = done.recv(), if stream_end.is_none() => {
                 stream_end = Some(end.unwrap_or(Ok(())));
             }
+            event = ends.next(), if watching => match event {
+                Some(Ok(Event { key, value: Some(EventValue::Task(task)), .. }))
+                    if key == id && TaskStatus::try_from(task.status).is_ok_and(is_terminal) =>
+                {
+                    break task;
+                }
+                Some(Ok(_)) => {}
+                // The watch gave up (compacted, no node for a while): the poll goes on.
+                Some(Err(_)) | None => watching = false,
+            },
             _ = tick.tick() => {
                 let reply = client.get_task(id, Consistency::Linearizable).await
                     .with_context(|| format!("waiting for exec {id}"))?;

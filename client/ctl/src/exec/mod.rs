@@ -33,7 +33,8 @@ use crate::{args, Ctx};
 pub const EXIT_CANCELLED: u8 = 130;
 /// Exit code of an exec that could not run or was lost (as `ssh` reports its own failures).
 pub const EXIT_LOST: u8 = 255;
-/// How often the caller looks at the exec's record while it runs.
+/// How often the caller reads the exec's record while it runs, besides watching it for the
+/// end (a safety net under the watch).
 const POLL: Duration = Duration::from_millis(250);
 /// How long to wait for the last live chunks once the record says the exec ended.
 const DRAIN_AFTER_END: Duration = Duration::from_secs(5);

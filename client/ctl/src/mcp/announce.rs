@@ -48,6 +48,7 @@ pub async fn announce_messages(
             start_revision: next_revision,
             kinds: vec![EntityKind::Message],
             key_prefix: String::new(),
+            task_statuses: Vec::new(),
             initial_state: false,
         });
         while let Some(item) = events.next().await {

@@ -2,6 +2,7 @@
 //! invariants after every apply.
 
 mod agents;
+mod claim_started;
 mod config_definitions_messages;
 mod locks;
 mod machine;

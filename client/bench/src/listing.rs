@@ -156,7 +156,16 @@ pub async fn run(env: &Env) -> Result<ListingReport> {
     }
 
     let (_, leader_addr) = leader_of_with(&env.endpoints, &env.security).await?;
-    let lister = env.client_for(&leader_addr).await?;
+    let lister_endpoints = {
+        let mut endpoints = env.endpoints.clone();
+        if let Some(i) = endpoints
+            .iter()
+            .position(|e| super::same_addr(e, &leader_addr))
+        {
+            endpoints.rotate_left(i);
+        }
+        endpoints
+    };
     tokio::time::sleep(env.args.warmup()).await;
 
     env.progress.say("listing: writes while idle".into());
@@ -168,25 +177,36 @@ pub async fn run(env: &Env) -> Result<ListingReport> {
     phase.store(PHASE_LISTING, Ordering::SeqCst);
     let listing_start = CpuSample::take(&env.server_pids, env.leader_pid);
     let started = Instant::now();
-    let prefix = task_id_prefix(&env.run_id);
-    let mut passes = Vec::new();
-    let listed = async {
-        loop {
-            for consistency in [Consistency::Linearizable, Consistency::Serializable] {
-                env.progress.say(format!(
-                    "listing: pass {} ({consistency:?}), {:.0}s / {:?}",
-                    passes.len() + 1,
-                    started.elapsed().as_secs_f64(),
-                    env.args.duration
-                ));
-                passes.push(list_all(&lister, consistency, &prefix, tasks).await?);
-            }
-            if started.elapsed() >= env.args.duration {
-                return Ok::<_, anyhow::Error>(());
-            }
-        }
-    }
-    .await;
+    env.progress
+        .say("listing: paging through every task".into());
+    // The lister runs on an OS thread and runtime of its own: decoding pages of 10,000 tasks
+    // on the writers' runtime would delay their answers and count as write latency.
+    let listing = ListingJob {
+        endpoints: lister_endpoints,
+        retry: env
+            .retry
+            .with_deadline(env.args.op_timeout.max(env.retry.deadline)),
+        security: env.security.clone(),
+        prefix: task_id_prefix(&env.run_id),
+        tasks,
+        at_least: env.args.duration,
+    };
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("lister".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("start the lister's runtime")
+                .and_then(|runtime| runtime.block_on(listing.run()));
+            let _ = done_tx.send(result);
+        })
+        .context("start the lister thread")?;
+    let listed = done_rx
+        .await
+        .map_err(|_| anyhow!("the lister thread died"))
+        .and_then(|r| r);
     let listing_s = started.elapsed().as_secs_f64();
     let listing_end = CpuSample::take(&env.server_pids, env.leader_pid);
     phase.store(PHASE_DONE, Ordering::SeqCst);
@@ -194,7 +214,7 @@ pub async fn run(env: &Env) -> Result<ListingReport> {
     for handle in handles {
         results.push(handle.await?);
     }
-    listed?;
+    let passes = listed?;
 
     let idle_cpu = CpuUsage::between(&idle_start, &idle_end);
     let listing_cpu = CpuUsage::between(&listing_start, &listing_end);
@@ -325,6 +345,34 @@ fn latency(
         max_ms: ms(all.max()),
         errors,
     })
+}
+
+/// Full listings, linearizable and serializable in turn, until `at_least` has passed.
+struct ListingJob {
+    endpoints: Vec<String>,
+    retry: percy_client::RetryPolicy,
+    security: percy_client::Security,
+    prefix: String,
+    tasks: usize,
+    at_least: Duration,
+}
+
+impl ListingJob {
+    async fn run(self) -> Result<Vec<Pass>> {
+        let client = Client::connect_secure(&self.endpoints, self.retry, &self.security)
+            .await
+            .context("connect the lister")?;
+        let started = Instant::now();
+        let mut passes = Vec::new();
+        loop {
+            for consistency in [Consistency::Linearizable, Consistency::Serializable] {
+                passes.push(list_all(&client, consistency, &self.prefix, self.tasks).await?);
+            }
+            if started.elapsed() >= self.at_least {
+                return Ok(passes);
+            }
+        }
+    }
 }
 
 /// Pages through every task with the largest page; counts how often each of the run's

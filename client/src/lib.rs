@@ -31,6 +31,7 @@ pub use error::ClientError;
 pub use keep_alive::KeepAlive;
 pub use percy_proto::backup;
 pub use percy_proto::code_name;
+pub use percy_proto::paging;
 pub use percy_proto::v1 as proto;
 pub use percy_proto::v1::{Consistency, EntityKind, Event, LockMode, TaskStatus};
 pub use retry::RetryPolicy;

@@ -8,6 +8,9 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use std::sync::Arc;
+
+use crate::storage::{AppliedEntries, EntryKind};
 use crate::types::{NodeId, Raft};
 
 /// Latency buckets (seconds): from a local read to a slow cross-node commit.
@@ -46,6 +49,9 @@ pub struct Metrics {
     snapshot_index: IntGauge,
     pub tracked_agents: IntGauge,
     pub watchers: IntGauge,
+    /// Log entries applied by kind, from the state machine store's tally at scrape time.
+    applied_entries: IntCounterVec,
+    applied_tally: Arc<AppliedEntries>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +59,8 @@ pub struct Metrics {
 pub struct MetricsError(#[from] prometheus::Error);
 
 impl Metrics {
-    pub fn new() -> Result<Self, MetricsError> {
+    /// `applied`: the state machine store's tally of applied entries.
+    pub fn new(applied: Arc<AppliedEntries>) -> Result<Self, MetricsError> {
         let registry = Registry::new_custom(Some("percy".into()), None)?;
         let requests = IntCounterVec::new(
             Opts::new("requests_total", "gRPC requests by method and status code"),
@@ -137,6 +144,16 @@ impl Metrics {
                 "Agents in the leader's heartbeat table",
             )?,
             watchers: gauge("watch_streams", "Open watch streams")?,
+            applied_entries: IntCounterVec::new(
+                Opts::new(
+                    "raft_applied_entries_total",
+                    "Log entries applied since the process started, by kind: blank (a new \
+                     leader's), membership, checkpoint (liveness checkpoints and ticks), expiry \
+                     (agent expiries), other (client writes)",
+                ),
+                &["kind"],
+            )?,
+            applied_tally: applied,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -156,6 +173,7 @@ impl Metrics {
             .register(Box::new(m.read_index_by_heartbeats.clone()))?;
         m.registry.register(Box::new(m.riders_joined.clone()))?;
         m.registry.register(Box::new(m.riders_alone.clone()))?;
+        m.registry.register(Box::new(m.applied_entries.clone()))?;
         for g in [
             &m.term,
             &m.leader,
@@ -205,6 +223,11 @@ impl Metrics {
         self.snapshot_index
             .set(m.snapshot.map(|l| l.index).unwrap_or(0) as i64);
         self.commit_index.set(commit_index(&m) as i64);
+        for kind in EntryKind::ALL {
+            let counter = self.applied_entries.with_label_values(&[kind.label()]);
+            // A counter only goes up: add what the tally gained since the last scrape.
+            counter.inc_by(self.applied_tally.get(kind).saturating_sub(counter.get()));
+        }
     }
 }
 

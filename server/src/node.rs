@@ -151,6 +151,7 @@ impl Node {
             sm_store.lock_wakeups(),
         );
         let snapshot_revision = sm_store.snapshot_revision();
+        let applied_entries = sm_store.applied_entries();
         let durable = log_store.durable_log();
         let commit_gate = CommitGate::new(durable.clone());
         // Raft::new takes the store; this handle subscribes to its changes afterwards.
@@ -204,7 +205,7 @@ impl Node {
         }
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let metrics = Metrics::new()?;
+        let metrics = Metrics::new(applied_entries)?;
         let (batcher, batching) = Batcher::start(raft.clone(), metrics.clone());
         let ctx = Arc::new(NodeContext {
             node_id: config.node_id,

@@ -784,3 +784,143 @@ async fn a_data_dir_of_another_cluster_is_refused() {
     put_key(&first, "after").await;
     serves(cluster.node(3), "after").await;
 }
+
+/// Agents that beat on time are never expired across a leader change: 200 agents with a TTL of
+/// 3 s heartbeat every 500 ms, spread over the three nodes (followers relay to the leader),
+/// while the leader is killed with SIGKILL and restarted once a new leader is elected. Every
+/// agent must still be active afterwards and no beat may be told to register again. The new
+/// leader knows nothing of the beats the old one saw: without its grace (an agent it has not
+/// heard from yet counts as seen when it took over) it would expire them all at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_beating_on_time_are_not_expired_across_a_leader_kill() {
+    const AGENTS: usize = 200;
+    const TTL_MS: u64 = 3_000;
+    const BEAT_EVERY: Duration = Duration::from_millis(500);
+    /// Beating after the new leader is elected: well past a TTL, so a missed beat would show.
+    const AFTER_ELECTION: Duration = Duration::from_secs(8);
+
+    let mut cluster = ProcCluster::start(3).await;
+    let leader = cluster.leader(&[1, 2, 3]).await;
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+    let mut agents = Vec::with_capacity(AGENTS);
+    let registry = AgentServiceClient::new(channel(&addrs[0]).await);
+    for i in 0..AGENTS {
+        let agent = eventually("register an agent", SETTLE, || {
+            let mut registry = registry.clone();
+            async move {
+                registry
+                    .register(RegisterAgentRequest {
+                        name: format!("steady-{i}"),
+                        node: "test".into(),
+                        ttl_ms: TTL_MS,
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+        agents.push(agent.into_inner().agent.unwrap().id);
+    }
+
+    // Each agent beats through node (i mod 3), moving on to the next node when its node does
+    // not answer, as a client does.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut channels = Vec::with_capacity(addrs.len());
+    for addr in &addrs {
+        channels.push(channel(addr).await);
+    }
+    let beating = {
+        let (agents, stop) = (agents.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut must_reregister = Vec::new();
+            let mut answered = 0usize;
+            let mut ticker = tokio::time::interval(BEAT_EVERY);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                ticker.tick().await;
+                let round = agents.iter().enumerate().map(|(i, agent)| {
+                    let channels = channels.clone();
+                    async move {
+                        for attempt in 0..channels.len() {
+                            let node = channels[(i + attempt) % channels.len()].clone();
+                            let beat = async {
+                                AgentServiceClient::new(node)
+                                    .heartbeat(HeartbeatRequest {
+                                        header: None,
+                                        agent_id: *agent,
+                                        load: None,
+                                    })
+                                    .await
+                            };
+                            if let Ok(Ok(reply)) =
+                                tokio::time::timeout(Duration::from_secs(1), beat).await
+                            {
+                                return Some((*agent, reply.into_inner().must_reregister));
+                            }
+                        }
+                        None
+                    }
+                });
+                for (agent, must) in futures::future::join_all(round).await.into_iter().flatten() {
+                    answered += 1;
+                    if must {
+                        must_reregister.push(agent);
+                    }
+                }
+            }
+            (answered, must_reregister)
+        })
+    };
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.node(leader).kill();
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let new_leader = cluster.leader(&others).await;
+    cluster.node(leader).restart();
+    tokio::time::sleep(AFTER_ELECTION).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (answered, must_reregister) = beating.await.unwrap();
+    assert!(
+        answered >= AGENTS * 10,
+        "the heartbeats got through ({answered} answered)"
+    );
+    assert!(
+        must_reregister.is_empty(),
+        "agents beating on time were told to register again: {must_reregister:?}"
+    );
+    let leader_addr = cluster.node(new_leader).addr.clone();
+    let listed = eventually("the agents, from the new leader", SETTLE, || {
+        let addr = leader_addr.clone();
+        async move {
+            AgentServiceClient::new(channel(&addr).await)
+                .list(ListAgentsRequest {
+                    include_inactive: true,
+                    limit: 1_000,
+                    ..Default::default()
+                })
+                .await
+                .ok()
+        }
+    })
+    .await
+    .into_inner();
+    let expired: Vec<u64> = listed
+        .agents
+        .iter()
+        .filter(|a| agents.contains(&a.id) && a.status != AgentStatus::Active as i32)
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(
+        listed
+            .agents
+            .iter()
+            .filter(|a| agents.contains(&a.id))
+            .count(),
+        AGENTS
+    );
+    assert!(
+        expired.is_empty(),
+        "{} agents beating on time were expired across the leader change: {expired:?}",
+        expired.len()
+    );
+}

@@ -11,6 +11,7 @@
 mod cas;
 mod claim;
 mod heartbeat;
+mod listing;
 mod local_cluster;
 mod lock;
 mod pipeline;
@@ -40,10 +41,14 @@ const DEFAULT_WARMUP: Duration = Duration::from_secs(1);
 const DEFAULT_CLIENTS: usize = 64;
 /// The lock workload's default: the anchor's etcd-lock headline uses 16 contenders.
 const DEFAULT_LOCK_CLIENTS: usize = 16;
+/// The listing workload's writers: a few, so that their latency shows stalls, not queueing.
+const DEFAULT_LISTING_CLIENTS: usize = 4;
 /// How long a local cluster may take to elect a leader.
 const LOCAL_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Progress line refresh.
 const PROGRESS_TICK: Duration = Duration::from_millis(250);
+/// How long reading a node's `/metrics` may take.
+const METRICS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Per-operation budget in the measured loop (the client retries inside it).
 const DEFAULT_OP_TIMEOUT: &str = "30s";
 
@@ -63,6 +68,10 @@ pub enum Workload {
     Heartbeat,
     /// Load tasks, kill -9 a node, restart it, time until it serves linearizable reads again.
     Restart,
+    /// Load --tasks tasks, then compare-and-set write latency idle vs while one client pages
+    /// through all tasks (linearizable and serializable), with pages/s and a check that the
+    /// listing saw every task exactly once.
+    Listing,
     /// --workers worker runtimes take --tasks tasks through claim → start → complete (in
     /// process, or with --exec / --git); tasks per second from submission to the last.
     Pipeline,
@@ -79,6 +88,7 @@ impl Workload {
             Workload::Heartbeat => "heartbeat",
             Workload::Restart => "restart",
             Workload::Pipeline => "pipeline",
+            Workload::Listing => "listing",
         }
     }
 
@@ -121,7 +131,7 @@ pub struct Args {
     /// Warmup before the window (default 1s; 0 for the claim workloads).
     #[arg(long, value_parser = duration)]
     pub warmup: Option<Duration>,
-    /// Tasks submitted before the claim workloads (and loaded by `restart`).
+    /// Tasks submitted before the claim workloads (and loaded by `restart` and `listing`).
     #[arg(long, default_value_t = 100_000)]
     pub tasks: usize,
     /// Tasks per plan when submitting.
@@ -156,6 +166,10 @@ pub struct Args {
     /// keep-alive stream (what the worker runtime uses).
     #[arg(long)]
     pub unary_heartbeats: bool,
+    /// Heartbeat workload (with --local): this far into the measured window, kill -9 the
+    /// leader, wait for the others to elect a new one, then restart the killed node.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub leader_change_at: Option<Duration>,
     /// Heartbeat workload: TTL the agents register with.
     #[arg(long, default_value = "60s", value_parser = duration)]
     pub agent_ttl: Duration,
@@ -211,6 +225,7 @@ impl Args {
         match self.workload {
             Workload::Heartbeat => self.connections.max(1),
             Workload::Lock => self.clients.unwrap_or(DEFAULT_LOCK_CLIENTS),
+            Workload::Listing => self.clients.unwrap_or(DEFAULT_LISTING_CLIENTS),
             _ => self.clients.unwrap_or(DEFAULT_CLIENTS),
         }
     }
@@ -304,7 +319,7 @@ async fn bench(
             Workload::Cas => cas::run(&env).await?,
             Workload::Lock => lock::run(&env).await?,
             Workload::Read => read::run(&env).await?,
-            Workload::Heartbeat => heartbeat::run(&env).await?,
+            Workload::Heartbeat => heartbeat::run(&env, cluster.as_mut()).await?,
             Workload::Restart => {
                 let cluster = cluster.as_mut().ok_or_else(|| {
                     anyhow!("bench restart needs --local N (it kills and restarts a node)")
@@ -312,6 +327,7 @@ async fn bench(
                 return Ok(Printable::Restart(restart::run(&env, cluster).await?));
             }
             Workload::Pipeline => return Ok(Printable::Pipeline(pipeline::run(&env).await?)),
+            Workload::Listing => return Ok(Printable::Listing(listing::run(&env).await?)),
         };
         let leader = env.leader_endpoint().await.unwrap_or_else(|_| "?".into());
         Ok(Printable::Bench(Report::build(
@@ -333,6 +349,7 @@ pub enum Printable {
     Bench(Report),
     Restart(restart::RestartReport),
     Pipeline(pipeline::PipelineReport),
+    Listing(listing::ListingReport),
 }
 
 impl Printable {
@@ -342,6 +359,7 @@ impl Printable {
             Printable::Bench(report) => serde_json::to_string(report)?,
             Printable::Restart(report) => serde_json::to_string(report)?,
             Printable::Pipeline(report) => serde_json::to_string(report)?,
+            Printable::Listing(report) => serde_json::to_string(report)?,
         })
     }
 
@@ -351,6 +369,7 @@ impl Printable {
             Printable::Bench(report) => Ok(report.table()),
             Printable::Restart(report) => report.table(),
             Printable::Pipeline(report) => report.table(),
+            Printable::Listing(report) => report.table(),
         }
     }
 }
@@ -463,6 +482,16 @@ impl Env {
         Ok(clients)
     }
 
+    /// A client whose preferred endpoint is `endpoint` (the others follow).
+    pub async fn client_for(&self, endpoint: &str) -> Result<Client> {
+        let i = self
+            .endpoints
+            .iter()
+            .position(|e| same_addr(e, endpoint))
+            .unwrap_or(0);
+        self.client(i).await
+    }
+
     pub fn window(&self) -> Window {
         Window::new(self.args.warmup(), self.args.duration)
     }
@@ -541,6 +570,39 @@ pub async fn leader_of_with(endpoints: &[String], security: &Security) -> Result
         return Ok((status.leader_id, addr));
     }
     Err(last_error)
+}
+
+/// The Prometheus text a node serves at `GET /metrics` (plain HTTP on its one port).
+pub async fn node_metrics(endpoint: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = endpoint
+        .split("://")
+        .last()
+        .unwrap_or(endpoint)
+        .trim_end_matches('/');
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(host).await?;
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = tokio::time::timeout(METRICS_TIMEOUT, fetch)
+        .await
+        .map_err(|_| anyhow!("GET {host}/metrics timed out"))?
+        .with_context(|| format!("GET {host}/metrics"))?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("GET {host}/metrics: not an HTTP answer"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!(
+            "GET {host}/metrics: {}",
+            head.lines().next().unwrap_or_default()
+        );
+    }
+    Ok(body.to_owned())
 }
 
 /// `http://127.0.0.1:1` and `127.0.0.1:1` are the same endpoint.

@@ -38,6 +38,10 @@ impl Window {
         Instant::now() >= self.end
     }
 
+    pub fn length(&self) -> Duration {
+        self.end - self.measure_start
+    }
+
     pub fn measured(&self, t: Instant) -> bool {
         t >= self.measure_start && t < self.end
     }
@@ -239,6 +243,24 @@ impl CpuUsage {
             machine_busy_pct: pct(b_m.busy, a_m.busy),
             machine_steal_pct: pct(b_m.steal, a_m.steal),
             wall_s: (b.at - a.at).as_secs_f64(),
+        }
+    }
+}
+
+impl CpuUsage {
+    /// Two stretches of a run (a window with a gap in it) as one: times add up, machine
+    /// shares are weighted by each stretch's length.
+    pub fn plus(&self, other: &CpuUsage) -> CpuUsage {
+        let wall_s = self.wall_s + other.wall_s;
+        let weighted =
+            |a: f64, b: f64| (a * self.wall_s + b * other.wall_s) / wall_s.max(f64::MIN_POSITIVE);
+        CpuUsage {
+            server_s: self.server_s + other.server_s,
+            leader_s: self.leader_s + other.leader_s,
+            bench_s: self.bench_s + other.bench_s,
+            machine_busy_pct: weighted(self.machine_busy_pct, other.machine_busy_pct),
+            machine_steal_pct: weighted(self.machine_steal_pct, other.machine_steal_pct),
+            wall_s,
         }
     }
 }

@@ -221,6 +221,31 @@ impl Client {
         .await
     }
 
+    /// One page of the tasks `filter` selects (`filter.limit` ignored): up to `page_size`
+    /// tasks (0: the server's default) from where `page_token` says (empty: the first), and
+    /// the token of the next page (empty after the last). For a caller that pages itself,
+    /// e.g. to process a listing too big to hold; [`Client::list_tasks`] follows every page.
+    pub async fn list_tasks_page(
+        &self,
+        filter: &TaskFilter,
+        page_size: u32,
+        page_token: &str,
+        consistency: Consistency,
+    ) -> Result<ListTasksResponse, ClientError> {
+        self.read(consistency, |channel, header| {
+            let request = ListTasksRequest {
+                header: Some(header),
+                status: filter.status.unwrap_or(TaskStatus::Unspecified) as i32,
+                plan_id: filter.plan_id.clone().unwrap_or_default(),
+                assignee: filter.assignee.unwrap_or(0),
+                limit: page_size,
+                page_token: page_token.to_owned(),
+            };
+            async move { TaskServiceClient::new(channel).list(request).await }
+        })
+        .await
+    }
+
     /// Every task `filter` selects (up to `filter.limit`), following the server's pages. Each
     /// page is its own read, so the list is not one snapshot: a task that changes meanwhile
     /// may be missed or listed twice by a status filter. The header is the last page's.

@@ -261,14 +261,20 @@ impl TaskService for TaskApi {
                 assignee: crate::convert::non_zero(r.assignee),
                 limit: 0,
             };
-            // Only clones under the state lock (which apply waits for); protos are built after.
-            let ((tasks, next), header) = read(ctx, r.header.as_ref(), |sm| {
-                let page = sm.tasks_page(&filter, from, page_size);
-                let tasks: Vec<percy_statemachine::Task> =
-                    page.tasks.into_iter().cloned().collect();
-                (tasks, page.next)
+            let ((mut tasks, mut next), header) = read(ctx, r.header.as_ref(), |sm| {
+                copy_tasks(sm, &filter, from, page_size.min(paging::LOCKED_CHUNK))
             })
             .await?;
+            // The rest of the page in more chunks, each under the lock again: apply (which
+            // takes it to write) gets in between, instead of waiting while a whole page of
+            // 10,000 tasks is copied. Tasks are never removed, so positions stay valid; like
+            // consecutive pages, the chunks are not one snapshot.
+            while let Some(position) = next.filter(|_| tasks.len() < page_size) {
+                let want = (page_size - tasks.len()).min(paging::LOCKED_CHUNK);
+                let (more, after) = ctx.state.read(|sm| copy_tasks(sm, &filter, position, want));
+                tasks.extend(more);
+                next = after;
+            }
             Ok(ListTasksResponse {
                 header,
                 tasks: tasks.iter().map(task_to_proto).collect(),
@@ -277,6 +283,18 @@ impl TaskService for TaskApi {
         })
         .await
     }
+}
+
+/// Up to `count` tasks `filter` selects from position `from`, cloned (under the state lock:
+/// nothing else), and where the listing continues when they filled the count.
+fn copy_tasks(
+    sm: &percy_statemachine::StateMachine,
+    filter: &TaskFilter,
+    from: usize,
+    count: usize,
+) -> (Vec<percy_statemachine::Task>, Option<usize>) {
+    let page = sm.tasks_page(filter, from, count);
+    (page.tasks.into_iter().cloned().collect(), page.next)
 }
 
 /// A compare-and-swap claim this replica already knows to be lost is refused without a Raft

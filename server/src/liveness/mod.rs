@@ -12,6 +12,7 @@
 //! wall clock for expiry decisions (only for the checkpoint values and `Tick` timing). The
 //! decisions themselves are pure functions in `table.rs`, tested with logical time.
 
+mod id_hasher;
 mod table;
 
 use std::sync::Mutex;
@@ -229,9 +230,10 @@ fn lead_term(ctx: &NodeContext) -> bool {
 }
 
 async fn expire_silent(ctx: &NodeContext) {
+    // Straight from the registry's iterator: with 100,000 agents, five passes a second, an
+    // intermediate list of every agent showed in the leader's profile.
     let active: Vec<(AgentId, u64)> = ctx.state.read(|sm| {
-        sm.agents()
-            .into_iter()
+        sm.agents_after(None)
             .filter(|a| a.status == AgentStatus::Active)
             .map(|a| (a.id, a.ttl_ms))
             .collect()

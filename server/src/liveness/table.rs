@@ -2,10 +2,11 @@
 //! the state machine's view of the agents and the (monotonic) time passed in. No clock, no
 //! network, no Raft: the monitor in `mod.rs` reads those and acts on what this decides.
 
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use percy_statemachine::{AgentId, AgentLoad};
+
+use super::id_hasher::{IdMap, IdSet};
 
 /// The leader-local table: when each active agent last beat, in the term it is valid for.
 #[derive(Debug, Default)]
@@ -13,14 +14,14 @@ pub struct Table {
     /// Term in which this node leads and the table is valid; `None` while not leading.
     term: Option<u64>,
     /// One entry per active agent (a pass drops the others).
-    seen: HashMap<AgentId, Seen>,
+    seen: IdMap<Seen>,
     /// Agents whose expiry has been proposed and not yet applied.
-    expiring: HashSet<AgentId>,
+    expiring: IdSet,
     /// The load each agent last reported. Kept across a new term of this node's leadership
     /// (a load is a report, not a liveness decision: the heartbeats that reached this node
     /// before its monitor noticed the term must not be lost), dropped when it stops leading
     /// and for agents no longer active.
-    loads: HashMap<AgentId, ReportedLoad>,
+    loads: IdMap<ReportedLoad>,
     /// Number of the latest pass over the active agents.
     pass: u64,
 }

@@ -23,6 +23,7 @@
 //! if !raft.is_initialized().await? { /* bootstrap */ }
 //! ```
 
+mod applied_entries;
 mod codec;
 mod db;
 mod dir_sync;
@@ -43,6 +44,7 @@ use std::path::Path;
 
 use crate::types::NodeId;
 
+pub use applied_entries::{AppliedEntries, EntryKind};
 pub use db::{DB_DIR_NAME, STORAGE_FORMAT_VERSION};
 pub use durable_log::{DurableLog, NotDurable, Watermark};
 pub use error::StorageError;

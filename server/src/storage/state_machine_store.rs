@@ -18,6 +18,7 @@ use parking_lot::{Mutex, RwLock};
 use percy_statemachine::StateMachine;
 use tokio::sync::{broadcast, watch};
 
+use crate::storage::applied_entries::{AppliedEntries, EntryKind};
 use crate::storage::db::Database;
 use crate::storage::durable_log::DurableLog;
 use crate::storage::error::{to_raft, RaftStorageError, StorageError};
@@ -60,6 +61,8 @@ struct Shared {
     /// The state machine revision of the newest snapshot built or installed here (of the
     /// restored one at start): the snapshot policy counts commands from it.
     snapshot_revision: Arc<AtomicU64>,
+    /// Entries applied, by kind (for `/metrics`).
+    applied_entries: Arc<AppliedEntries>,
 }
 
 /// Where in the log the state is.
@@ -100,6 +103,7 @@ impl StateMachineStore {
                 snapshot_write: tokio::sync::Mutex::new(()),
                 snapshot_seq: AtomicU64::new(0),
                 snapshot_revision,
+                applied_entries: Arc::default(),
             }),
         })
     }
@@ -123,6 +127,11 @@ impl StateMachineStore {
     /// The state machine revision of the newest snapshot this node built or installed.
     pub fn snapshot_revision(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.shared.snapshot_revision)
+    }
+
+    /// Entries this node applied since it started, by kind.
+    pub fn applied_entries(&self) -> Arc<AppliedEntries> {
+        Arc::clone(&self.shared.applied_entries)
     }
 
     /// Wake-ups for callers waiting on a queued lock request.
@@ -149,6 +158,7 @@ impl Shared {
     fn apply_one(&self, entry: Entry) -> ApplyResult {
         let mut changes = Vec::new();
         let mut resolved_lock_waiters = Vec::new();
+        self.applied_entries.count(EntryKind::of(&entry.payload));
         let (result, watched) = {
             let mut state = self.state.write();
             let mut position = self.position.lock();

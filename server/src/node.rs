@@ -150,7 +150,7 @@ impl Node {
             sm_store.applied_revision(),
             sm_store.lock_wakeups(),
         );
-        let snapshot_revision = sm_store.snapshot_revision();
+        let snapshot_point = sm_store.snapshot_point();
         let applied_entries = sm_store.applied_entries();
         let durable = log_store.durable_log();
         let commit_gate = CommitGate::new(durable.clone());
@@ -231,7 +231,7 @@ impl Node {
             tokio::spawn(snapshot_policy::run(
                 ctx.raft.clone(),
                 ctx.state.clone(),
-                snapshot_revision,
+                snapshot_point,
                 ctx.config.snapshot_every,
                 shutdown_rx.clone(),
             )),

@@ -224,6 +224,55 @@ async fn a_burst_of_commands_in_few_entries_is_snapshotted() {
     node.shutdown().await;
 }
 
+/// A plan is one command however many tasks it creates, so a policy counting commands never
+/// snapshotted a state built from plans (a million tasks as 1,000 plans: 1,000 commands), and
+/// once writes stop the tail of a burst must not wait for the next burst: a restart would
+/// replay it. Here 4,000 tasks arrive as 8 plans, far below `snapshot_every` in commands; the
+/// snapshot must come anyway, once the node is quiet, and cover every entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_submitted_as_plans_are_snapshotted_once_writes_stop() {
+    const EVERY: u64 = 50_000;
+    const PLANS: usize = 8;
+    const PLAN_TASKS: usize = 500;
+    let mut slots = slots(&[1]).await;
+    let peers = peers_of(&slots);
+    let mut config = config(&slots[0], &peers);
+    config.snapshot_every = EVERY;
+    let listener = slots[0].listener.take().unwrap();
+    let node = percy_server::Node::start_with_listener(config, listener)
+        .await
+        .unwrap();
+    node.wait_for_leader(SETTLE).await.unwrap();
+    let addr = node.addr().to_string();
+    let mut plans =
+        percy_proto::v1::plan_service_client::PlanServiceClient::new(channel(&addr).await);
+    for plan in 0..PLANS {
+        let tasks = (0..PLAN_TASKS)
+            .map(|t| TaskSpec {
+                title: format!("plan {plan} task {t}"),
+                ..Default::default()
+            })
+            .collect();
+        plans
+            .submit(SubmitPlanRequest {
+                header: None,
+                plan_id: format!("p{plan}"),
+                tasks,
+            })
+            .await
+            .unwrap();
+    }
+    let last_index = node.raft().metrics().borrow().last_log_index.unwrap_or(0);
+    eventually("a snapshot of every entry", SETTLE, || async {
+        let m = node.raft().metrics().borrow().clone();
+        m.snapshot
+            .filter(|id| id.index >= last_index)
+            .map(|id| id.index)
+    })
+    .await;
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_added_after_log_purge_catches_up_from_a_snapshot() {
     let mut slots = slots(&[1, 2]).await;

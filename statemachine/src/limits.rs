@@ -68,3 +68,7 @@ pub const MAX_ITERATIONS_KEPT: usize = 20;
 pub const MAX_ITERATION_OUTPUT_LEN: usize = 16 * 1024;
 /// Most steering messages waiting for a definition's next iteration.
 pub const MAX_PENDING_STEERING_MESSAGES: usize = 16;
+/// Most tasks the state holds (they are never removed). Indexes store a task's position in
+/// 32 bits, which keeps them small at a million tasks; a node would need hundreds of gigabytes
+/// of memory long before this.
+pub const MAX_TASKS: usize = u32::MAX as usize;

@@ -11,6 +11,8 @@ const ALLOWED: &[&str] = &[
     "sha2",
     "hex",
     "thiserror",
+    // The task store's id index (a plain hash table; no I/O, and a fixed hasher).
+    "hashbrown",
 ];
 
 /// Names of the dependencies declared in every section that affects the library build:

@@ -136,7 +136,7 @@ impl ExecService for ExecApi {
             let id = exec_id(r.exec_id)?;
             let (is_exec, _) = read(ctx, r.header.as_ref(), |sm| {
                 sm.task(&id)
-                    .map(|task| task.requires.contains(EXEC_CAPABILITY))
+                    .map(|task| task.requires().contains(EXEC_CAPABILITY))
             })
             .await?;
             match is_exec {
@@ -196,7 +196,7 @@ fn publisher_check(
     let task = sm
         .task(id)
         .ok_or_else(|| Status::not_found(format!("no exec {id:?}")))?;
-    if !task.requires.contains(EXEC_CAPABILITY) {
+    if !task.requires().contains(EXEC_CAPABILITY) {
         return Err(Status::failed_precondition(format!(
             "task {id:?} is not an exec"
         )));

@@ -86,8 +86,10 @@ pub(crate) fn load_meta(db: &Database) -> Result<Option<SnapshotMeta>, StorageEr
         .transpose()
 }
 
-/// The stored snapshot, checked for consistency between its metadata and its bytes.
-pub(crate) fn load(db: &Database) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+/// The stored snapshot, checked for consistency between its metadata and its bytes. The bytes
+/// are sled's own buffer, not a copy: a million tasks are tens of megabytes, and a restart
+/// reads them only to decode them.
+pub(crate) fn load(db: &Database) -> Result<Option<(SnapshotMeta, sled::IVec)>, StorageError> {
     let Some(meta) = load_meta(db)? else {
         return Ok(None);
     };
@@ -100,5 +102,5 @@ pub(crate) fn load(db: &Database) -> Result<Option<(SnapshotMeta, Vec<u8>)>, Sto
     envelope
         .check_matches(&meta)
         .map_err(|e| db.corrupt("snapshot", e))?;
-    Ok(Some((meta, data.to_vec())))
+    Ok(Some((meta, data)))
 }

@@ -18,6 +18,7 @@ use parking_lot::{Mutex, RwLock};
 use percy_statemachine::StateMachine;
 use tokio::sync::{broadcast, watch};
 
+use crate::snapshot_policy::{SnapshotPoint, StatePoint};
 use crate::storage::applied_entries::{AppliedEntries, EntryKind};
 use crate::storage::db::Database;
 use crate::storage::durable_log::DurableLog;
@@ -58,9 +59,9 @@ struct Shared {
     snapshot_write: tokio::sync::Mutex<()>,
     /// Makes snapshot ids unique within this process even for the same last log id.
     snapshot_seq: AtomicU64,
-    /// The state machine revision of the newest snapshot built or installed here (of the
-    /// restored one at start): the snapshot policy counts commands from it.
-    snapshot_revision: Arc<AtomicU64>,
+    /// The state at the newest snapshot built or installed here (of the restored one at
+    /// start): the snapshot policy counts work from it.
+    snapshot_point: SnapshotPoint,
     /// Entries applied, by kind (for `/metrics`).
     applied_entries: Arc<AppliedEntries>,
 }
@@ -90,7 +91,7 @@ impl StateMachineStore {
         };
         let (changes, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
         let (applied_revision, _) = watch::channel(state.revision());
-        let snapshot_revision = Arc::new(AtomicU64::new(state.revision()));
+        let snapshot_point = SnapshotPoint::new(Mutex::new(point_of(&state)));
         Ok(Self {
             shared: Arc::new(Shared {
                 db,
@@ -102,7 +103,7 @@ impl StateMachineStore {
                 lock_wakeups: Arc::default(),
                 snapshot_write: tokio::sync::Mutex::new(()),
                 snapshot_seq: AtomicU64::new(0),
-                snapshot_revision,
+                snapshot_point,
                 applied_entries: Arc::default(),
             }),
         })
@@ -124,9 +125,9 @@ impl StateMachineStore {
         self.shared.applied_revision.subscribe()
     }
 
-    /// The state machine revision of the newest snapshot this node built or installed.
-    pub fn snapshot_revision(&self) -> Arc<AtomicU64> {
-        Arc::clone(&self.shared.snapshot_revision)
+    /// The state at the newest snapshot this node built or installed.
+    pub(crate) fn snapshot_point(&self) -> SnapshotPoint {
+        Arc::clone(&self.shared.snapshot_point)
     }
 
     /// Entries this node applied since it started, by kind.
@@ -150,6 +151,14 @@ impl StateMachineStore {
         e: &StorageError,
     ) -> RaftStorageError {
         to_raft(ErrorSubject::Snapshot(Some(meta.signature())), verb, e)
+    }
+}
+
+/// What the snapshot policy needs to know of a state.
+fn point_of(state: &StateMachine) -> StatePoint {
+    StatePoint {
+        revision: state.revision(),
+        entities: u64::try_from(state.entity_count()).unwrap_or(u64::MAX),
     }
 }
 
@@ -293,6 +302,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .await
             .map_err(|e| self.snapshot_error(meta, ErrorVerb::Write, &e))?;
         let revision = restored.revision();
+        let point = point_of(&restored);
         {
             let mut state = self.shared.state.write();
             let mut position = self.shared.position.lock();
@@ -301,9 +311,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             position.last_membership = meta.last_membership.clone();
         }
         self.shared.applied_revision.send_replace(revision);
-        self.shared
-            .snapshot_revision
-            .store(revision, Ordering::Relaxed);
+        *self.shared.snapshot_point.lock() = point;
         self.shared.lock_wakeups.wake_all();
         let _no_subscribers = self
             .shared
@@ -319,7 +327,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| to_raft(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
         Ok(stored.map(|(meta, data)| Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(Cursor::new(data.to_vec())),
         }))
     }
 }
@@ -329,10 +337,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     /// and flushes the snapshot before returning it, because openraft purges the log it
     /// covers once this returns.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
-        let (position, image, revision) = {
+        let (position, image, point) = {
             let state = self.shared.state.read();
             let position = self.shared.position.lock().clone();
-            (position, state.snapshot(), state.revision())
+            (position, state.snapshot(), point_of(&state))
         };
         let envelope = Envelope {
             last_applied: position.last_applied,
@@ -359,9 +367,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             .persist_snapshot(&meta, &data, true)
             .await
             .map_err(|e| self.snapshot_error(&meta, ErrorVerb::Write, &e))?;
-        self.shared
-            .snapshot_revision
-            .fetch_max(revision, Ordering::Relaxed);
+        {
+            // Only forward: an installed snapshot may have overtaken this one meanwhile.
+            let mut newest = self.shared.snapshot_point.lock();
+            if point.revision > newest.revision {
+                *newest = point;
+            }
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),

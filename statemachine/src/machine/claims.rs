@@ -210,14 +210,14 @@ impl StateMachine {
             .tasks
             .update(seq, |task| {
                 task.status = TaskStatus::Completed;
-                task.result = Some(result);
+                task.set_result(Some(result));
                 task.updated_at_ms = ctx.now_ms;
                 task.revision = ctx.revision;
             })
             .clone();
         ctx.task_changed(&task);
         let mut cascade = Cascade::default();
-        for dependent in self.tasks.dependents(seq).to_vec() {
+        for dependent in self.tasks.dependents(seq).collect::<Vec<_>>() {
             let waiting = self.tasks.get(dependent);
             if waiting.status == TaskStatus::Blocked && self.tasks.dependencies_completed(waiting) {
                 let unblocked = self.tasks.update(dependent, |task| {
@@ -247,7 +247,7 @@ impl StateMachine {
         if current.attempts < current.max_attempts {
             let task = self.tasks.update(seq, |task| {
                 requeue(task, ctx);
-                task.error = Some(error);
+                task.set_error(Some(error));
             });
             ctx.task_changed(task);
             return Ok(updated(task.clone(), Cascade::default()));
@@ -256,7 +256,7 @@ impl StateMachine {
             .tasks
             .update(seq, |task| {
                 task.status = TaskStatus::Failed;
-                task.error = Some(error);
+                task.set_error(Some(error));
                 task.updated_at_ms = ctx.now_ms;
                 task.revision = ctx.revision;
             })
@@ -318,7 +318,7 @@ impl StateMachine {
         let task = self.tasks.update(seq, |task| {
             requeue(task, ctx);
             if !reason.is_empty() {
-                task.error = Some(format!("requeued: {reason}"));
+                task.set_error(Some(format!("requeued: {reason}")));
             }
         });
         ctx.task_changed(task);
@@ -336,7 +336,7 @@ impl StateMachine {
         let mut requeued = Vec::with_capacity(held.len());
         for seq in held {
             let current = self.tasks.get(seq);
-            if current.requires.contains(EXEC_CAPABILITY)
+            if current.requires().contains(EXEC_CAPABILITY)
                 && current.attempts >= current.max_attempts
             {
                 let error = format!(
@@ -344,7 +344,7 @@ impl StateMachine {
                 );
                 let task = self.tasks.update(seq, |task| {
                     task.status = TaskStatus::Failed;
-                    task.error = Some(error);
+                    task.set_error(Some(error));
                     task.updated_at_ms = ctx.now_ms;
                     task.revision = ctx.revision;
                 });
@@ -365,7 +365,7 @@ impl StateMachine {
     /// so the indexes stay right whatever happens.
     fn cancel_dependents(&mut self, ctx: &mut Ctx, root: usize, reason: &str) -> Vec<TaskId> {
         let mut cancelled = Vec::new();
-        let mut pending: Vec<usize> = self.tasks.dependents(root).iter().rev().copied().collect();
+        let mut pending: Vec<usize> = self.tasks.dependents(root).rev().collect();
         while let Some(seq) = pending.pop() {
             if self.tasks.get(seq).status.is_terminal() {
                 // Already finished: its own dependents were dealt with when it finished.
@@ -376,7 +376,7 @@ impl StateMachine {
                 .update(seq, |task| cancel(task, ctx, reason.to_string()));
             ctx.task_changed(task);
             cancelled.push(task.id.clone());
-            pending.extend(self.tasks.dependents(seq).iter().rev());
+            pending.extend(self.tasks.dependents(seq).rev().collect::<Vec<_>>());
         }
         cancelled
     }
@@ -416,11 +416,11 @@ impl StateMachine {
 
 /// The agent offers everything the task needs.
 fn check_eligible(agent: &Agent, task: &Task) -> Result<(), CommandError> {
-    if agent_can_run(agent, &task.requires, &task.selector) {
+    if agent_can_run(agent, task.requires(), task.selector()) {
         return Ok(());
     }
     if let Some(missing) = task
-        .requires
+        .requires()
         .iter()
         .find(|cap| !agent.capabilities.contains(*cap))
     {
@@ -430,7 +430,7 @@ fn check_eligible(agent: &Agent, task: &Task) -> Result<(), CommandError> {
         )));
     }
     let (key, value) = task
-        .selector
+        .selector()
         .iter()
         .find(|(key, value)| agent.labels.get(*key) != Some(*value))
         .map_or(("?", "?"), |(k, v)| (k.as_str(), v.as_str()));
@@ -452,7 +452,7 @@ fn requeue(task: &mut Task, ctx: &Ctx) {
 /// index anyway because it is no longer held.
 fn cancel(task: &mut Task, ctx: &Ctx, error: String) {
     task.status = TaskStatus::Cancelled;
-    task.error = Some(error);
+    task.set_error(Some(error));
     task.updated_at_ms = ctx.now_ms;
     task.revision = ctx.revision;
 }

@@ -27,6 +27,7 @@ pub(crate) struct StateImage {
     /// In id order.
     agents: Vec<Agent>,
     /// In creation order.
+    #[serde(deserialize_with = "tasks_at_full_capacity")]
     tasks: Vec<Task>,
     locks: Vec<Lock>,
     /// In FIFO order.
@@ -35,6 +36,38 @@ pub(crate) struct StateImage {
     definitions: Vec<Definition>,
     mailboxes: Vec<(Recipient, Mailbox)>,
     sessions: Vec<Session>,
+}
+
+/// Tasks reserved at once when decoding, at most: enough for a million without growing.
+/// serde's own `Vec` decoding reserves at most a megabyte and doubles from there, which at a
+/// million tasks copied the vector eight times and faulted in every copy's fresh pages (most
+/// of a restart's samples in a profile, and memory the allocator kept afterwards). Bounded,
+/// because the length comes from the input: a corrupt one must not reserve gigabytes.
+const PREALLOCATED_TASKS_AT_MOST: usize = 2 << 20;
+
+/// Decodes the task list into a vector of its announced length (up to the bound above).
+fn tasks_at_full_capacity<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<Task>, D::Error> {
+    struct Tasks;
+    impl<'de> serde::de::Visitor<'de> for Tasks {
+        type Value = Vec<Task>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a sequence of tasks")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<Task>, A::Error> {
+            let announced = seq.size_hint().unwrap_or(0);
+            let mut tasks = Vec::with_capacity(announced.min(PREALLOCATED_TASKS_AT_MOST));
+            while let Some(task) = seq.next_element()? {
+                tasks.push(task);
+            }
+            Ok(tasks)
+        }
+    }
+    deserializer.deserialize_seq(Tasks)
 }
 
 /// The access tokens, encoded after the [`StateImage`]: snapshots written before tokens existed

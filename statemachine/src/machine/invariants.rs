@@ -161,12 +161,12 @@ fn check_tasks(machine: &StateMachine) -> Result<(), String> {
             task.create_revision,
             machine.revision
         );
-        for dep in &task.depends_on {
+        for dep in task.depends_on() {
             let dep_seq = tasks
                 .seq_of(dep)
                 .ok_or_else(|| format!("task {id} depends on missing task {dep}"))?;
             ensure!(
-                tasks.dependents(dep_seq).contains(&seq),
+                tasks.dependents(dep_seq).any(|d| d == seq),
                 "task {id} is missing from the dependents of {dep}"
             );
             edges += 1;
@@ -188,7 +188,7 @@ fn check_tasks(machine: &StateMachine) -> Result<(), String> {
                 )
             }
             TaskStatus::Failed | TaskStatus::Cancelled => {
-                for &dependent in tasks.dependents(seq) {
+                for dependent in tasks.dependents(seq) {
                     let dependent = tasks.get(dependent);
                     ensure!(
                         dependent.status == TaskStatus::Cancelled,
@@ -200,7 +200,10 @@ fn check_tasks(machine: &StateMachine) -> Result<(), String> {
                 }
             }
         }
-        let key = ReadyKey::new(task.priority, seq);
+        let key = ReadyKey::new(
+            task.priority,
+            u32::try_from(seq).map_err(|_| format!("task {id} is beyond the position limit"))?,
+        );
         let indexed_ready = tasks.ready_index().contains(&Shape::of(task), key);
         ensure!(
             indexed_ready == (task.status == TaskStatus::Ready),
@@ -238,26 +241,28 @@ fn check_tasks(machine: &StateMachine) -> Result<(), String> {
                 "ready task {id} still has an assignee or token"
             );
         }
-        if let Some(plan) = &task.plan_id {
+        if let Some(plan) = task.plan_id() {
             in_plans += 1;
-            // A plan lists its tasks in creation order (checked below), so a binary search
-            // finds the task: a linear scan would make this check quadratic in the plan size.
             ensure!(
-                tasks
-                    .plan_index()
-                    .get(plan)
-                    .is_some_and(|p| p.binary_search(&seq).is_ok()),
+                tasks.plan_lists(plan, seq),
                 "task {id} is missing from the index of plan {plan}"
             );
         }
     }
     let dependents_count: usize = (0..tasks.len())
-        .map(|seq| tasks.dependents(seq).len())
+        .map(|seq| tasks.dependents(seq).count())
         .sum();
     ensure!(
         dependents_count == edges,
         "{dependents_count} dependents edges for {edges} dependencies"
     );
+    ensure!(
+        tasks.ids_indexed() == tasks.len(),
+        "the id index holds {} ids for {} tasks",
+        tasks.ids_indexed(),
+        tasks.len()
+    );
+    tasks.shapes_shared()?;
     let index = tasks.ready_index();
     ensure!(
         index.len() == ready && index.counted_len() == ready && !index.has_empty_group(),
@@ -274,11 +279,10 @@ fn check_tasks(machine: &StateMachine) -> Result<(), String> {
     ensure!(
         tasks
             .plan_index()
-            .values()
-            .all(|p| p.windows(2).all(|pair| pair[0] < pair[1])),
+            .all(|(_, p)| p.windows(2).all(|pair| pair[0] < pair[1])),
         "a plan index is not in creation order"
     );
-    let indexed_plans: usize = tasks.plan_index().values().map(Vec::len).sum();
+    let indexed_plans: usize = tasks.plan_index().map(|(_, p)| p.len()).sum();
     ensure!(
         indexed_plans == in_plans,
         "plan index holds {indexed_plans} for {in_plans} plan tasks"

@@ -85,7 +85,7 @@ impl TaskFilter {
             && self
                 .plan_id
                 .as_ref()
-                .is_none_or(|plan| task.plan_id.as_ref() == Some(plan))
+                .is_none_or(|plan| task.plan_id() == Some(plan.as_str()))
             && self
                 .assignee
                 .is_none_or(|agent| task.assignee == Some(agent))

@@ -7,32 +7,31 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::agent::Agent;
-use crate::task::Task;
+use crate::task::{Task, TaskShape};
 
-/// What an agent must offer to run a task.
+/// What an agent must offer to run a task: the task's shared [`TaskShape`] (`None`: nothing),
+/// compared by content. Taking it from a task is a reference count, not a copy of its sets.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Shape {
-    requires: BTreeSet<String>,
-    selector: BTreeMap<String, String>,
-}
+pub(crate) struct Shape(Option<Arc<TaskShape>>);
 
 impl Shape {
     pub fn of(task: &Task) -> Self {
-        Self {
-            requires: task.requires.clone(),
-            selector: task.selector.clone(),
-        }
+        Self(task.shape().cloned())
     }
 
-    /// Whether `task` has this shape (without building one to compare).
+    /// Whether `task` has this shape.
     pub fn is_of(&self, task: &Task) -> bool {
-        self.requires == task.requires && self.selector == task.selector
+        self.0.as_ref() == task.shape()
     }
 
     pub fn admits(&self, agent: &Agent) -> bool {
-        agent_can_run(agent, &self.requires, &self.selector)
+        match &self.0 {
+            Some(shape) => agent_can_run(agent, &shape.requires, &shape.selector),
+            None => true,
+        }
     }
 }
 
@@ -48,15 +47,17 @@ pub(crate) fn agent_can_run(
             .all(|(key, value)| agent.labels.get(key) == Some(value))
 }
 
-/// Best first: higher priority, then older (lower creation sequence number).
+/// Best first: higher priority, then older (lower creation sequence number). Eight bytes:
+/// a million ready tasks are a million keys (positions fit in 32 bits, see
+/// [`super::task_store`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct ReadyKey {
     priority: Reverse<i32>,
-    seq: usize,
+    seq: u32,
 }
 
 impl ReadyKey {
-    pub fn new(priority: i32, seq: usize) -> Self {
+    pub fn new(priority: i32, seq: u32) -> Self {
         Self {
             priority: Reverse(priority),
             seq,
@@ -114,7 +115,7 @@ impl ReadyIndex {
             .filter(|(shape, _)| shape.admits(agent))
             .filter_map(|(_, group)| group.first())
             .min()
-            .map(|key| key.seq)
+            .map(|key| key.seq as usize)
     }
 
     pub fn len(&self) -> usize {

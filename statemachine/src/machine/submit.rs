@@ -1,11 +1,12 @@
 //! Task submission: one task, or a plan validated as a whole.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::error::CommandError;
-use crate::limits::DEFAULT_MAX_ATTEMPTS;
+use crate::limits::{DEFAULT_MAX_ATTEMPTS, MAX_TASKS};
 use crate::response::{Outcome, Response};
-use crate::task::{Task, TaskId, TaskSpec, TaskStatus};
+use crate::task::{NewTask, Task, TaskId, TaskSpec, TaskStatus};
 use crate::validate::check_plan_graph;
 
 use super::ctx::Ctx;
@@ -22,6 +23,7 @@ impl StateMachine {
                 "task {id} already exists"
             )));
         }
+        self.check_room_for(1)?;
         let depends_on = dedup(&spec.depends_on);
         for dep in &depends_on {
             if *dep == id {
@@ -53,6 +55,7 @@ impl StateMachine {
                 "plan {plan_id} already exists"
             )));
         }
+        self.check_room_for(specs.len())?;
         let ids: Vec<TaskId> = specs
             .iter()
             .enumerate()
@@ -87,8 +90,10 @@ impl StateMachine {
         }
 
         let mut seqs = Vec::with_capacity(specs.len());
+        // One copy of the plan id, shared by its tasks.
+        let shared_plan_id: Arc<str> = Arc::from(plan_id.as_str());
         for ((id, spec), deps) in ids.into_iter().zip(specs).zip(deps) {
-            let task = self.new_task(ctx, id, spec, deps, Some(plan_id.clone()));
+            let task = self.new_task(ctx, id, spec, deps, Some(Arc::clone(&shared_plan_id)));
             seqs.push(self.tasks.insert(task));
         }
         for &seq in &seqs {
@@ -102,6 +107,17 @@ impl StateMachine {
             ctx.task_changed(task);
         }
         Ok(Outcome::PlanSubmitted { plan_id, tasks })
+    }
+
+    /// The state may hold `count` more tasks ([`MAX_TASKS`]: tasks are never removed).
+    fn check_room_for(&self, count: usize) -> Result<(), CommandError> {
+        if self.tasks.len().saturating_add(count) > MAX_TASKS {
+            return Err(CommandError::exhausted(format!(
+                "the state holds {} tasks; at most {MAX_TASKS} fit",
+                self.tasks.len()
+            )));
+        }
+        Ok(())
     }
 
     /// A dependency outside the batch being submitted must exist and must still be able to
@@ -132,21 +148,17 @@ impl StateMachine {
         id: TaskId,
         spec: TaskSpec,
         depends_on: Vec<TaskId>,
-        plan_id: Option<String>,
+        plan_id: Option<Arc<str>>,
     ) -> Task {
+        let spec_max_attempts = spec.max_attempts;
         let all_completed = depends_on.iter().all(|dep| {
             self.tasks
                 .by_id(dep)
                 .is_some_and(|d| d.status == TaskStatus::Completed)
         });
-        Task {
+        Task::new(NewTask {
             id,
-            title: spec.title,
-            description: spec.description,
-            payload: spec.payload,
-            requires: spec.requires,
-            selector: spec.selector,
-            priority: spec.priority,
+            spec,
             depends_on,
             plan_id,
             status: if all_completed {
@@ -154,22 +166,14 @@ impl StateMachine {
             } else {
                 TaskStatus::Blocked
             },
-            assignee: None,
-            claim_token: None,
-            attempts: 0,
-            max_attempts: if spec.max_attempts == 0 {
+            max_attempts: if spec_max_attempts == 0 {
                 DEFAULT_MAX_ATTEMPTS
             } else {
-                spec.max_attempts
+                spec_max_attempts
             },
-            timeout_ms: spec.timeout_ms,
-            result: None,
-            error: None,
-            created_at_ms: ctx.now_ms,
-            updated_at_ms: ctx.now_ms,
-            create_revision: ctx.revision,
+            now_ms: ctx.now_ms,
             revision: ctx.revision,
-        }
+        })
     }
 }
 

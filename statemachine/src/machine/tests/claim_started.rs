@@ -84,10 +84,7 @@ fn complete_and_claim_next_completes_then_hands_over_the_next_task_started() {
         panic!("{:?}", applied.response)
     };
     assert_eq!(task.status, TaskStatus::Completed);
-    assert_eq!(
-        task.result.as_ref().map(|r| r.summary.as_str()),
-        Some("done")
-    );
+    assert_eq!(task.result().map(|r| r.summary.as_str()), Some("done"));
     assert_eq!(cascade, crate::response::Cascade::default());
     assert_eq!((b.id.as_str(), b.status), ("b", TaskStatus::Working));
     assert_eq!(b.claim_token, Some(revision));

@@ -9,7 +9,7 @@ fn submit_is_ready_or_blocked_by_dependencies() {
     assert_eq!(h.submit(spec("a")).status, TaskStatus::Ready);
     let b = h.submit(spec_deps("b", &["a", "a"]));
     assert_eq!(b.status, TaskStatus::Blocked);
-    assert_eq!(b.depends_on, ["a"], "duplicate dependencies are merged");
+    assert_eq!(b.depends_on(), ["a"], "duplicate dependencies are merged");
     let rev = h.next_revision();
     let generated = h.submit(TaskSpec::default());
     assert_eq!(generated.id, format!("task-{rev}"));
@@ -386,7 +386,7 @@ fn start_complete_fail_need_the_current_token() {
     h.complete(&second);
     let done = h.task("t");
     assert_eq!(done.status, TaskStatus::Completed);
-    assert_eq!(done.result.as_ref().unwrap().summary, "done");
+    assert_eq!(done.result().unwrap().summary, "done");
     assert_eq!(
         done.claim_token, second.claim_token,
         "token kept for the record"
@@ -441,7 +441,7 @@ fn fail_retries_then_fails_for_good_and_cancels_dependents() {
         TaskStatus::Ready,
         "retried while attempts remain"
     );
-    assert_eq!(task.error.as_deref(), Some("boom 1"));
+    assert_eq!(task.error(), Some("boom 1"));
     assert!(cascade.cancelled.is_empty());
     assert_eq!(h.task("child").status, TaskStatus::Blocked);
 
@@ -456,12 +456,9 @@ fn fail_retries_then_fails_for_good_and_cancels_dependents() {
         let t = h.task(id);
         assert_eq!(t.status, TaskStatus::Cancelled);
         assert!(
-            t.error
-                .as_deref()
-                .unwrap()
-                .contains("dependency flaky failed"),
+            t.error().unwrap().contains("dependency flaky failed"),
             "{:?}",
-            t.error
+            t.error()
         );
     }
     assert_eq!(h.task("unrelated").status, TaskStatus::Ready);
@@ -481,14 +478,9 @@ fn cancel_takes_a_held_task_away_and_cascades() {
         panic!()
     };
     assert_eq!(task.status, TaskStatus::Cancelled);
-    assert_eq!(task.error.as_deref(), Some("cancelled: no longer needed"));
+    assert_eq!(task.error(), Some("cancelled: no longer needed"));
     assert_eq!(ids(&cascade.cancelled), ["b"]);
-    assert!(h
-        .task("b")
-        .error
-        .as_deref()
-        .unwrap()
-        .contains("a was cancelled"));
+    assert!(h.task("b").error().unwrap().contains("a was cancelled"));
     // The holder lost it, and has room for another task again.
     h.err_kind(complete_op(&held), ErrorKind::FailedPrecondition, "stale");
     h.submit(spec("c"));
@@ -700,12 +692,11 @@ fn an_exec_whose_executor_expires_is_lost_not_rerun() {
     let once = h.task("once");
     assert_eq!(once.status, TaskStatus::Failed);
     assert!(
-        once.error
-            .as_deref()
+        once.error()
             .unwrap_or_default()
             .starts_with(crate::task::LOST_EXEC_PREFIX),
         "{:?}",
-        once.error
+        once.error()
     );
     assert_eq!(h.task("retried").status, TaskStatus::Ready);
     assert_eq!(h.task("plain").status, TaskStatus::Ready);

@@ -14,7 +14,8 @@
 #   scripts/bench-scale.sh --summary OUT.jsonl  (the medians of an earlier run)
 #
 # Env: REPEAT (3)  WORKERS (64)  TASKS (100000)  EXEC_TASKS (10000)  GIT_TASKS (2000)
-#      MILLION (1000000)  HEARTBEAT (0)  AGENTS (100000)  BIN (target/release)
+#      MILLION (1000000)  FIGURE_REPEAT, MILLION_REPEAT (rounds that run the exec/git pipelines
+#      and the million-task runs; default REPEAT)  HEARTBEAT (0)  AGENTS (100000)  BIN (target/release)
 #      ANCHOR_DIR (a checkout of the anchor tool; without it the etcd rows are skipped)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,17 +38,17 @@ def med(row, field):
     return statistics.median(values) if values else None
 def fmt(v, digits=0):
     return "-" if v is None else f"{v:,.{digits}f}"
-print(f"{'row':34} {'runs':>4} {'median':>12}  unit            steal % (max)")
+print(f"{'row':40} {'runs':>4} {'median':>12}  unit            steal % (max)")
 def show(row, field, unit, digits=0):
     rs = runs.get(row, [])
     steal = max((r.get("machine_steal_pct") or 0) for r in rs) if rs else None
-    print(f"{row + ' ' + field:34} {len(rs):>4} {fmt(med(row, field), digits):>12}  {unit:15} {fmt(steal, 2)}")
+    print(f"{row + ' ' + field:40} {len(rs):>4} {fmt(med(row, field), digits):>12}  {unit:15} {fmt(steal, 2)}")
 show("pipeline", "tasks_per_s", "tasks/s")
 show("pipeline", "per_task_ms", "ms/task/worker", 2)
 show("etcd-claim", "ops_per_s", "claims/s")
 p, e = med("pipeline", "tasks_per_s"), med("etcd-claim", "ops_per_s")
 if p and e:
-    print(f"{'pipeline ÷ etcd claims':34} {'':>4} {p / e:>11.2f}×")
+    print(f"{'pipeline ÷ etcd claims':40} {'':>4} {p / e:>11.2f}×")
 show("pipeline-exec", "tasks_per_s", "tasks/s")
 show("pipeline-exec", "per_task_ms", "ms/task/worker", 2)
 show("pipeline-git", "tasks_per_s", "tasks/s")
@@ -56,9 +57,14 @@ for r in runs.get("restart", []):
     r["rss_max"] = max((x for x in r.get("rss_bytes_per_task", []) if x is not None), default=None)
 show("restart", "rss_max", "B/task (worst node)")
 show("restart", "restart_to_linearizable_read_ms", "ms", 0)
+for r in runs.get("listing", []):
+    r["idle_p99_ms"] = r["idle"]["p99_ms"]
+    r["listing_p99_ms"] = r["during_listing"]["p99_ms"]
 for field, unit in (("idle_p99_ms", "ms"), ("listing_p99_ms", "ms"), ("p99_ratio", "×")):
     show("listing", field, unit, 2)
-for field, unit in (("heartbeats_per_s", "/s"), ("leader_cpu_pct", "% of a core"),
+for r in runs.get("heartbeat", []):
+    r["false_expiries"] = r.get("verify", {}).get("false_expiries")
+for field, unit in (("ops_per_s", "beats/s"), ("leader_cpu_pct_of_one_core", "% of a core"),
                     ("false_expiries", "agents"), ("raft_entries_per_heartbeat", "entries")):
     show("heartbeat", field, unit, 3)
 PY
@@ -75,6 +81,8 @@ TASKS="${TASKS:-100000}"
 EXEC_TASKS="${EXEC_TASKS:-10000}"
 GIT_TASKS="${GIT_TASKS:-2000}"
 MILLION="${MILLION:-1000000}"
+FIGURE_REPEAT="${FIGURE_REPEAT:-$REPEAT}"
+MILLION_REPEAT="${MILLION_REPEAT:-$REPEAT}"
 AGENTS="${AGENTS:-100000}"
 BIN="$(realpath "${BIN:-target/release}")"
 ANCHOR="${ANCHOR_DIR:-}"
@@ -96,15 +104,14 @@ record() {
     return 0
   fi
   after="$(steal_ticks)"
-  python3 - "$row" "$before" "$after" "$json" <<'PY' | tee -a "$OUT" | cut -c1-160
+  printf '%s' "$json" | python3 -c '
 import json, sys
-row, before, after, text = sys.argv[1:5]
-r = json.loads(text)
+row, before, after = sys.argv[1:4]
+r = json.load(sys.stdin)
 r["row"] = row
 (s0, t0), (s1, t1) = (map(int, before.split())), (map(int, after.split()))
 r.setdefault("machine_steal_pct", round(100 * (s1 - s0) / max(t1 - t0, 1), 3))
-print(json.dumps(r))
-PY
+print(json.dumps(r))' "$row" "$before" "$after" | tee -a "$OUT" | cut -c1-160
 }
 
 ctl=("$BIN/percyctl" -o json bench)
@@ -123,10 +130,14 @@ for round in $(seq 1 "$REPEAT"); do
     etcd_dir=""
   }
   if [ $((round % 2)) = 1 ]; then percy; etcd; else etcd; percy; fi
-  record pipeline-exec "${ctl[@]}" pipeline --local 3 --workers "$WORKERS" --tasks "$EXEC_TASKS" --exec true
-  record pipeline-git "${ctl[@]}" pipeline --local 3 --workers 8 --tasks "$GIT_TASKS" --git
-  record restart "${ctl[@]}" restart --local 3 --tasks "$MILLION"
-  record listing "${ctl[@]}" listing --local 3 --tasks "$MILLION"
+  if [ "$round" -le "$FIGURE_REPEAT" ]; then
+    record pipeline-exec "${ctl[@]}" pipeline --local 3 --workers "$WORKERS" --tasks "$EXEC_TASKS" --exec true
+    record pipeline-git "${ctl[@]}" pipeline --local 3 --workers 8 --tasks "$GIT_TASKS" --git
+  fi
+  if [ "$round" -le "$MILLION_REPEAT" ]; then
+    record restart "${ctl[@]}" restart --local 3 --tasks "$MILLION"
+    record listing "${ctl[@]}" listing --local 3 --tasks "$MILLION"
+  fi
 done
 if [ "${HEARTBEAT:-0}" = 1 ]; then
   record heartbeat "${ctl[@]}" heartbeat --local 3 --agents "$AGENTS" --rate 1 -d 5m \

@@ -77,33 +77,23 @@ impl StateMachine {
     }
 
     /// The best ready task this agent can run (highest priority, then oldest), found through the
-    /// ready index without scanning tasks. `None` when there is nothing for this agent.
-    pub(super) fn claim_next(&mut self, ctx: &mut Ctx, agent_id: AgentId) -> Response {
+    /// ready index without scanning tasks, claimed with `status`: `Claimed`, or `Working` for a
+    /// claim and start in one write (one event, ready → working, under a claim token like any
+    /// claim's). `None` when there is nothing for this agent.
+    pub(super) fn claim_next(
+        &mut self,
+        ctx: &mut Ctx,
+        agent_id: AgentId,
+        status: TaskStatus,
+    ) -> Response {
+        debug_assert!(status.is_held());
         let agent = self.claiming_agent(agent_id)?;
         let Some(seq) = self.tasks.ready_index().best_for(agent) else {
             return Ok(Outcome::TaskClaimed(None));
         };
-        Ok(Outcome::TaskClaimed(Some(self.grant_claim(
-            ctx,
-            seq,
-            agent_id,
-            TaskStatus::Claimed,
-        ))))
-    }
-
-    /// Claim-next, with the task working at once (claim and start in one write): one event,
-    /// ready → working, under a claim token like any claim's.
-    pub(super) fn claim_next_started(&mut self, ctx: &mut Ctx, agent_id: AgentId) -> Response {
-        let agent = self.claiming_agent(agent_id)?;
-        let Some(seq) = self.tasks.ready_index().best_for(agent) else {
-            return Ok(Outcome::TaskClaimed(None));
-        };
-        Ok(Outcome::TaskClaimed(Some(self.grant_claim(
-            ctx,
-            seq,
-            agent_id,
-            TaskStatus::Working,
-        ))))
+        Ok(Outcome::TaskClaimed(Some(
+            self.grant_claim(ctx, seq, agent_id, status),
+        )))
     }
 
     /// Completes a held task, then claims (started) the next one for the same agent. Every
@@ -129,7 +119,7 @@ impl StateMachine {
                     )))
                 }
             };
-        let next = match self.claim_next_started(ctx, agent_id)? {
+        let next = match self.claim_next(ctx, agent_id, TaskStatus::Working)? {
             Outcome::TaskClaimed(next) => next.map(Box::new),
             _ => None,
         };

@@ -245,8 +245,10 @@ impl StateMachine {
                 agent_id,
                 expected_revision,
             } => self.claim_task(ctx, &task_id, agent_id, expected_revision),
-            Op::ClaimNext { agent_id } => self.claim_next(ctx, agent_id),
-            Op::ClaimNextStarted { agent_id } => self.claim_next_started(ctx, agent_id),
+            Op::ClaimNext { agent_id } => self.claim_next(ctx, agent_id, TaskStatus::Claimed),
+            Op::ClaimNextStarted { agent_id } => {
+                self.claim_next(ctx, agent_id, TaskStatus::Working)
+            }
             Op::CompleteAndClaimNext {
                 task_id,
                 agent_id,

@@ -268,17 +268,7 @@ impl Client {
                 .unwrap_or(0);
             let page_token = std::mem::take(&mut listed.next_page_token);
             let page = self
-                .read(consistency, |channel, header| {
-                    let request = ListTasksRequest {
-                        header: Some(header),
-                        status: filter.status.unwrap_or(TaskStatus::Unspecified) as i32,
-                        plan_id: filter.plan_id.clone().unwrap_or_default(),
-                        assignee: filter.assignee.unwrap_or(0),
-                        limit: page_size,
-                        page_token: page_token.clone(),
-                    };
-                    async move { TaskServiceClient::new(channel).list(request).await }
-                })
+                .list_tasks_page(filter, page_size, &page_token, consistency)
                 .await?;
             // A server that hands back the token it was given would page forever.
             if !page.next_page_token.is_empty() && page.next_page_token == page_token {

@@ -19,7 +19,8 @@ use super::task_store::TaskStore;
 use super::tokens::TokenTable;
 use super::StateMachine;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 pub(crate) struct StateImage {
     revision: u64,
     clock_ms: u64,
@@ -154,7 +155,58 @@ impl LoadImage {
     }
 }
 
+/// The [`StateImage`] of a machine, encoded from the machine itself: field for field the same
+/// serde shape, so the bytes decode as a `StateImage` (a sequence encodes the same from an
+/// iterator as from a `Vec`). Encoding a snapshot through an owned image first copied every
+/// entity — a second whole state in memory while the snapshot is built, in a million small
+/// allocations freed afterwards, which the allocator largely kept.
+pub(crate) struct StateImageOf<'a>(pub &'a StateMachine);
+
+impl Serialize for StateImageOf<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let machine = self.0;
+        let mut image = serializer.serialize_struct("StateImage", 11)?;
+        image.serialize_field("revision", &machine.revision)?;
+        image.serialize_field("clock_ms", &machine.clock_ms)?;
+        image.serialize_field("last_fencing_token", &machine.locks.last_fencing_token())?;
+        image.serialize_field("agents", &Each(|| machine.agents.iter()))?;
+        image.serialize_field("tasks", &Each(|| machine.tasks.iter()))?;
+        image.serialize_field("locks", &Each(|| machine.locks.locks()))?;
+        image.serialize_field("waiters", &Each(|| machine.locks.waiters()))?;
+        image.serialize_field("config", &Each(|| machine.config.values()))?;
+        image.serialize_field("definitions", &Each(|| machine.definitions.values()))?;
+        image.serialize_field("mailboxes", &Each(|| machine.mailboxes.iter()))?;
+        image.serialize_field("sessions", &Each(|| machine.sessions.iter()))?;
+        image.end()
+    }
+}
+
+/// A sequence encoded from the items a closure iterates over. The length is counted first (a
+/// second pass over references): postcard writes it ahead of the items, and not every
+/// collection's iterator knows its length exactly.
+struct Each<F>(F);
+
+impl<F, I> Serialize for Each<F>
+where
+    F: Fn() -> I,
+    I: Iterator,
+    I::Item: Serialize,
+{
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some((self.0)().count()))?;
+        for item in (self.0)() {
+            seq.serialize_element(&item)?;
+        }
+        seq.end()
+    }
+}
+
 impl StateImage {
+    /// An owned copy of the image: what older builds encoded, for the tests that write their
+    /// snapshots (and the check that [`StateImageOf`] encodes the same bytes).
+    #[cfg(test)]
     pub fn of(machine: &StateMachine) -> Self {
         Self {
             revision: machine.revision,

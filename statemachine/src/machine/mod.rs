@@ -573,7 +573,7 @@ impl StateMachine {
     /// then the sections added since, in the order [`Self::restore`] reads them.
     pub fn snapshot(&self) -> Vec<u8> {
         crate::codec::encode(&(
-            image::StateImage::of(self),
+            image::StateImageOf(self),
             image::TokenImage::of(self),
             image::RunImage::of(self),
             image::LoadImage::of(self),

@@ -220,6 +220,23 @@ fn bulk_built_task_store_equals_inserting_one_by_one() {
     assert!(error.contains("appears twice"), "{error}");
 }
 
+/// `snapshot()` encodes the image straight from the machine; the bytes must be those of the
+/// owned image every snapshot so far was written from, entity kind by entity kind.
+#[test]
+fn the_image_encoded_from_the_machine_is_the_owned_images_bytes() {
+    use super::super::image::{StateImage, StateImageOf};
+    let h = busy_machine();
+    let machine = &h.machine;
+    assert!(machine.agents.iter().count() > 0 && machine.tasks.len() > 0);
+    assert!(machine.locks.locks().count() > 0 && machine.locks.waiters().count() > 0);
+    assert!(!machine.config.is_empty() && !machine.definitions.is_empty());
+    assert!(!machine.mailboxes.is_empty() && machine.sessions.iter().count() > 0);
+    assert_eq!(
+        crate::codec::encode(&StateImageOf(machine)),
+        crate::codec::encode(&StateImage::of(machine))
+    );
+}
+
 #[test]
 fn restore_refuses_unknown_versions_and_corruption() {
     let h = busy_machine();

@@ -40,7 +40,13 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, CodecError> {
 
 /// Version byte + postcard. See [`encode_command`] on why this cannot fail.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    match postcard::to_extend(value, vec![FORMAT_VERSION]) {
+    encode_appended(value, Vec::new())
+}
+
+/// [`encode`], appended to `bytes`.
+pub(crate) fn encode_appended<T: Serialize>(value: &T, mut bytes: Vec<u8>) -> Vec<u8> {
+    bytes.push(FORMAT_VERSION);
+    match postcard::to_extend(value, bytes) {
         Ok(bytes) => bytes,
         Err(e) => panic!("postcard cannot fail to encode into a Vec here: {e}"),
     }

@@ -25,7 +25,8 @@ pub const STORAGE_FORMAT_VERSION: u8 = 2;
 
 /// Vote, committed log id, last purged log id.
 const TREE_RAFT_STATE: &str = "raft_state";
-/// The latest snapshot: its metadata and its bytes.
+/// Where data dirs written before the snapshot file kept the latest snapshot (moved to the
+/// file when such a data dir is opened: `snapshot::migrate_from_sled`).
 const TREE_SNAPSHOT: &str = "snapshot";
 /// Format markers, and the data dir's identity (`identity`).
 const TREE_META: &str = "meta";

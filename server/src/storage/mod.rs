@@ -1,16 +1,16 @@
 //! Durable storage of a `percyd` node: the Raft log's entries in append-only segment files
-//! under `<data_dir>/wal`; the vote, log pointers and the latest state machine snapshot in a
-//! sled database under `<data_dir>/db`; plus the in-memory state machine that openraft
-//! applies committed entries to.
+//! under `<data_dir>/wal`; the vote and log pointers in a sled database under
+//! `<data_dir>/db`; the latest state machine snapshot in `<data_dir>/snapshot`; plus the
+//! in-memory state machine that openraft applies committed entries to.
 //!
-//! Owns: everything under `<data_dir>/db` and `<data_dir>/wal` and their on-disk formats,
+//! Owns: everything under `<data_dir>/db`, `<data_dir>/wal` and `<data_dir>/snapshot*`, their on-disk formats,
 //! and which node and cluster a data dir belongs to (`identity`). Nothing else in the server
 //! touches sled or the log files.
 //!
 //! Durability contract: log entries are made durable by `fdatasync` on a thread of their own
 //! (`durable_log`), and nothing lets an entry count outside this node before then: it is not
 //! applied, not acknowledged to a leader, and no commit index past it is sent or stored. A
-//! vote is flushed before `save_vote` returns; a snapshot is flushed before it is reported
+//! vote is flushed before `save_vote` returns; a snapshot is fsynced before it is reported
 //! built or installed. A damaged or foreign data dir is an error, never a reset; only a torn
 //! write at the very end of the log (never acknowledged) is cut off.
 //!
@@ -84,7 +84,9 @@ fn open_stores(
     db: db::Database,
     data_dir: &Path,
 ) -> Result<(LogStore, StateMachineStore), StorageError> {
-    let log_store = LogStore::new(db.clone(), data_dir)?;
-    let sm_store = StateMachineStore::new(db, log_store.durable_log())?;
+    let snapshot_file = snapshot::SnapshotFile::open(data_dir)?;
+    snapshot::migrate_from_sled(&db, &snapshot_file)?;
+    let log_store = LogStore::new(db, data_dir)?;
+    let sm_store = StateMachineStore::new(snapshot_file, log_store.durable_log())?;
     Ok((log_store, sm_store))
 }

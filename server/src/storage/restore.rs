@@ -64,6 +64,6 @@ pub fn seed(
         last_membership: membership,
         snapshot_id: format!("restored-at-revision-{revision}"),
     };
-    snapshot::store(&db, &meta, &data)?;
-    db.flush_blocking("flushing the restored snapshot")
+    db.flush_blocking("flushing the restored identity")?;
+    snapshot::SnapshotFile::open(data_dir)?.store(&meta, &data)
 }

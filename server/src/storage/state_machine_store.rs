@@ -20,12 +20,11 @@ use tokio::sync::{broadcast, watch};
 
 use crate::snapshot_policy::{SnapshotPoint, StatePoint};
 use crate::storage::applied_entries::{AppliedEntries, EntryKind};
-use crate::storage::db::Database;
 use crate::storage::durable_log::DurableLog;
 use crate::storage::error::{to_raft, RaftStorageError, StorageError};
 use crate::storage::events::{StateChange, EVENT_CHANNEL_CAPACITY};
 use crate::storage::lock_wakeups::LockWakeups;
-use crate::storage::snapshot::{self, Envelope, SnapshotMeta};
+use crate::storage::snapshot::{Envelope, SnapshotFile, SnapshotMeta};
 use crate::types::{ApplyResult, CommandResult, LogId, StoredMembership, TypeConfig};
 
 type Entry = openraft::Entry<TypeConfig>;
@@ -42,7 +41,8 @@ pub struct StateMachineStore {
 }
 
 struct Shared {
-    db: Database,
+    /// Where the latest snapshot is kept.
+    snapshot_file: SnapshotFile,
     /// The log's durable watermark, which apply waits for.
     durable: DurableLog,
     state: SharedStateMachine,
@@ -54,7 +54,7 @@ struct Shared {
     applied_revision: watch::Sender<u64>,
     /// Callers waiting on queued lock requests, woken when theirs leaves the queue.
     lock_wakeups: Arc<LockWakeups>,
-    /// Serialises writes of the snapshot tree, so a snapshot built from an older state never
+    /// Serialises writes of the snapshot file, so a snapshot built from an older state never
     /// replaces a newer one that was installed meanwhile.
     snapshot_write: tokio::sync::Mutex<()>,
     /// Makes snapshot ids unique within this process even for the same last log id.
@@ -75,12 +75,16 @@ struct Position {
 
 impl StateMachineStore {
     /// Restores the state from the stored snapshot, or starts empty.
-    pub(crate) fn new(db: Database, durable: DurableLog) -> Result<Self, StorageError> {
-        let (state, position) = match snapshot::load(&db)? {
+    pub(crate) fn new(
+        snapshot_file: SnapshotFile,
+        durable: DurableLog,
+    ) -> Result<Self, StorageError> {
+        let (state, position) = match snapshot_file.load()? {
             Some((meta, data)) => {
-                let envelope = Envelope::decode(&data).map_err(|e| db.corrupt("snapshot", e))?;
+                let envelope =
+                    Envelope::decode(&data).map_err(|e| snapshot_file.corrupt("snapshot", e))?;
                 let state = StateMachine::restore(envelope.state)
-                    .map_err(|e| db.corrupt("snapshot state", e))?;
+                    .map_err(|e| snapshot_file.corrupt("snapshot state", e))?;
                 let position = Position {
                     last_applied: meta.last_log_id,
                     last_membership: meta.last_membership,
@@ -94,7 +98,7 @@ impl StateMachineStore {
         let snapshot_point = SnapshotPoint::new(Mutex::new(point_of(&state)));
         Ok(Self {
             shared: Arc::new(Shared {
-                db,
+                snapshot_file,
                 durable,
                 state: Arc::new(RwLock::new(state)),
                 position: Mutex::new(position),
@@ -220,23 +224,30 @@ impl Shared {
         result
     }
 
-    /// Stores and flushes a snapshot unless the stored one is newer (see `snapshot_write`).
+    /// Stores a snapshot durably unless the stored one is newer (see `snapshot_write`), on a
+    /// blocking thread (tens of megabytes written and fsynced). Hands the bytes back.
     async fn persist_snapshot(
         &self,
         meta: &SnapshotMeta,
-        data: &[u8],
+        data: Vec<u8>,
         only_if_newer: bool,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Vec<u8>, StorageError> {
         let _exclusive = self.snapshot_write.lock().await;
-        if only_if_newer {
-            if let Some(stored) = snapshot::load_meta(&self.db)? {
-                if stored.last_log_id > meta.last_log_id {
-                    return Ok(());
+        let file = self.snapshot_file.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || {
+            if only_if_newer {
+                if let Some(stored) = file.load_meta()? {
+                    if stored.last_log_id > meta.last_log_id {
+                        return Ok(data);
+                    }
                 }
             }
-        }
-        snapshot::store(&self.db, meta, data)?;
-        self.db.flush("flushing the snapshot").await
+            file.store(&meta, &data)?;
+            Ok(data)
+        })
+        .await
+        .map_err(|e| self.snapshot_file.thread_error(e))?
     }
 }
 
@@ -286,7 +297,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), RaftStorageError> {
-        let db = &self.shared.db;
+        let file = &self.shared.snapshot_file;
         let data = snapshot.into_inner();
         let restored = Envelope::decode(&data)
             .map_err(|e| e.to_string())
@@ -295,10 +306,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 StateMachine::restore(envelope.state).map_err(|e| e.to_string())
             })
             .map_err(|e| {
-                self.snapshot_error(meta, ErrorVerb::Read, &db.corrupt("received snapshot", e))
+                self.snapshot_error(meta, ErrorVerb::Read, &file.corrupt("received snapshot", e))
             })?;
         self.shared
-            .persist_snapshot(meta, &data, false)
+            .persist_snapshot(meta, data, false)
             .await
             .map_err(|e| self.snapshot_error(meta, ErrorVerb::Write, &e))?;
         let revision = restored.revision();
@@ -323,11 +334,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
-        let stored = snapshot::load(&self.shared.db)
+        let file = self.shared.snapshot_file.clone();
+        let stored = tokio::task::spawn_blocking(move || file.load())
+            .await
+            .map_err(|e| self.shared.snapshot_file.thread_error(e))
+            .and_then(|loaded| loaded)
             .map_err(|e| to_raft(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
         Ok(stored.map(|(meta, data)| Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data.to_vec())),
+            snapshot: Box::new(Cursor::new(data)),
         }))
     }
 }
@@ -337,19 +352,18 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     /// and flushes the snapshot before returning it, because openraft purges the log it
     /// covers once this returns.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
-        let (position, image, point) = {
+        let file = &self.shared.snapshot_file;
+        let (position, data, point) = {
             let state = self.shared.state.read();
             let position = self.shared.position.lock().clone();
-            (position, state.snapshot(), point_of(&state))
+            let header = Envelope::header(position.last_applied, &position.last_membership)
+                .map_err(|e| self.write_error(&file.corrupt("snapshot", e)))?;
+            (
+                position,
+                state.snapshot_appended_to(header),
+                point_of(&state),
+            )
         };
-        let envelope = Envelope {
-            last_applied: position.last_applied,
-            last_membership: position.last_membership.clone(),
-            state: &image,
-        };
-        let data = envelope
-            .encode()
-            .map_err(|e| self.write_error(&self.shared.db.corrupt("snapshot", e)))?;
         let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match position.last_applied {
             Some(id) => format!(
@@ -363,8 +377,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             last_membership: position.last_membership,
             snapshot_id,
         };
-        self.shared
-            .persist_snapshot(&meta, &data, true)
+        let data = self
+            .shared
+            .persist_snapshot(&meta, data, true)
             .await
             .map_err(|e| self.snapshot_error(&meta, ErrorVerb::Write, &e))?;
         {

@@ -572,12 +572,21 @@ impl StateMachine {
     /// Compact binary image of the whole state, with a format version: the [`image::StateImage`],
     /// then the sections added since, in the order [`Self::restore`] reads them.
     pub fn snapshot(&self) -> Vec<u8> {
-        crate::codec::encode(&(
-            image::StateImageOf(self),
-            image::TokenImage::of(self),
-            image::RunImage::of(self),
-            image::LoadImage::of(self),
-        ))
+        self.snapshot_appended_to(Vec::new())
+    }
+
+    /// [`Self::snapshot`]'s bytes appended to `bytes`: for a caller that frames the image (the
+    /// server's snapshot envelope) without copying tens of megabytes into a second buffer.
+    pub fn snapshot_appended_to(&self, bytes: Vec<u8>) -> Vec<u8> {
+        crate::codec::encode_appended(
+            &(
+                image::StateImageOf(self),
+                image::TokenImage::of(self),
+                image::RunImage::of(self),
+                image::LoadImage::of(self),
+            ),
+            bytes,
+        )
     }
 
     /// Refuses an unknown format version or corrupt bytes with a clear error. The restored

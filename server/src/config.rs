@@ -30,6 +30,9 @@ pub const DEFAULT_AGENT_TTL_MS: u64 = percy_statemachine::limits::DEFAULT_AGENT_
 pub const DEFAULT_AGENT_HEARTBEAT_INTERVAL_MS: u64 = 2_000;
 /// Watch history kept in memory for resuming watchers (in revisions that had events).
 pub const DEFAULT_WATCH_HISTORY: usize = 10_000;
+/// ... and at most this many events in those revisions (each holds a copy of its entity:
+/// ~400 B for a task, so the default history stays under ~10 MB).
+pub const DEFAULT_WATCH_HISTORY_EVENTS: usize = 20_000;
 /// Most runtime worker threads `--worker-threads` accepts.
 pub const MAX_WORKER_THREADS: u16 = 256;
 
@@ -51,6 +54,7 @@ pub struct NodeConfig {
     pub agent_ttl_ms: u64,
     pub agent_heartbeat_interval_ms: u64,
     pub watch_history: usize,
+    pub watch_history_events: usize,
     /// Every public call needs a token (`auth`); off by default.
     pub auth: bool,
     /// TLS on the port and to peers (`--tls-cert --tls-key --tls-ca`); off by default.
@@ -165,6 +169,7 @@ impl NodeConfig {
             agent_ttl_ms: DEFAULT_AGENT_TTL_MS,
             agent_heartbeat_interval_ms: DEFAULT_AGENT_HEARTBEAT_INTERVAL_MS,
             watch_history: DEFAULT_WATCH_HISTORY,
+            watch_history_events: DEFAULT_WATCH_HISTORY_EVENTS,
             auth: false,
             tls: None,
             insecure: false,
@@ -354,6 +359,11 @@ pub struct Cli {
     /// Revisions of watch history kept in memory for resuming watchers.
     #[arg(long, default_value_t = DEFAULT_WATCH_HISTORY)]
     pub watch_history: usize,
+    /// Most events the watch history holds (one revision can change many entities, e.g. a
+    /// plan's tasks): older revisions go first; the newest is always kept. A watcher resuming
+    /// from before the history is told "compacted".
+    #[arg(long, default_value_t = DEFAULT_WATCH_HISTORY_EVENTS)]
+    pub watch_history_events: usize,
     /// Threads of the async runtime that serves requests and runs Raft. Default: one per core.
     /// Nodes that share a machine do better with the cores split between them: every thread
     /// beyond that only adds wake-ups and context switches (`percyctl bench --local N` gives
@@ -431,6 +441,7 @@ impl Cli {
         config.agent_ttl_ms = self.agent_ttl_ms;
         config.agent_heartbeat_interval_ms = self.agent_heartbeat_interval_ms;
         config.watch_history = self.watch_history;
+        config.watch_history_events = self.watch_history_events;
         config.auth = self.auth;
         config.insecure = self.insecure;
         config.tls = match (self.tls_cert, self.tls_key, self.tls_ca) {

@@ -50,7 +50,7 @@ use crate::storage::{self, ClusterId, DataDirIdentity, DurableLog, StorageError}
 use crate::tls::{Dialer, NodeTls, PeerCertGuard, TlsError};
 use crate::types::{NodeId, Raft};
 use crate::vote_guard::LeaderContact;
-use crate::watch::{run_pump, WatchHub};
+use crate::watch::{run_pump, HistoryLimits, WatchHub};
 
 /// Largest public request or response. Above the state machine's own limits (1 MiB payloads,
 /// plans of many tasks) so that an oversized field gets the state machine's clear
@@ -209,7 +209,14 @@ impl Node {
         let (batcher, batching) = Batcher::start(raft.clone(), metrics.clone());
         let ctx = Arc::new(NodeContext {
             node_id: config.node_id,
-            watch: WatchHub::new(config.watch_history, floor, shutdown_rx.clone()),
+            watch: WatchHub::new(
+                HistoryLimits {
+                    revisions: config.watch_history,
+                    events: config.watch_history_events,
+                },
+                floor,
+                shutdown_rx.clone(),
+            ),
             config,
             raft,
             batcher,

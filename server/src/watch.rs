@@ -46,28 +46,45 @@ enum Item {
 
 struct Ring {
     batches: VecDeque<Arc<Batch>>,
+    /// The events in `batches`.
+    events: usize,
     /// Every event with revision ≥ floor is in `batches` or still to come.
     floor: u64,
+}
+
+/// How much watch history a node keeps: the newest revisions, at most `revisions` of them
+/// and at most `events` events in all (but always the newest revision, however many events
+/// it has). Both bounds matter: one revision can change a thousand entities (a plan's
+/// submission), and each event holds a copy of its entity — a revision count alone let a
+/// node that took a million tasks in plans keep a copy of every one (~400 B per task).
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    pub revisions: usize,
+    pub events: usize,
 }
 
 pub struct WatchHub {
     ring: Mutex<Ring>,
     live: broadcast::Sender<Item>,
-    capacity: usize,
+    limits: HistoryLimits,
     closed: watch::Receiver<bool>,
 }
 
 impl WatchHub {
     /// `floor`: the first revision this node will see events for (state revision + 1 at start).
-    pub fn new(capacity: usize, floor: u64, closed: watch::Receiver<bool>) -> Self {
+    pub fn new(limits: HistoryLimits, floor: u64, closed: watch::Receiver<bool>) -> Self {
         let (live, _) = broadcast::channel(LIVE_CAPACITY);
         Self {
             ring: Mutex::new(Ring {
                 batches: VecDeque::new(),
+                events: 0,
                 floor,
             }),
             live,
-            capacity: capacity.max(1),
+            limits: HistoryLimits {
+                revisions: limits.revisions.max(1),
+                events: limits.events,
+            },
             closed,
         }
     }
@@ -93,11 +110,16 @@ impl WatchHub {
         {
             return; // a replay of something already published
         }
+        ring.events += batch.events.len();
         ring.batches.push_back(batch.clone());
-        while ring.batches.len() > self.capacity {
-            if let Some(old) = ring.batches.pop_front() {
-                ring.floor = old.revision + 1;
-            }
+        while ring.batches.len() > self.limits.revisions
+            || (ring.events > self.limits.events && ring.batches.len() > 1)
+        {
+            let Some(old) = ring.batches.pop_front() else {
+                break;
+            };
+            ring.events -= old.events.len();
+            ring.floor = old.revision + 1;
         }
         // No receivers is fine: nobody is watching.
         let _ = self.live.send(Item::Batch(batch));
@@ -107,6 +129,7 @@ impl WatchHub {
     pub fn reset(&self, floor: u64) {
         let mut ring = self.ring();
         ring.batches.clear();
+        ring.events = 0;
         ring.floor = floor;
         let _ = self.live.send(Item::Gap { floor });
     }
@@ -443,5 +466,60 @@ fn message_key(recipient: &Recipient, id: u64) -> String {
     match recipient {
         Recipient::Agent(agent) => format!("{agent}/{id}"),
         Recipient::Broadcast => format!("*/{id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use percy_statemachine::EntityKind;
+
+    fn batch(revision: u64, events: usize) -> Batch {
+        let event = |n: usize| Event {
+            revision,
+            kind: EntityKind::Config,
+            key: format!("k{n}"),
+            value: None,
+        };
+        Batch {
+            revision,
+            events: (0..events).map(event).collect(),
+        }
+    }
+
+    fn hub(revisions: usize, events: usize) -> WatchHub {
+        let (_closed_tx, closed) = watch::channel(false);
+        WatchHub::new(HistoryLimits { revisions, events }, 1, closed)
+    }
+
+    fn kept(hub: &WatchHub) -> (Vec<u64>, usize, u64) {
+        let ring = hub.ring();
+        let revisions = ring.batches.iter().map(|b| b.revision).collect();
+        (revisions, ring.events, ring.floor)
+    }
+
+    #[test]
+    fn history_keeps_at_most_its_revisions() {
+        let hub = hub(3, 1_000);
+        for revision in 1..=5 {
+            hub.publish(batch(revision, 1));
+        }
+        assert_eq!(kept(&hub), (vec![3, 4, 5], 3, 3));
+    }
+
+    /// A revision with many events (a plan's submission) pushes older revisions out, so the
+    /// history's memory follows its events, not its revision count.
+    #[test]
+    fn history_keeps_at_most_its_events_but_always_the_newest_revision() {
+        let hub = hub(100, 10);
+        hub.publish(batch(1, 4));
+        hub.publish(batch(2, 4));
+        assert_eq!(kept(&hub), (vec![1, 2], 8, 1));
+        hub.publish(batch(3, 4));
+        assert_eq!(kept(&hub), (vec![2, 3], 8, 2));
+        hub.publish(batch(4, 25));
+        assert_eq!(kept(&hub), (vec![4], 25, 4));
+        hub.reset(9);
+        assert_eq!(kept(&hub), (vec![], 0, 9));
     }
 }

@@ -17,6 +17,8 @@
 #      MILLION (1000000)  FIGURE_REPEAT, MILLION_REPEAT (rounds that run the exec/git pipelines
 #      and the million-task runs; default REPEAT)  HEARTBEAT (0)  AGENTS (100000)  BIN (target/release)
 #      ANCHOR_DIR (a checkout of the anchor tool; without it the etcd rows are skipped)
+#      ROWS (pipeline,figures,million: which groups of rows to run — the pipeline with etcd,
+#      the exec/git figures, the million-task runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,7 +57,9 @@ show("pipeline-git", "tasks_per_s", "tasks/s")
 show("pipeline-git", "per_task_ms", "ms/task/worker", 2)
 for r in runs.get("restart", []):
     r["rss_max"] = max((x for x in r.get("rss_bytes_per_task", []) if x is not None), default=None)
+    r["rss_peak_max"] = max((x for x in r.get("rss_peak_bytes_per_task", []) if x is not None), default=None)
 show("restart", "rss_max", "B/task (worst node)")
+show("restart", "rss_peak_max", "B/task (worst, at snapshot)")
 show("restart", "restart_to_linearizable_read_ms", "ms", 0)
 for r in runs.get("listing", []):
     r["idle_p99_ms"] = r["idle"]["p99_ms"]
@@ -84,6 +88,8 @@ MILLION="${MILLION:-1000000}"
 FIGURE_REPEAT="${FIGURE_REPEAT:-$REPEAT}"
 MILLION_REPEAT="${MILLION_REPEAT:-$REPEAT}"
 AGENTS="${AGENTS:-100000}"
+ROWS=",${ROWS:-pipeline,figures,million},"
+wants() { case "$ROWS" in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 BIN="$(realpath "${BIN:-target/release}")"
 ANCHOR="${ANCHOR_DIR:-}"
 etcd_dir=""
@@ -129,12 +135,12 @@ for round in $(seq 1 "$REPEAT"); do
     rm -rf "$etcd_dir"
     etcd_dir=""
   }
-  if [ $((round % 2)) = 1 ]; then percy; etcd; else etcd; percy; fi
-  if [ "$round" -le "$FIGURE_REPEAT" ]; then
+  if ! wants pipeline; then :; elif [ $((round % 2)) = 1 ]; then percy; etcd; else etcd; percy; fi
+  if wants figures && [ "$round" -le "$FIGURE_REPEAT" ]; then
     record pipeline-exec "${ctl[@]}" pipeline --local 3 --workers "$WORKERS" --tasks "$EXEC_TASKS" --exec true
     record pipeline-git "${ctl[@]}" pipeline --local 3 --workers 8 --tasks "$GIT_TASKS" --git
   fi
-  if [ "$round" -le "$MILLION_REPEAT" ]; then
+  if wants million && [ "$round" -le "$MILLION_REPEAT" ]; then
     record restart "${ctl[@]}" restart --local 3 --tasks "$MILLION"
     record listing "${ctl[@]}" listing --local 3 --tasks "$MILLION"
   fi

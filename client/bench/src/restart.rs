@@ -22,10 +22,12 @@ const RECOVERY_TIMEOUT: Duration = Duration::from_secs(300);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long the nodes may take to snapshot what they applied once the load stopped.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Pause between a node's snapshot and the memory sample: the allocator returns freed pages
-/// (the snapshot's buffers) to the OS after a short delay, and the figure is meant to be
-/// what the node keeps, not what it held a moment ago.
-const SETTLED_PAUSE: Duration = Duration::from_secs(1);
+/// How long after the snapshots the memory is sampled. The figure is meant to be what a node
+/// keeps, not the snapshot's transient buffers, and the allocator (mimalloc 3) hands freed
+/// pages back only on a later purge: in an idle node that came ~10 s after the snapshot,
+/// when the blocking thread that wrote it exited (tokio retires idle blocking threads after
+/// 10 s). The first sample after the snapshots is reported too (`rss_peak_bytes_per_task`).
+const ALLOCATOR_SETTLE: Duration = Duration::from_secs(15);
 /// Pause between probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(20);
 /// Clients used to submit the tasks.
@@ -43,9 +45,13 @@ pub struct RestartReport {
     /// How long after the last node applied the load every node had a snapshot of it.
     pub settle_s: f64,
     /// Resident memory each node (by id) grew by from before the load to after it settled
-    /// (see `settle_s`), per task: the state's cost per task plus the allocator's overhead
-    /// (Linux `/proc/<pid>/status` VmRSS; absent elsewhere).
+    /// (see `settle_s`, then `allocator_settle_s`), per task: the state's cost per task plus
+    /// what the process keeps besides (Linux `/proc/<pid>/status` VmRSS; absent elsewhere).
     pub rss_bytes_per_task: Vec<Option<f64>>,
+    /// The same right after the snapshots, before the allocator returned their buffers.
+    pub rss_peak_bytes_per_task: Vec<Option<f64>>,
+    /// How long after the snapshots `rss_bytes_per_task` was sampled.
+    pub allocator_settle_s: f64,
     pub applied_index_before_kill: u64,
     pub restart_to_first_answer_ms: f64,
     pub restart_to_linearizable_read_ms: f64,
@@ -87,16 +93,24 @@ pub async fn run(env: &Env, cluster: &mut LocalCluster) -> Result<RestartReport>
     let t_settle = Instant::now();
     wait_all_snapshotted(cluster, applied).await?;
     let settle_s = t_settle.elapsed().as_secs_f64();
-    tokio::time::sleep(SETTLED_PAUSE).await;
     let tasks = submitted.ids.len().max(1) as f64;
-    let rss_bytes_per_task = node_ids
-        .iter()
-        .zip(&rss_before)
-        .map(|(id, before)| {
-            let grown = node_rss(cluster, *id)?.saturating_sub((*before)?);
-            Some(r3(grown as f64 / tasks))
-        })
-        .collect();
+    let rss_per_task = |cluster: &LocalCluster| -> Vec<Option<f64>> {
+        node_ids
+            .iter()
+            .zip(&rss_before)
+            .map(|(id, before)| {
+                let grown = node_rss(cluster, *id)?.saturating_sub((*before)?);
+                Some(r3(grown as f64 / tasks))
+            })
+            .collect()
+    };
+    let rss_peak_bytes_per_task = rss_per_task(cluster);
+    env.progress.say(format!(
+        "restart: waiting {ALLOCATOR_SETTLE:?} for the allocators to return the snapshots' buffers"
+    ));
+    tokio::time::sleep(ALLOCATOR_SETTLE).await;
+    cluster.check_alive()?;
+    let rss_bytes_per_task = rss_per_task(cluster);
     let victim = match env.args.kill {
         Victim::Leader => leader,
         Victim::Follower => env
@@ -165,6 +179,8 @@ pub async fn run(env: &Env, cluster: &mut LocalCluster) -> Result<RestartReport>
         victim_data_dir_bytes: data_bytes,
         settle_s: r3(settle_s),
         rss_bytes_per_task,
+        rss_peak_bytes_per_task,
+        allocator_settle_s: ALLOCATOR_SETTLE.as_secs_f64(),
         applied_index_before_kill: before,
         restart_to_first_answer_ms: ms(first_answer),
         restart_to_linearizable_read_ms: ms(serving),

@@ -342,7 +342,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| to_raft(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
         Ok(stored.map(|(meta, data)| Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(Cursor::new(data.to_vec())),
         }))
     }
 }

@@ -97,9 +97,10 @@ impl StateMachine {
     }
 
     /// Completes a held task, then claims (started) the next one for the same agent. Every
-    /// check comes first: the completion's (the claim token), then the claim's (an active
-    /// agent; it has room, since the completion frees the slot the task held and an agent
-    /// never holds more than `max_concurrent`), so a refusal changes nothing.
+    /// check that can refuse comes first — the completion's (the claim token) and the
+    /// agent's (active) — so a refusal changes nothing. An agent with no room after the
+    /// completion gets no next task rather than a refusal: it can hold more than its
+    /// `max_concurrent` when it re-registered with a lower one while holding tasks.
     pub(super) fn complete_and_claim_next(
         &mut self,
         ctx: &mut Ctx,
@@ -119,9 +120,13 @@ impl StateMachine {
                     )))
                 }
             };
-        let next = match self.claim_next(ctx, agent_id, TaskStatus::Working)? {
-            Outcome::TaskClaimed(next) => next.map(Box::new),
-            _ => None,
+        // The agent is active (checked above), so with room the claim cannot be refused.
+        let next = match self.claiming_agent(agent_id) {
+            Err(_no_room) => None,
+            Ok(_) => match self.claim_next(ctx, agent_id, TaskStatus::Working)? {
+                Outcome::TaskClaimed(next) => next.map(Box::new),
+                _ => None,
+            },
         };
         Ok(Outcome::TaskCompletedClaimedNext {
             task,

@@ -178,6 +178,40 @@ fn a_stale_token_refuses_the_completion_and_the_claim() {
 }
 
 /// Refused up front by the stateless checks, like a plain completion.
+/// An agent that re-registered with a lower `max_concurrent` while holding tasks has no
+/// room after one completion: the completion stands and there is no next task (it was
+/// refused after the completion had changed the state — found by `random_sequences`).
+#[test]
+fn an_agent_over_its_limit_completes_and_claims_nothing() {
+    let mut h = Harness::new();
+    let w = h.register("w", &[], &[], 2);
+    for id in ["a", "b", "c"] {
+        h.submit(spec(id));
+    }
+    let first = claim_started(&mut h, w).expect("a");
+    let second = claim_started(&mut h, w).expect("b");
+    assert_eq!(
+        h.register("w", &[], &[], 1),
+        w,
+        "the same agent, now with room for one"
+    );
+    match h.ok(complete_and_claim_op(&first)) {
+        Outcome::TaskCompletedClaimedNext { task, next, .. } => {
+            assert_eq!(task.status, TaskStatus::Completed);
+            assert_eq!(next, None, "still holds one task, its new limit");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(h.task("c").status, TaskStatus::Ready);
+    // Back under the limit, the next completion hands over the next task again.
+    match h.ok(complete_and_claim_op(&second)) {
+        Outcome::TaskCompletedClaimedNext {
+            next: Some(next), ..
+        } => assert_eq!(next.id, "c"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
 #[test]
 fn validation_covers_the_new_commands() {
     use crate::validate::validate;

@@ -104,18 +104,34 @@ const METADATA_AT_MOST: usize = 1 << 20;
 /// Where the CRC field ends: it covers the rest of the file.
 const CRC_END: usize = 4 + 1 + 4;
 
-/// A loaded snapshot's bytes (the envelope): the snapshot file, mapped.
+/// A loaded snapshot's bytes (the envelope): the snapshot file mapped, or read where it
+/// cannot be mapped (a FUSE file opened for direct I/O, as the fault suite's power-loss
+/// filesystem does, refuses `mmap`).
 pub(crate) struct SnapshotBytes {
-    map: memmap2::Mmap,
+    file: FileBytes,
     /// Where the envelope starts, after the header and the metadata.
     start: usize,
+}
+
+enum FileBytes {
+    Mapped(memmap2::Mmap),
+    Read(Vec<u8>),
+}
+
+impl FileBytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(map) => map,
+            FileBytes::Read(bytes) => bytes,
+        }
+    }
 }
 
 impl std::ops::Deref for SnapshotBytes {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        &self.map[self.start..]
+        &self.file.as_slice()[self.start..]
     }
 }
 
@@ -211,7 +227,20 @@ impl SnapshotFile {
         // Percy never writes a snapshot file in place: a new one is written under another
         // name and renamed over it (a new inode; this mapping keeps the old one), and the data
         // dir is this process's alone (sled's lock on `db/` refuses a second percyd).
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| self.read_error(e))?;
+        let bytes = match unsafe { memmap2::Mmap::map(&file) } {
+            Ok(map) => FileBytes::Mapped(map),
+            Err(_cannot_map) => {
+                let mut bytes = Vec::new();
+                (&file)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| self.read_error(e))?;
+                FileBytes::Read(bytes)
+            }
+        };
+        let map = bytes.as_slice();
+        if map.len() < FILE_HEADER_LEN {
+            return Err(self.corrupt("snapshot", "the file ends inside its header"));
+        }
         let (crc, meta_bytes) = self.read_to_metadata(&mut &map[..])?;
         // The CRC covers everything after itself: the metadata's length, the metadata, the data.
         if crc32fast::hash(&map[CRC_END..]) != crc {
@@ -219,10 +248,8 @@ impl SnapshotFile {
         }
         let meta: SnapshotMeta =
             codec::decode(&meta_bytes).map_err(|e| self.corrupt("snapshot metadata", e))?;
-        let data = SnapshotBytes {
-            map,
-            start: FILE_HEADER_LEN + meta_bytes.len(),
-        };
+        let start = FILE_HEADER_LEN + meta_bytes.len();
+        let data = SnapshotBytes { file: bytes, start };
         let envelope = Envelope::decode(&data).map_err(|e| self.corrupt("snapshot", e))?;
         envelope
             .check_matches(&meta)

@@ -75,15 +75,22 @@ impl Envelope<'_> {
         })
     }
 
-    /// The envelope must describe the same point in the log as the metadata it came with.
-    pub fn check_matches(&self, meta: &SnapshotMeta) -> Result<(), String> {
-        if self.last_applied != meta.last_log_id || self.last_membership != meta.last_membership {
+    /// Decodes `bytes`, which must describe the same point in the log as the metadata they
+    /// came with (stored beside them, or sent along by openraft).
+    pub fn decode_matching<'a>(
+        bytes: &'a [u8],
+        meta: &SnapshotMeta,
+    ) -> Result<Envelope<'a>, String> {
+        let envelope = Envelope::decode(bytes).map_err(|e| e.to_string())?;
+        if envelope.last_applied != meta.last_log_id
+            || envelope.last_membership != meta.last_membership
+        {
             return Err(format!(
                 "snapshot bytes are for last applied {:?} / membership {:?}, metadata says {:?} / {:?}",
-                self.last_applied, self.last_membership, meta.last_log_id, meta.last_membership
+                envelope.last_applied, envelope.last_membership, meta.last_log_id, meta.last_membership
             ));
         }
-        Ok(())
+        Ok(envelope)
     }
 }
 
@@ -96,13 +103,13 @@ const FILE_MAGIC: &[u8; 4] = b"PSNP";
 const FILE_VERSION: u8 = 1;
 /// Magic, version, CRC-32 of the rest of the file, length of the metadata (little endian):
 /// then the metadata (`codec`), then the snapshot's bytes (the envelope) to the end.
-const FILE_HEADER_LEN: usize = 4 + 1 + 4 + 4;
+const CRC_AT: usize = FILE_MAGIC.len() + 1;
+/// Where the CRC field ends: it covers the rest of the file.
+const CRC_END: usize = CRC_AT + 4;
+const FILE_HEADER_LEN: usize = CRC_END + 4;
 /// Encoded snapshot metadata is a log id and a membership: far below this unless the file
 /// is damaged, which this bound turns into an error instead of a huge read.
 const METADATA_AT_MOST: usize = 1 << 20;
-
-/// Where the CRC field ends: it covers the rest of the file.
-const CRC_END: usize = 4 + 1 + 4;
 
 /// A loaded snapshot's bytes (the envelope): the snapshot file mapped, or read where it
 /// cannot be mapped (a FUSE file opened for direct I/O, as the fault suite's power-loss
@@ -238,9 +245,6 @@ impl SnapshotFile {
             }
         };
         let map = bytes.as_slice();
-        if map.len() < FILE_HEADER_LEN {
-            return Err(self.corrupt("snapshot", "the file ends inside its header"));
-        }
         let (crc, meta_bytes) = self.read_to_metadata(&mut &map[..])?;
         // The CRC covers everything after itself: the metadata's length, the metadata, the data.
         if crc32fast::hash(&map[CRC_END..]) != crc {
@@ -250,10 +254,7 @@ impl SnapshotFile {
             codec::decode(&meta_bytes).map_err(|e| self.corrupt("snapshot metadata", e))?;
         let start = FILE_HEADER_LEN + meta_bytes.len();
         let data = SnapshotBytes { file: bytes, start };
-        let envelope = Envelope::decode(&data).map_err(|e| self.corrupt("snapshot", e))?;
-        envelope
-            .check_matches(&meta)
-            .map_err(|e| self.corrupt("snapshot", e))?;
+        Envelope::decode_matching(&data, &meta).map_err(|e| self.corrupt("snapshot", e))?;
         Ok(Some((meta, data)))
     }
 
@@ -270,11 +271,9 @@ impl SnapshotFile {
     fn read_to_metadata(&self, file: &mut impl Read) -> Result<(u32, Vec<u8>), StorageError> {
         let cut = |what| {
             move |e: std::io::Error| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => StorageError::Corrupt {
-                    path: self.path.clone(),
-                    what: "snapshot".to_string(),
-                    detail: format!("the file ends inside {what}"),
-                },
+                std::io::ErrorKind::UnexpectedEof => {
+                    self.corrupt("snapshot", format!("the file ends inside {what}"))
+                }
                 _ => self.read_error(e),
             }
         };
@@ -283,25 +282,26 @@ impl SnapshotFile {
         let word = |at: usize| {
             u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
         };
-        if &header[..4] != FILE_MAGIC {
+        if &header[..FILE_MAGIC.len()] != FILE_MAGIC {
             return Err(self.corrupt("snapshot", "not a Percy snapshot file (bad magic)"));
         }
-        if header[4] != FILE_VERSION {
+        let version = header[FILE_MAGIC.len()];
+        if version != FILE_VERSION {
             return Err(StorageError::FormatVersion {
                 path: self.path.clone(),
                 what: "snapshot file",
-                found: header[4],
+                found: version,
                 expected: FILE_VERSION,
             });
         }
-        let meta_len = word(9) as usize;
+        let meta_len = word(CRC_END) as usize;
         if meta_len > METADATA_AT_MOST {
             return Err(self.corrupt("snapshot metadata", format!("claims {meta_len} bytes")));
         }
         let mut meta_bytes = vec![0; meta_len];
         file.read_exact(&mut meta_bytes)
             .map_err(cut("the metadata"))?;
-        Ok((word(5), meta_bytes))
+        Ok((word(CRC_AT), meta_bytes))
     }
 
     fn read_error(&self, e: std::io::Error) -> StorageError {
@@ -343,10 +343,7 @@ pub(crate) fn migrate_from_sled(db: &Database, file: &SnapshotFile) -> Result<()
         .ok_or_else(|| db.corrupt("snapshot", "metadata present but bytes missing"))?;
     let meta: SnapshotMeta =
         codec::decode(&meta_bytes).map_err(|e| db.corrupt("snapshot metadata", e))?;
-    Envelope::decode(&data)
-        .map_err(|e| e.to_string())
-        .and_then(|envelope| envelope.check_matches(&meta))
-        .map_err(|e| db.corrupt("snapshot", e))?;
+    Envelope::decode_matching(&data, &meta).map_err(|e| db.corrupt("snapshot", e))?;
     file.store(&meta, &data)?;
     db.snapshot
         .clear()

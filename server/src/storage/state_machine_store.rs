@@ -299,12 +299,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), RaftStorageError> {
         let file = &self.shared.snapshot_file;
         let data = snapshot.into_inner();
-        let restored = Envelope::decode(&data)
-            .map_err(|e| e.to_string())
-            .and_then(|envelope| {
-                envelope.check_matches(meta)?;
-                StateMachine::restore(envelope.state).map_err(|e| e.to_string())
-            })
+        let restored = Envelope::decode_matching(&data, meta)
+            .and_then(|envelope| StateMachine::restore(envelope.state).map_err(|e| e.to_string()))
             .map_err(|e| {
                 self.snapshot_error(meta, ErrorVerb::Read, &file.corrupt("received snapshot", e))
             })?;
